@@ -1,0 +1,50 @@
+"""ufm: the unconstrained features model of neural collapse, in JAX.
+
+Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
+:mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`. The most used names are
+re-exported here.
+"""
+
+from ufm import metrics, objectives, problem, solvers, sweep, theory
+from ufm.objectives import ce_loss, mse_loss, objective
+from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
+                         make_problem, step_counts)
+from ufm.solvers import (GDHparams, LBFGSHparams, Solution, Trace, gd_hparams, gradient_descent, lbfgs_hparams,
+                         lbfgs_reference)
+from ufm.sweep import SweepResult
+from ufm.theory import NoClosedFormError, Prediction, predict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GDHparams",
+    "LBFGSHparams",
+    "NoClosedFormError",
+    "Params",
+    "Prediction",
+    "Problem",
+    "Solution",
+    "SweepResult",
+    "Trace",
+    "__version__",
+    "balanced_counts",
+    "ce_loss",
+    "gd_hparams",
+    "gradient_descent",
+    "init_params",
+    "lbfgs_hparams",
+    "lbfgs_reference",
+    "long_tailed_counts",
+    "make_labels",
+    "make_problem",
+    "metrics",
+    "mse_loss",
+    "objective",
+    "objectives",
+    "predict",
+    "problem",
+    "solvers",
+    "step_counts",
+    "sweep",
+    "theory",
+]

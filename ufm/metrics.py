@@ -1,0 +1,275 @@
+r"""Neural-collapse metrics: pure functions of arrays, valid under ``jit`` and ``vmap``.
+
+Conventions (THEORY.md §0, §8). ``H`` is ``d x N``, ``labels`` is ``(N,)`` integers in
+``[0, K)``, ``W`` is ``K x d``, ``b`` is ``(K,)``; ``K`` is a static Python int. With
+:math:`\mu_k` the class means, :math:`\mu_G = \frac1N\sum_i h_i` the (sample-weighted)
+global mean and :math:`\tilde M = [\mu_k - \mu_G]_k` (``d x K``):
+
+.. math::
+   \Sigma_W = \frac1N\sum_i (h_i - \mu_{y_i})(h_i - \mu_{y_i})^\top,\qquad
+   \Sigma_B = \frac1K\sum_k (\mu_k - \mu_G)(\mu_k - \mu_G)^\top,
+
+the unweighted :math:`\Sigma_B` of Papyan et al. (2020) used by every peer codebase
+(Zhu, Zhou, Dang, ``rhubarbwu/neural-collapse``). Metrics marked *undefined* return NaN
+exactly when the geometry they measure is undefined (for example the angles of zero
+vectors); NC1 is never NaN for finite input.
+
+Names follow ``rhubarbwu/neural-collapse`` (the library of Wu & Papyan 2024,
+"Linguistic Collapse", arXiv 2405.17767) where it has them; ``tests/test_metrics.py``
+pins the values computed by that library on the same arrays (see its docstring).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ufm.problem import Params, Problem
+
+__all__ = [
+    "METRICS",
+    "bias_relation",
+    "cdnv",
+    "class_means",
+    "compute",
+    "cosines",
+    "equiangularity",
+    "equinorm",
+    "etf_error",
+    "gnc2",
+    "gnc2_var",
+    "max_angle",
+    "nc1",
+    "nc1_ratio",
+    "nc4",
+    "of_error",
+    "self_duality",
+    "self_duality_classwise",
+    "unc3",
+]
+
+
+def _safe_div(num, den):
+  """``num / den`` with ``0/0 -> 0`` and ``x/0 -> inf`` for ``x > 0`` (never NaN for finite input)."""
+  ok = den > 0
+  return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
+
+
+def class_means(H: jax.Array, labels: jax.Array, K: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""Class means :math:`\bar H` (``d x K``), global mean :math:`\mu_G` (``d``) and class counts (``K``)."""
+  sums_Kxd = jax.ops.segment_sum(H.T, labels, num_segments=K)
+  counts_K = jax.ops.segment_sum(jnp.ones_like(labels, H.dtype), labels, num_segments=K)
+  return (sums_Kxd / counts_K[:, None]).T, jnp.mean(H, axis=1), counts_K
+
+
+def _centred_means(H, labels, K):
+  M_dxK, mu_G, _ = class_means(H, labels, K)
+  return M_dxK - mu_G[:, None]
+
+
+def _normalise_columns(X):
+  return X / jnp.linalg.norm(X, axis=0, keepdims=True)
+
+
+def _pairs(K: int):
+  return jnp.triu_indices(K, k=1)
+
+
+def nc1(H: jax.Array, labels: jax.Array, K: int) -> jax.Array:
+  r"""NC1 = :math:`\frac1K \mathrm{tr}(\Sigma_W \Sigma_B^+)` (Papyan et al. 2020, arXiv 2008.08186, Fig. 6).
+
+  Computed in the eigenbasis of :math:`\Sigma_B`: with :math:`\tilde M = U S V^\top`,
+  :math:`\mathrm{tr}(\Sigma_W\Sigma_B^+) = \sum_{j:\,\lambda_j > \epsilon} u_j^\top\Sigma_W u_j/\lambda_j`,
+  :math:`\lambda_j = s_j^2/K`, with the cutoff of ``numpy.linalg.pinv``
+  (:math:`\epsilon = \max(d, K)\,\mathrm{eps}\,\lambda_{\max}`). Every term is
+  :math:`\ge 0`, so NC1 is never negative, and it is 0 (not NaN) when
+  :math:`\Sigma_B = 0`. Cost :math:`O(dK^2 + dKN)`; no ``d x d`` inverse.
+  """
+  d, N = H.shape
+  M_dxK, mu_G, _ = class_means(H, labels, K)
+  C_dxN = H - M_dxK[:, labels]
+  U, s, _ = jnp.linalg.svd(M_dxK - mu_G[:, None], full_matrices=False)
+  lam_B = s**2 / K
+  keep = lam_B > max(d, K) * jnp.finfo(H.dtype).eps * jnp.max(lam_B)
+  w = jnp.sum((U.T @ C_dxN) ** 2, axis=1) / N
+  return jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
+
+
+def nc1_ratio(H: jax.Array, labels: jax.Array, K: int) -> jax.Array:
+  r""":math:`\mathrm{tr}\,\Sigma_W / \mathrm{tr}\,\Sigma_B` (Tirer, Huang, Niles-Weed 2023, arXiv 2210.16658;
+  rhubarbwu ``covariance_ratio``). ``0/0 -> 0``, ``x/0 -> inf``."""
+  M_dxK, mu_G, _ = class_means(H, labels, K)
+  tr_W = jnp.sum((H - M_dxK[:, labels]) ** 2) / H.shape[1]
+  tr_B = jnp.sum((M_dxK - mu_G[:, None]) ** 2) / K
+  return _safe_div(tr_W, tr_B)
+
+
+def cdnv(H: jax.Array, labels: jax.Array, K: int) -> jax.Array:
+  r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121, Def. 1), averaged over pairs.
+
+  .. math:: \frac{2}{K(K-1)}\sum_{c<c'} \frac{\sigma_c^2 + \sigma_{c'}^2}{2\|\mu_c - \mu_{c'}\|^2},
+     \qquad \sigma_c^2 = \frac{1}{n_c}\sum_{i: y_i = c}\|h_i - \mu_c\|^2.
+
+  A pair with coincident means contributes ``inf`` (``0`` if both variances are 0).
+  """
+  M_dxK, _, n_K = class_means(H, labels, K)
+  var_K = jax.ops.segment_sum(jnp.sum((H - M_dxK[:, labels]) ** 2, axis=0), labels, num_segments=K) / n_K
+  sq = jnp.sum(M_dxK**2, axis=0)
+  dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * M_dxK.T @ M_dxK, 0.0)
+  i, j = _pairs(K)
+  return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j]))
+
+
+def equinorm(X_dxK: jax.Array) -> jax.Array:
+  r"""Coefficient of variation of the column norms, :math:`\mathrm{std}_k\|x_k\| / \mathrm{mean}_k\|x_k\|`
+  (Papyan et al. 2020, Fig. 2; population std). Use ``W.T`` for classifiers and centred means for features."""
+  norms = jnp.linalg.norm(X_dxK, axis=0)
+  return jnp.std(norms) / jnp.mean(norms)
+
+
+def cosines(X_dxK: jax.Array) -> jax.Array:
+  """Cosines of the ``K(K-1)/2`` column pairs ``c < c'`` (rhubarbwu ``interference``). Undefined for zero columns."""
+  Xn = _normalise_columns(X_dxK)
+  i, j = _pairs(X_dxK.shape[1])
+  return (Xn.T @ Xn)[i, j]
+
+
+def equiangularity(X_dxK: jax.Array) -> jax.Array:
+  r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` (Papyan et al. 2020, Fig. 3; population std over pairs)."""
+  return jnp.std(cosines(X_dxK))
+
+
+def max_angle(X_dxK: jax.Array) -> jax.Array:
+  r""":math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac{1}{K-1}|` (Papyan et al. 2020, Fig. 4)."""
+  K = X_dxK.shape[1]
+  return jnp.mean(jnp.abs(cosines(X_dxK) + 1.0 / (K - 1)))
+
+
+def _gram_error(G, T_unit):
+  return jnp.linalg.norm(G / jnp.linalg.norm(G) - T_unit)
+
+
+def etf_error(X_dxK: jax.Array) -> jax.Array:
+  r""":math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
+  (Zhu et al. 2021, NC2; rhubarbwu ``simplex_etf_error``). Scale invariant."""
+  K = X_dxK.shape[1]
+  E = (jnp.eye(K, dtype=X_dxK.dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
+  return _gram_error(X_dxK.T @ X_dxK, E)
+
+
+def of_error(X_dxK: jax.Array) -> jax.Array:
+  r""":math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`, the orthogonal-frame error (Dang et al. 2023,
+  ``compute_NC2_Identity_W``; Tirer & Bruna 2022). Use *uncentred* means for the bias-free MSE-UFM."""
+  K = X_dxK.shape[1]
+  return _gram_error(X_dxK.T @ X_dxK, jnp.eye(K, dtype=X_dxK.dtype) / jnp.sqrt(1.0 * K))
+
+
+def self_duality(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
+  r"""NC3, :math:`\|W^\top/\|W\|_F - \tilde M/\|\tilde M\|_F\|_F` (Papyan et al. 2020, Fig. 5)."""
+  return jnp.linalg.norm(W.T / jnp.linalg.norm(W) - M_dxK / jnp.linalg.norm(M_dxK))
+
+
+def self_duality_classwise(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
+  r""":math:`\mathrm{avg}_k \|w_k/\|w_k\| - \tilde\mu_k/\|\tilde\mu_k\|\|` (rhubarbwu ``distance_norms``)."""
+  return jnp.mean(jnp.linalg.norm(_normalise_columns(W.T) - _normalise_columns(M_dxK), axis=0))
+
+
+def unc3(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
+  r"""Uniform duality (Wu & Papyan 2024, UNC3): CoV over classes of :math:`\cos(w_k, \tilde\mu_k)`
+  (population std / mean; rhubarbwu ``similarities(cos=True)``)."""
+  cos = jnp.sum(_normalise_columns(W.T) * _normalise_columns(M_dxK), axis=0)
+  return jnp.std(cos) / jnp.mean(cos)
+
+
+def _log_inverse_distances(M_dxK):
+  Mn = _normalise_columns(M_dxK)
+  sq = jnp.sum(Mn**2, axis=0)
+  dist2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * Mn.T @ Mn, 0.0)
+  i, j = _pairs(M_dxK.shape[1])
+  return -0.5 * jnp.log(dist2[i, j])
+
+
+def gnc2(M_dxK: jax.Array) -> jax.Array:
+  r"""Hyperspherical uniformity (GNC2; Liu et al. 2023, arXiv 2303.06484; Wu & Papyan 2024):
+  :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` on normalised centred means.
+  A simplex ETF gives :math:`-\frac12\log\frac{2K}{K-1}` (the minimum over configurations)."""
+  return jnp.mean(_log_inverse_distances(M_dxK))
+
+
+def gnc2_var(M_dxK: jax.Array) -> jax.Array:
+  """Variance over pairs of the GNC2 log kernel (0 for a simplex ETF)."""
+  return jnp.var(_log_inverse_distances(M_dxK))
+
+
+def nc4(W: jax.Array, H: jax.Array, b: jax.Array, labels: jax.Array, K: int) -> jax.Array:
+  r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
+  nearest-class-centre decision :math:`\arg\min_k\|h_i - \mu_k\|` (Papyan et al. 2020, Fig. 7)."""
+  M_dxK, _, _ = class_means(H, labels, K)
+  clf = jnp.argmax(W @ H + b[:, None], axis=0)
+  dist2_KxN = jnp.sum(M_dxK**2, axis=0)[:, None] - 2 * M_dxK.T @ H
+  return jnp.mean((clf == jnp.argmin(dist2_KxN, axis=0)).astype(H.dtype))
+
+
+def bias_relation(W: jax.Array, H: jax.Array, b: jax.Array) -> jax.Array:
+  r""":math:`\|W\mu_G + b\|_2`, the bias relation that Zhu et al. (2021) and Zhou et al. (2022) call NC4
+  (not to be confused with :func:`nc4`). At the CE optimum with :math:`\lambda_b > 0` it is 0."""
+  return jnp.linalg.norm(W @ jnp.mean(H, axis=1) + b)
+
+
+def _on_problem(fn_kind: str, fn: Callable) -> Callable[[Params, Problem], jax.Array]:
+  def metric(params: Params, problem: Problem) -> jax.Array:
+    W, H, b, K, y = params.W, params.H, params.b, problem.K, problem.labels
+    if fn_kind == "features":
+      return fn(H, y, K)
+    if fn_kind == "W":
+      return fn(W.T)
+    if fn_kind == "M":
+      return fn(_centred_means(H, y, K))
+    if fn_kind == "M_uncentred":
+      return fn(class_means(H, y, K)[0])
+    if fn_kind == "WM":
+      return fn(W, _centred_means(H, y, K))
+    if fn_kind == "nc4":
+      return fn(W, H, b, y, K)
+    return fn(W, H, b)
+  metric.__name__ = fn.__name__
+  metric.__doc__ = fn.__doc__
+  return metric
+
+
+#: Metric name -> ``(params, problem) -> scalar``. ``_W`` acts on the rows of ``W``, ``_M`` on the
+#: centred class means (``of_error_M`` on the uncentred ones).
+METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
+    "nc1": _on_problem("features", nc1),
+    "nc1_ratio": _on_problem("features", nc1_ratio),
+    "cdnv": _on_problem("features", cdnv),
+    "equinorm_W": _on_problem("W", equinorm),
+    "equinorm_M": _on_problem("M", equinorm),
+    "equiangularity_W": _on_problem("W", equiangularity),
+    "equiangularity_M": _on_problem("M", equiangularity),
+    "max_angle_W": _on_problem("W", max_angle),
+    "max_angle_M": _on_problem("M", max_angle),
+    "etf_error_W": _on_problem("W", etf_error),
+    "etf_error_M": _on_problem("M", etf_error),
+    "of_error_W": _on_problem("W", of_error),
+    "of_error_M": _on_problem("M_uncentred", of_error),
+    "self_duality": _on_problem("WM", self_duality),
+    "self_duality_classwise": _on_problem("WM", self_duality_classwise),
+    "unc3": _on_problem("WM", unc3),
+    "gnc2": _on_problem("M", gnc2),
+    "gnc2_var": _on_problem("M", gnc2_var),
+    "nc4": _on_problem("nc4", nc4),
+    "bias_relation": _on_problem("bias", bias_relation),
+}
+
+
+def compute(params: Params, problem: Problem, names=None) -> dict[str, jax.Array]:
+  """Evaluates the metrics ``names`` (default: all of :data:`METRICS`) on ``params``.
+
+  Raises ``ValueError`` listing the valid names for an unknown one.
+  """
+  names = tuple(METRICS) if names is None else tuple(names)
+  unknown = [n for n in names if n not in METRICS]
+  if unknown:
+    raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(METRICS)}")
+  return {n: METRICS[n](params, problem) for n in names}

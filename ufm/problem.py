@@ -1,0 +1,257 @@
+r"""UFM problem definitions: class counts, labels, weight decays, and parameters.
+
+A :class:`Problem` is one instance of the unconstrained features model
+
+.. math::
+   \min_{W, H, b}\; \frac1N \sum_{i=1}^N \ell(W h_i + b, y_i)
+   + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2
+   + \frac{\lambda_b}{2}\|b\|_2^2 ,
+
+with ``K`` classes of ``counts[k]`` samples each (``N = sum(counts)``), features
+``H`` (``d x N``, columns grouped by class), classifier ``W`` (``K x d``) and bias
+``b`` (``K``). The objective itself lives in :mod:`ufm.objectives`.
+
+Contract (STYLE.md B.3): every numeric hyperparameter (``lam_W``, ``lam_H``,
+``lam_b``) is an array leaf, so a batch of problems is a ``Problem`` with leading
+axes and ``jax.vmap`` sweeps them without recompiling. Everything that fixes a
+shape or a code path (``counts``, ``d``, ``loss``, ``bias``) is static metadata.
+All validation happens here, in Python, before anything is traced or compiled.
+"""
+
+import math
+import numbers
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+__all__ = [
+    "LOSSES",
+    "Params",
+    "Problem",
+    "balanced_counts",
+    "check_real",
+    "init_params",
+    "long_tailed_counts",
+    "make_labels",
+    "make_problem",
+    "step_counts",
+]
+
+LOSSES = ("ce", "mse")
+
+
+def check_real(name: str, value, *, lo: float | None = None, lo_open: bool = False,
+               hi: float | None = None, hi_open: bool = False) -> np.ndarray:
+  """Validates a real scalar or array, returning it as a float64 NumPy array.
+
+  Raises ``ValueError`` naming ``name``, the offending value and the allowed range
+  when any element is NaN, infinite, non-numeric or outside ``[lo, hi]`` (open ends
+  where ``lo_open``/``hi_open``). Runs in Python, before any compilation.
+  """
+  lo_s = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
+  hi_s = "" if hi is None else (f"< {hi:g}" if hi_open else f"<= {hi:g}")
+  allowed = " and ".join(s for s in (lo_s, hi_s) if s) or "any finite real"
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}")
+  try:
+    arr = np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}") from None
+  shown = arr.item() if arr.ndim == 0 else arr.tolist()
+  if not np.all(np.isfinite(arr)):
+    raise ValueError(f"{name} = {shown!r} is not finite (NaN or inf); allowed range: {allowed}")
+  bad = np.zeros(arr.shape, bool)
+  if lo is not None:
+    bad |= (arr <= lo) if lo_open else (arr < lo)
+  if hi is not None:
+    bad |= (arr >= hi) if hi_open else (arr > hi)
+  if np.any(bad):
+    raise ValueError(f"{name} = {shown!r} is out of range; allowed range: {allowed}")
+  return arr
+
+
+def _check_int(name: str, value, *, lo: int) -> int:
+  """Validates an integer >= ``lo`` (floats with an integral value are refused)."""
+  ok = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+  if not ok:
+    raise ValueError(f"{name} = {value!r} is not an integer; allowed range: integers >= {lo}")
+  if value < lo:
+    raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers >= {lo}")
+  return int(value)
+
+
+def _check_counts(counts: Sequence[int]) -> tuple[int, ...]:
+  if isinstance(counts, (str, bytes)) or not hasattr(counts, "__len__"):
+    raise ValueError(f"counts = {counts!r} is not a sequence of class counts; "
+                     "allowed: a sequence of K >= 2 integers >= 1")
+  counts = tuple(counts.tolist() if isinstance(counts, np.ndarray) else counts)
+  if len(counts) < 2:
+    raise ValueError(f"K = {len(counts)} (from counts = {counts!r}) is out of range; "
+                     "allowed range: K >= 2")
+  return tuple(_check_int(f"counts[{k}]", c, lo=1) for k, c in enumerate(counts))
+
+
+def balanced_counts(K: int, n: int) -> tuple[int, ...]:
+  """``K`` classes of ``n`` samples each: ``n_k = n``."""
+  K = _check_int("K", K, lo=2)
+  n = _check_int("n", n, lo=1)
+  return (n,) * K
+
+
+def step_counts(K: int, *, K_major: int, n_major: int, n_minor: int | None = None,
+                rho: float | None = None) -> tuple[int, ...]:
+  r"""Step imbalance (Fang et al. 2021, arXiv 2101.12699, Sec. 3; Cao et al. 2019).
+
+  The first ``K_major`` classes have ``n_major`` samples, the other ``K - K_major``
+  have ``n_minor``; give either ``n_minor`` or the ratio ``rho = n_major / n_minor``
+  (then ``n_minor = floor(n_major / rho)``).
+  """
+  K = _check_int("K", K, lo=2)
+  K_major = _check_int("K_major", K_major, lo=1)
+  if K_major >= K:
+    raise ValueError(f"K_major = {K_major} is out of range; allowed range: 1 <= K_major <= K-1 = {K - 1}")
+  n_major = _check_int("n_major", n_major, lo=1)
+  if (n_minor is None) == (rho is None):
+    raise ValueError("step_counts needs exactly one of n_minor (integer >= 1) or rho (>= 1)")
+  if rho is not None:
+    rho = float(check_real("rho", rho, lo=1.0))
+    n_minor = math.floor(n_major / rho)
+    if n_minor < 1:
+      raise ValueError(f"rho = {rho!r} is out of range for n_major = {n_major}: "
+                       f"allowed range: 1 <= rho <= n_major = {n_major}")
+  n_minor = _check_int("n_minor", n_minor, lo=1)
+  return (n_major,) * K_major + (n_minor,) * (K - K_major)
+
+
+def long_tailed_counts(K: int, *, n_max: int, rho: float) -> tuple[int, ...]:
+  r"""Long-tailed (exponential) profile of Cao et al. (2019, arXiv 1906.07413, Sec. 4).
+
+  .. math:: n_k = \lfloor n_{\max}\, \rho^{-k/(K-1)} \rfloor, \quad k = 0, \dots, K-1,
+
+  so ``n_0 = n_max`` and ``n_{K-1} = floor(n_max / rho)``.
+  """
+  K = _check_int("K", K, lo=2)
+  n_max = _check_int("n_max", n_max, lo=1)
+  rho = float(check_real("rho", rho, lo=1.0))
+  counts = tuple(math.floor(n_max * rho ** (-k / (K - 1)) + 1e-9) for k in range(K))
+  if counts[-1] < 1:
+    raise ValueError(f"rho = {rho!r} is out of range for n_max = {n_max}: the smallest class would "
+                     f"be empty; allowed range: 1 <= rho <= n_max = {n_max}")
+  return counts
+
+
+def make_labels(counts: Sequence[int], dtype=None) -> jax.Array:
+  """One-hot labels ``Y`` (``K x N``) with columns grouped by class, in class order."""
+  counts = _check_counts(counts)
+  labels = np.repeat(np.arange(len(counts)), counts)
+  return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
+
+
+@struct.dataclass
+class Problem:
+  """One UFM instance; numeric hyperparameters are array leaves, shapes are static.
+
+  Attributes:
+    Y: one-hot labels, ``K x N``, columns grouped by class.
+    lam_W, lam_H, lam_b: weight decays (scalar arrays, or arrays with leading batch
+      axes when a batch of problems is built for ``vmap``).
+    counts: per-class sample counts ``(n_1, ..., n_K)`` (static).
+    d: feature dimension (static).
+    loss: ``"ce"`` (softmax cross-entropy) or ``"mse"`` (static).
+    bias: whether the classifier has a bias ``b`` (static).
+  """
+  Y: jax.Array
+  lam_W: jax.Array
+  lam_H: jax.Array
+  lam_b: jax.Array
+  counts: tuple[int, ...] = struct.field(pytree_node=False)
+  d: int = struct.field(pytree_node=False)
+  loss: str = struct.field(pytree_node=False, default="ce")
+  bias: bool = struct.field(pytree_node=False, default=False)
+
+  @property
+  def K(self) -> int:
+    return len(self.counts)
+
+  @property
+  def N(self) -> int:
+    return sum(self.counts)
+
+  @property
+  def balanced(self) -> bool:
+    return len(set(self.counts)) == 1
+
+  @property
+  def n(self) -> int | None:
+    """Samples per class when balanced, else ``None``."""
+    return self.counts[0] if self.balanced else None
+
+  @property
+  def labels(self) -> jax.Array:
+    """Integer labels ``(N,)`` matching the column order of ``Y``."""
+    return jnp.asarray(np.repeat(np.arange(self.K), self.counts))
+
+  @property
+  def dtype(self):
+    return self.Y.dtype
+
+
+def make_problem(counts: Sequence[int], *, d: int, lam_W, lam_H, lam_b=0.0, loss: str = "ce",
+                 bias: bool = False, dtype=None) -> Problem:
+  r"""Builds and validates a :class:`Problem`.
+
+  Args:
+    counts: per-class counts (see :func:`balanced_counts`, :func:`step_counts`,
+      :func:`long_tailed_counts`), ``K = len(counts) >= 2``, each an integer ``>= 1``.
+    d: feature dimension, an integer ``>= 1``. ``d < K - 1`` (the ``K > d + 1``
+      regime) is legal; :mod:`ufm.theory` refuses ETF predictions there.
+    lam_W, lam_H, lam_b: weight decays, finite and ``>= 0`` (scalars or arrays,
+      for a batch of problems).
+    loss: ``"ce"`` or ``"mse"``.
+    bias: whether the classifier has a bias.
+    dtype: floating dtype of ``Y`` and the weight decays; defaults to JAX's default
+      float (float64 under ``jax_enable_x64``).
+
+  Raises:
+    ValueError: naming the parameter, its value and the allowed range.
+  """
+  counts = _check_counts(counts)
+  d = _check_int("d", d, lo=1)
+  if loss not in LOSSES:
+    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
+  if not isinstance(bias, (bool, np.bool_)):
+    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
+  dtype = jnp.dtype(dtype or jnp.result_type(float))
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  lams = {name: check_real(name, v, lo=0.0) for name, v in
+          (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b))}
+  return Problem(Y=make_labels(counts, dtype), counts=counts, d=d, loss=loss, bias=bool(bias),
+                 **{k: jnp.asarray(v, dtype) for k, v in lams.items()})
+
+
+class Params(NamedTuple):
+  """UFM parameters: classifier ``W`` (``K x d``), features ``H`` (``d x N``), bias ``b`` (``K``).
+
+  ``b`` is always present so that every problem has the same pytree; it is unused
+  (and stays zero) when ``problem.bias`` is false.
+  """
+  W: jax.Array
+  H: jax.Array
+  b: jax.Array
+
+
+def init_params(key: jax.Array, problem: Problem, init_scale) -> Params:
+  r"""Gaussian initialisation :math:`W_{kj}, H_{ji} \sim \mathcal N(0, s^2)`, ``b = 0``.
+
+  ``init_scale`` (``s``) may be a traced array. The key is split once (``kW, kH``).
+  """
+  kW, kH = jax.random.split(key)
+  dt = problem.dtype
+  s = jnp.asarray(init_scale, dt)
+  W = s * jax.random.normal(kW, (problem.K, problem.d), dt)
+  H = s * jax.random.normal(kH, (problem.d, problem.N), dt)
+  return Params(W=W, H=H, b=jnp.zeros((problem.K,), dt))

@@ -1,0 +1,241 @@
+r"""Solvers: ``(key, problem, hparams, *, static...) -> Solution``, each a single jitted program.
+
+* :func:`gradient_descent`: full-batch first-order methods from optax (SGD, heavy-ball
+  momentum, Adam); the whole loop is a ``lax.scan`` over chunks of ``log_every`` steps,
+  each chunk a ``fori_loop``; a :class:`Trace` row is written after every chunk.
+* :func:`lbfgs_reference`: float64 L-BFGS (``optax.lbfgs`` with its zoom line search)
+  in a ``lax.while_loop``, run until the gradient norm is ``<= gtol``. It separates
+  "is the theory right?" from "did gradient descent converge?".
+
+Numeric knobs (learning rate, momentum, initial scale, tolerances) are array leaves of
+the hyperparameter ``NamedTuple`` s, so ``jax.vmap`` sweeps them and a new value never
+recompiles. Nothing raises inside a solve: a run that produces a non-finite objective
+is stopped at its last finite iterate and flagged ``diverged`` (diffrax ``throw=False``).
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import optax.tree_utils as otu
+
+from ufm import metrics as _metrics
+from ufm.objectives import objective
+from ufm.problem import Params, Problem, check_real, init_params
+
+__all__ = [
+    "GDHparams",
+    "LBFGSHparams",
+    "OPTIMIZERS",
+    "Solution",
+    "Trace",
+    "default_gtol",
+    "gd_hparams",
+    "gradient_descent",
+    "lbfgs_hparams",
+    "lbfgs_reference",
+]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def default_gtol(dtype) -> float:
+  """Default gradient-norm tolerance: 1e-10 in float64 (the reference target), 1e-4 in float32."""
+  return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-4
+
+
+class GDHparams(NamedTuple):
+  """Gradient-descent knobs (array leaves). ``momentum`` is the heavy-ball coefficient of
+  ``optax.sgd`` (0 = plain GD); ``b1, b2`` are Adam's; ``gtol`` sets ``converged``."""
+  lr: jax.Array
+  momentum: jax.Array
+  b1: jax.Array
+  b2: jax.Array
+  init_scale: jax.Array
+  gtol: jax.Array
+
+
+class LBFGSHparams(NamedTuple):
+  """L-BFGS knobs: initial scale and the gradient-norm tolerance ``gtol``."""
+  init_scale: jax.Array
+  gtol: jax.Array
+
+
+def gd_hparams(lr=0.1, *, momentum=0.0, b1=0.9, b2=0.999, init_scale=0.1, gtol=None, dtype=None) -> GDHparams:
+  """Validated :class:`GDHparams` (Python-level checks, before any compilation).
+
+  Ranges: ``lr > 0``, ``0 <= momentum < 1``, ``0 <= b1 < 1``, ``0 <= b2 < 1``,
+  ``init_scale > 0``, ``gtol >= 0``; all finite. Arrays are accepted (for sweeps).
+  """
+  dtype = dtype or jnp.result_type(float)
+  gtol = default_gtol(dtype) if gtol is None else gtol
+  vals = dict(lr=check_real("lr", lr, lo=0.0, lo_open=True),
+              momentum=check_real("momentum", momentum, lo=0.0, hi=1.0, hi_open=True),
+              b1=check_real("b1", b1, lo=0.0, hi=1.0, hi_open=True),
+              b2=check_real("b2", b2, lo=0.0, hi=1.0, hi_open=True),
+              init_scale=check_real("init_scale", init_scale, lo=0.0, lo_open=True),
+              gtol=check_real("gtol", gtol, lo=0.0))
+  return GDHparams(**{k: jnp.asarray(v, dtype) for k, v in vals.items()})
+
+
+def lbfgs_hparams(*, init_scale=0.1, gtol=None, dtype=None) -> LBFGSHparams:
+  """Validated :class:`LBFGSHparams`: ``init_scale > 0``, ``gtol >= 0`` (default :func:`default_gtol`)."""
+  dtype = dtype or jnp.result_type(float)
+  gtol = default_gtol(dtype) if gtol is None else gtol
+  return LBFGSHparams(init_scale=jnp.asarray(check_real("init_scale", init_scale, lo=0.0, lo_open=True), dtype),
+                      gtol=jnp.asarray(check_real("gtol", gtol, lo=0.0), dtype))
+
+
+class Trace(NamedTuple):
+  """One row per logging interval (leading axis ``t``): step count, objective, gradient norm, metrics."""
+  step: jax.Array
+  objective: jax.Array
+  grad_norm: jax.Array
+  metrics: dict
+
+
+class Solution(NamedTuple):
+  """Result of a solve. ``params`` is the last finite iterate.
+
+  Attributes:
+    params: final :class:`~ufm.problem.Params`.
+    objective, grad_norm: at ``params``.
+    diverged: a non-finite objective or gradient was met (the run stopped there).
+    converged: ``grad_norm <= gtol`` at the end.
+    num_steps: steps (GD) or iterations (L-BFGS) actually taken.
+    trace: :class:`Trace`; for L-BFGS one row per iteration, NaN-padded past ``num_steps``.
+  """
+  params: Params
+  objective: jax.Array
+  grad_norm: jax.Array
+  diverged: jax.Array
+  converged: jax.Array
+  num_steps: jax.Array
+  trace: Trace
+
+
+def _tree_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _masked_grad(problem: Problem):
+  """Gradient of the objective; the bias gradient is zero when the problem has no bias."""
+  grad = jax.grad(objective)
+
+  def fn(params):
+    g = grad(params, problem)
+    return g if problem.bias else g._replace(b=jnp.zeros_like(g.b))
+  return fn
+
+
+def _make_optimizer(name: str, hp: GDHparams) -> optax.GradientTransformation:
+  if name == "sgd":
+    return optax.sgd(hp.lr, momentum=hp.momentum)
+  return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "trace_metrics"))
+def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, optimizer: str = "sgd",
+                     num_steps: int = 10_000, log_every: int = 100,
+                     trace_metrics: tuple[str, ...] = ()) -> Solution:
+  r"""Full-batch first-order descent on :func:`ufm.objectives.objective`.
+
+  .. math:: \theta_{t+1} = \theta_t - \eta\, u_t(\nabla f(\theta_t)),
+
+  with :math:`u_t` optax's SGD (heavy ball, :math:`v_{t+1} = \beta v_t + \nabla f`,
+  :math:`\theta_{t+1} = \theta_t - \eta v_{t+1}`) or Adam. Initialisation:
+  :func:`ufm.problem.init_params` with ``hparams.init_scale``.
+
+  Args:
+    key: PRNG key for the initialisation.
+    problem: the :class:`~ufm.problem.Problem`.
+    hparams: :class:`GDHparams` (see :func:`gd_hparams`).
+    optimizer: ``"sgd"`` or ``"adam"`` (static).
+    num_steps: total steps, a multiple of ``log_every`` (static).
+    log_every: steps between trace rows (static).
+    trace_metrics: names from :data:`ufm.metrics.METRICS` recorded in the trace (static).
+
+  Returns:
+    :class:`Solution` with a trace of ``num_steps // log_every`` rows.
+  """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
+  if log_every < 1 or num_steps < log_every or num_steps % log_every:
+    raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: log_every >= 1 and num_steps a "
+                     "positive multiple of log_every")
+  opt = _make_optimizer(optimizer, hparams)
+  grad_fn = _masked_grad(problem)
+  params0 = init_params(key, problem, hparams.init_scale)
+
+  def one_step(_, carry):
+    params, state = carry
+    updates, state = opt.update(grad_fn(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  def chunk(carry, _):
+    params, state, step, diverged, f, gn = carry
+    new_params, new_state = jax.lax.fori_loop(0, log_every, one_step, (params, state))
+    new_f, new_gn = objective(new_params, problem), otu.tree_norm(grad_fn(new_params))
+    bad = diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
+    params, state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
+                                        (new_params, new_state, new_f, new_gn), (params, state, f, gn))
+    step = jnp.where(bad, step, step + log_every)
+    row = Trace(step=step, objective=f, grad_norm=gn, metrics=_metrics.compute(params, problem, trace_metrics))
+    return (params, state, step, bad, f, gn), row
+
+  f0, gn0 = objective(params0, problem), otu.tree_norm(grad_fn(params0))
+  init = (params0, opt.init(params0), jnp.zeros((), jnp.int32), ~(jnp.isfinite(f0) & jnp.isfinite(gn0)), f0, gn0)
+  (params, _, step, diverged, f, gn), trace = jax.lax.scan(chunk, init, None, length=num_steps // log_every)
+  return Solution(params=params, objective=f, grad_norm=gn, diverged=diverged,
+                  converged=(~diverged) & (gn <= hparams.gtol), num_steps=step, trace=trace)
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps", "memory_size"))
+def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, max_steps: int = 3000,
+                    memory_size: int = 20) -> Solution:
+  r"""High-precision reference solve: L-BFGS (Nocedal & Wright 1999, Alg. 7.4–7.5) via ``optax.lbfgs``
+  with a zoom line search (strong Wolfe), in a ``lax.while_loop`` that stops when
+  :math:`\|\nabla f\| \le` ``gtol`` (default 1e-10 in float64), after ``max_steps``
+  iterations, or at a non-finite value (flagged ``diverged``).
+
+  Run it under ``jax_enable_x64``: float32 cannot resolve gradients near 1e-10.
+  """
+  f_fn = functools.partial(objective, problem=problem)
+  grad_fn = _masked_grad(problem)
+  opt = optax.lbfgs(memory_size=memory_size,
+                    linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=50))
+  params0 = init_params(key, problem, hparams.init_scale)
+  dt = problem.dtype
+  nan_row = jnp.full((max_steps,), jnp.nan, dt)
+
+  def value_and_grad(params):
+    return f_fn(params), grad_fn(params)
+
+  def cond(carry):
+    _, _, k, f, gn, bad, _ = carry
+    return (k < max_steps) & (gn > hparams.gtol) & ~bad
+
+  def body(carry):
+    params, state, k, f, gn, bad, rows = carry
+    g = grad_fn(params)
+    updates, new_state = opt.update(g, state, params, value=f, grad=g,
+                                    value_fn=lambda p: f_fn(p))
+    new_params = optax.apply_updates(params, updates)
+    new_f, new_g = value_and_grad(new_params)
+    new_gn = otu.tree_norm(new_g)
+    bad = ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
+    params, state, f, gn = jax.tree.map(lambda a, b_: jnp.where(bad, b_, a),
+                                        (new_params, new_state, new_f, new_gn), (params, state, f, gn))
+    rows = (rows[0].at[k].set(jnp.where(bad, jnp.nan, f)), rows[1].at[k].set(jnp.where(bad, jnp.nan, gn)))
+    k = jnp.where(bad, k, k + 1)
+    return params, state, k, f, gn, bad, rows
+
+  f0, g0 = value_and_grad(params0)
+  init = (params0, opt.init(params0), jnp.zeros((), jnp.int32), f0, otu.tree_norm(g0),
+          ~jnp.isfinite(f0), (nan_row, nan_row))
+  params, _, k, f, gn, bad, (f_rows, g_rows) = jax.lax.while_loop(cond, body, init)
+  trace = Trace(step=jnp.arange(1, max_steps + 1), objective=f_rows, grad_norm=g_rows, metrics={})
+  return Solution(params=params, objective=f, grad_norm=gn, diverged=bad,
+                  converged=(~bad) & (gn <= hparams.gtol), num_steps=k, trace=trace)

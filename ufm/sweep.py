@@ -1,0 +1,107 @@
+r"""Sweeps: nested ``vmap`` over named axes, one compilation per shape.
+
+``sweep(solver, problem, hparams, axes={"lam_W": [...], "seed": [...]})`` solves the
+cartesian product of the axis values in one jitted call. Each axis name is ``"seed"``
+(integer seeds, turned into keys with ``jax.random.key`` inside the program), a weight
+decay of the :class:`~ufm.problem.Problem` (``lam_W``, ``lam_H``, ``lam_b``), or a field
+of the solver's hyperparameters (``lr``, ``momentum``, ``init_scale``, ...). The result
+has one leading array axis per named axis, outermost first (STYLE.md B.5), and records
+the names and values. Values are arguments of the compiled program, so a new value
+never retraces; a new axis *length* or a new static option compiles once more.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ufm.problem import Problem, check_real
+
+__all__ = ["SweepResult", "sweep"]
+
+_PROBLEM_AXES = ("lam_W", "lam_H", "lam_b")
+
+
+class SweepResult(NamedTuple):
+  """A batched solver output with named leading axes.
+
+  Attributes:
+    solution: the solver's output pytree; every leaf has leading axes ``axes``.
+    axes: axis names, outermost first.
+    coords: axis name -> the NumPy vector of its values.
+  """
+  solution: Any
+  axes: tuple[str, ...]
+  coords: dict[str, np.ndarray]
+
+  def sel(self, **index) -> Any:
+    """The solution at integer positions along named axes, e.g. ``result.sel(seed=0, lam_W=2)``."""
+    unknown = set(index) - set(self.axes)
+    if unknown:
+      raise ValueError(f"unknown axis {sorted(unknown)}; valid axes: {', '.join(self.axes)}")
+    idx = tuple(index.get(a, slice(None)) for a in self.axes)
+    return jax.tree.map(lambda x: x[idx], self.solution)
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "names", "solver_kwargs"))
+def _sweep_impl(values, problem, hparams, base_seed, *, solver, names, solver_kwargs):
+  def solve_one(*vals):
+    p, h, seed = problem, hparams, base_seed
+    for name, v in zip(names, vals):
+      if name == "seed":
+        seed = v
+      elif name in _PROBLEM_AXES:
+        p = p.replace(**{name: v})
+      else:
+        h = h._replace(**{name: v})
+    return solver(jax.random.key(seed), p, h, **dict(solver_kwargs))
+
+  fn = solve_one
+  for i in reversed(range(len(names))):
+    fn = jax.vmap(fn, in_axes=tuple(0 if j == i else None for j in range(len(names))))
+  return fn(*values)
+
+
+def sweep(solver: Callable, problem: Problem, hparams: NamedTuple, *, axes: dict[str, Any], seed: int = 0,
+          **solver_kwargs) -> SweepResult:
+  """Solves the cartesian grid of ``axes`` with nested ``vmap`` in one jitted program.
+
+  Args:
+    solver: a solver of :mod:`ufm.solvers`, ``(key, problem, hparams, **static) -> Solution``.
+    problem: the base problem (its weight decays are replaced along their axes).
+    hparams: the base hyperparameters (fields replaced along their axes).
+    axes: ordered mapping axis name -> 1-D values (outermost first).
+    seed: the seed used when ``"seed"`` is not an axis.
+    **solver_kwargs: static options passed to ``solver`` (``num_steps``, ``optimizer``, ...).
+
+  Raises:
+    ValueError: unknown axis names (listing the valid ones), empty or non-1-D axes,
+      values out of range (weight decays ``>= 0``, seeds non-negative integers).
+  """
+  valid = ("seed",) + _PROBLEM_AXES + tuple(hparams._fields)
+  names = tuple(axes)
+  if not names:
+    raise ValueError("axes is empty; give at least one of: " + ", ".join(valid))
+  values, coords = [], {}
+  for name in names:
+    if name not in valid:
+      raise ValueError(f"unknown sweep axis {name!r}; valid axes: {', '.join(valid)}")
+    v = np.asarray(axes[name])
+    if v.ndim != 1 or v.size == 0:
+      raise ValueError(f"axis {name!r} has shape {v.shape}; allowed: a non-empty 1-D sequence")
+    if name == "seed":
+      if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0):
+        raise ValueError(f"seed = {v.tolist()!r} is out of range; allowed: integers >= 0")
+      values.append(jnp.asarray(v, jnp.uint32))
+    else:
+      if name in _PROBLEM_AXES:
+        check_real(name, v, lo=0.0)
+      else:
+        check_real(name, v)
+      values.append(jnp.asarray(v, problem.dtype))
+    coords[name] = v
+  sol = _sweep_impl(tuple(values), problem, hparams, jnp.asarray(seed, jnp.uint32), solver=solver, names=names,
+                    solver_kwargs=tuple(sorted(solver_kwargs.items())))
+  return SweepResult(solution=sol, axes=names, coords=coords)

@@ -1,0 +1,429 @@
+r"""Closed forms of the UFM literature: the *expected* side of every test.
+
+Every function is jittable (no sympy, no Python loops over classes). ``theory`` never
+imports :mod:`ufm.solvers` (STYLE.md B.4): a prediction must not be computed by the
+code it checks. :func:`predict` is the one Python-level entry point: it picks the closed
+form that applies to a concrete :class:`~ufm.problem.Problem`, or raises
+:class:`NoClosedFormError` saying why there is none.
+
+Normalisation (all functions): the objective of :mod:`ufm.objectives`,
+:math:`f = \frac1N\sum_i \ell(Wh_i + b, y_i) + \frac{\lambda_W}{2}\|W\|_F^2
++ \frac{\lambda_H}{2}\|H\|_F^2 + \frac{\lambda_b}{2}\|b\|^2`, with
+:math:`\ell_{MSE}(z,y) = \frac12\|z-y\|^2`.
+
+Derivations that go beyond (or correct) ``THEORY.md`` are written out in the
+docstrings of :func:`mse_minimiser` and :func:`ce_balanced`.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ufm.problem import Problem
+
+__all__ = [
+    "CEBalanced",
+    "MSEMinimiser",
+    "NoClosedFormError",
+    "Prediction",
+    "ce_balanced",
+    "collapse_threshold",
+    "etf_gram",
+    "etf_target",
+    "mse_minimiser",
+    "orthogonal_frame",
+    "predict",
+    "random_orthonormal",
+    "simplex_etf",
+]
+
+
+class NoClosedFormError(ValueError):
+  """Raised by :func:`predict` (and the constructors) when no closed form applies."""
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def random_orthonormal(key: jax.Array, d: int, r: int, dtype=None) -> jax.Array:
+  """A Haar-random ``d x r`` matrix with orthonormal columns (``r <= d``), by QR with sign fix."""
+  if r > d:
+    raise ValueError(f"r = {r} is out of range; allowed range: r <= d = {d}")
+  A = jax.random.normal(key, (d, r), dtype or jnp.result_type(float))
+  Q, R = jnp.linalg.qr(A)
+  return Q * jnp.sign(jnp.diagonal(R))[None, :]
+
+
+def _embedding(key, d: int, r: int, dtype) -> jax.Array:
+  if key is None:
+    return jnp.eye(d, r, dtype=dtype)
+  return random_orthonormal(key, d, r, dtype)
+
+
+def etf_gram(K: int, dtype=None) -> jax.Array:
+  r"""Gram matrix of the unit-norm simplex ETF: :math:`\frac{K}{K-1}(I_K - \frac1K \mathbf 1\mathbf 1^\top)`.
+
+  Unit diagonal, off-diagonal :math:`-1/(K-1)` (Papyan, Han, Donoho 2020, Def. of NC2).
+  """
+  dtype = dtype or jnp.result_type(float)
+  return (K / (K - 1)) * (jnp.eye(K, dtype=dtype) - jnp.full((K, K), 1.0 / K, dtype))
+
+
+def etf_target(K: int, dtype=None) -> jax.Array:
+  r"""Frobenius-normalised ETF Gram :math:`E = (I_K - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}` (THEORY.md §0.2)."""
+  return etf_gram(K, dtype) * ((K - 1) / K) / math.sqrt(K - 1)
+
+
+def simplex_etf(K: int, d: int | None = None, *, key: jax.Array | None = None, dtype=None) -> jax.Array:
+  r"""A unit-norm simplex ETF as the columns of a ``d x K`` matrix.
+
+  .. math:: M = \sqrt{\tfrac{K}{K-1}}\; P\, B^\top, \qquad M^\top M = \tfrac{K}{K-1}\big(I_K - \tfrac1K \mathbf 1\mathbf 1^\top\big),
+
+  where :math:`B` (``K x (K-1)``) is the Helmert orthonormal basis of
+  :math:`\mathbf 1^\perp` and :math:`P` (``d x (K-1)``) has orthonormal columns: the
+  first ``K-1`` coordinate axes when ``key`` is None, a Haar-random embedding otherwise.
+  Needs ``d >= K - 1`` (Papyan, Han, Donoho 2020, arXiv 2008.08186, Def. 1).
+  """
+  d = K - 1 if d is None else d
+  if K < 2:
+    raise ValueError(f"K = {K} is out of range; allowed range: K >= 2")
+  if d < K - 1:
+    raise NoClosedFormError(f"d = {d} is out of range for a simplex ETF of K = {K} vectors; "
+                            f"allowed range: d >= K-1 = {K - 1}")
+  dtype = dtype or jnp.result_type(float)
+  j = np.arange(1, K)
+  B = np.zeros((K, K - 1))
+  for col, jj in enumerate(j):  # Helmert basis: a constant-size NumPy constant, not traced.
+    B[:jj, col] = 1.0
+    B[jj, col] = -jj
+    B[:, col] /= math.sqrt(jj * (jj + 1))
+  M0 = math.sqrt(K / (K - 1)) * jnp.asarray(B.T, dtype)  # (K-1) x K
+  return _embedding(key, d, K - 1, dtype) @ M0
+
+
+def orthogonal_frame(K: int, d: int | None = None, *, key: jax.Array | None = None, dtype=None) -> jax.Array:
+  r"""``K`` orthonormal vectors as the columns of a ``d x K`` matrix (:math:`M^\top M = I_K`); needs ``d >= K``.
+
+  The orthogonal-frame geometry of the bias-free MSE-UFM (Tirer & Bruna 2022,
+  arXiv 2202.08087, Thm. 3.1; Dang et al. 2023, arXiv 2301.00437, Thm. 3.1).
+  """
+  d = K if d is None else d
+  if d < K:
+    raise NoClosedFormError(f"d = {d} is out of range for an orthogonal frame of K = {K} vectors; "
+                            f"allowed range: d >= K = {K}")
+  return _embedding(key, d, K, dtype or jnp.result_type(float))
+
+
+# ------------------------------------------------------------------ balanced CE
+
+
+def collapse_threshold(K: int, n, lam_W, lam_H) -> jax.Array:
+  r"""The balanced collapse-to-zero index :math:`\tau = K\sqrt{n\lambda_W\lambda_H}`.
+
+  For the balanced CE-UFM (Zhu et al. 2021, arXiv 2105.02375, Thm. 3.1 with the norm
+  reduction of :func:`ce_balanced`) and the balanced MSE-UFM with or without an
+  unregularised bias (:func:`mse_minimiser`), the global minimiser is ``W = 0, H = 0``
+  iff :math:`\tau \ge 1` (derived in those functions; THEORY.md §5.1, §1.2).
+  """
+  return K * jnp.sqrt(n * lam_W * lam_H)
+
+
+class CEBalanced(NamedTuple):
+  """Balanced CE-UFM minimiser: ``norm_w_sq = ||w_k||^2`` (every k), ``ratio = ||h_{k,i}|| / ||w_k||``."""
+  norm_w_sq: jax.Array
+  ratio: jax.Array
+  objective: jax.Array
+
+
+def ce_balanced(K: int, n, lam_W, lam_H) -> CEBalanced:
+  r"""Global minimiser of the balanced CE-UFM (Zhu et al. 2021, arXiv 2105.02375, Thm. 3.1).
+
+  At every global minimiser (``d >= K-1``) the rows of ``W`` form a simplex ETF of
+  common norm :math:`a`, :math:`h_{k,i} = \rho\, w_k` with
+  :math:`\rho = \sqrt{\lambda_W/(n\lambda_H)}`, and ``b = 0`` when
+  :math:`\lambda_b > 0` (``b`` is any multiple of :math:`\mathbf 1` when :math:`\lambda_b = 0`).
+
+  *Norm (derived here; THEORY.md §5.1).* With :math:`t = a^2` the logit margin is
+  :math:`\rho t \frac{K}{K-1}` and the regulariser is
+  :math:`\frac{\lambda_W}{2}Kt + \frac{\lambda_H}{2}Kn\rho^2 t = K\lambda_W t`, so
+
+  .. math::
+     g(t) = \log\big(1 + (K-1)e^{-\beta t}\big) + K\lambda_W t,\quad
+     \beta = \tfrac{K}{K-1}\rho,\qquad
+     t^\star = \max\Big(0, \tfrac1\beta\log\frac{(K-1)(\beta - K\lambda_W)}{K\lambda_W}\Big).
+
+  :math:`g` is convex, and :math:`t^\star > 0` iff :math:`K\sqrt{n\lambda_W\lambda_H} < 1`.
+  The optimal value is :math:`f^\star = g(t^\star)` (``log K`` at the zero solution).
+  """
+  lam_W, lam_H = jnp.asarray(lam_W), jnp.asarray(lam_H)
+  rho = jnp.sqrt(lam_W / (n * lam_H))
+  beta = K / (K - 1) * rho
+  arg = (K - 1) * (beta - K * lam_W) / (K * lam_W)
+  t = jnp.where(arg > 1, jnp.log(jnp.where(arg > 1, arg, 1.0)) / beta, 0.0)
+  f = jnp.log1p((K - 1) * jnp.exp(-beta * t)) + K * lam_W * t
+  return CEBalanced(norm_w_sq=t, ratio=rho, objective=f)
+
+
+# ------------------------------------------------------------------ MSE, any counts
+
+
+class MSEMinimiser(NamedTuple):
+  r"""MSE-UFM minimiser in class-level form (all ``K x K`` Grams are rotation invariant).
+
+  Attributes:
+    gram_W: :math:`WW^\top`.
+    gram_M: :math:`\bar H^\top \bar H` (uncentred class means).
+    logits_M: :math:`W\bar H`.
+    b: the bias (zeros without bias).
+    h_G_sq: :math:`\|h_G\|^2`, the squared global feature mean.
+    norm_W_sq, norm_H_sq, objective: :math:`\|W\|_F^2`, :math:`\|H\|_F^2`, :math:`f^\star`.
+    singular_values: the active singular values :math:`z` of :math:`Z = WH` (centred block), descending.
+    mean_singular_value: :math:`z_0`, the mean-direction block (non-zero only with a regularised bias).
+    rank: number of non-zero singular values (must be ``<= d``).
+  """
+  gram_W: jax.Array
+  gram_M: jax.Array
+  logits_M: jax.Array
+  b: jax.Array
+  h_G_sq: jax.Array
+  norm_W_sq: jax.Array
+  norm_H_sq: jax.Array
+  objective: jax.Array
+  singular_values: jax.Array
+  mean_singular_value: jax.Array
+  rank: jax.Array
+
+
+def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None = None) -> MSEMinimiser:
+  r"""Global minimiser of the MSE-UFM by nuclear-norm reduction (derived here).
+
+  *Reduction.* For any ``Z`` of rank :math:`\le d`,
+  :math:`\min_{WH=Z} \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2
+  = \sqrt{\lambda_W\lambda_H}\,\|Z\|_*` (AM–GM on singular values), attained at
+  :math:`WW^\top = c^{-1}(ZZ^\top)^{1/2}`, :math:`H^\top H = c\,(Z^\top Z)^{1/2}`,
+  :math:`c = \sqrt{\lambda_W/\lambda_H}`. So the bias-free problem is
+  :math:`\min_Z \frac{1}{2N}\|Z - Y\|_F^2 + \sqrt{\lambda_W\lambda_H}\|Z\|_*`, solved by
+  singular-value soft-thresholding at :math:`\mu = N\sqrt{\lambda_W\lambda_H}`:
+  :math:`z_i = (\sigma_i - \mu)_+`, keeping the ``d`` largest (von Neumann).
+  Writing :math:`T = P Y = (P D^{1/2})(D^{-1/2}Y)` with :math:`D = \mathrm{diag}(n_k)` and
+  :math:`D^{-1/2}Y` having orthonormal rows, everything reduces to the SVD
+  :math:`PD^{1/2} = U\Sigma\tilde V^\top` (``K x K``):
+
+  .. math::
+     WW^\top = c^{-1} U\,\mathrm{diag}(z)\,U^\top,\quad
+     \bar H^\top\bar H = c\,D^{-1/2}\tilde V\mathrm{diag}(z)\tilde V^\top D^{-1/2},\quad
+     W\bar H = U\mathrm{diag}(z)\tilde V^\top D^{-1/2},
+
+  :math:`f^\star = \sum_i \frac{(\sigma_i - z_i)^2}{2N} + \sqrt{\lambda_W\lambda_H}\, z_i`.
+
+  * Bias-free: :math:`P = I`, :math:`\sigma_k = \sqrt{n_k}`, so
+    :math:`\|w_k\|^2 = \sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H` (clamped at 0):
+    the general orthogonal frame of Dang et al. (2023, arXiv 2301.00437, Thm. 4.1 at
+    depth 1; THEORY.md §1.3), the orthogonal frame when balanced (Tirer & Bruna 2022).
+  * Bias: write :math:`H = \tilde H + h_G\mathbf 1^\top`, :math:`\pi = (n_k/N)_k`. Then
+    :math:`\frac{1}{2N}\|WH + b\mathbf 1^\top - Y\|^2 = \frac{1}{2N}\|W\tilde H - \tilde Y\|^2
+    + \frac12\|Wh_G + b - \pi\|^2` with :math:`\tilde Y = (I - \pi\mathbf 1^\top)Y`, so
+    :math:`P = I - \pi\mathbf 1^\top` and :math:`b = (\pi - Wh_G)/(1 + \lambda_b)`.
+    With :math:`\lambda_b = 0`: :math:`h_G = 0`, :math:`b = \pi` (``1/K`` balanced: Zhou et
+    al. 2022, arXiv 2203.01238, Thm. 3.1), the centred block gives the simplex ETF when
+    balanced, with the same threshold :math:`K\sqrt{n\lambda_W\lambda_H} < 1`.
+  * Regularised bias, **balanced only** (``lam_b > 0``; derived here, not in THEORY.md):
+    minimising over ``b`` leaves :math:`\frac{\gamma}{2}\|Wh_G - \pi\|^2`,
+    :math:`\gamma = \lambda_b/(1+\lambda_b)`. When balanced, :math:`\pi \propto \mathbf 1`
+    is orthogonal to the column space of :math:`\tilde Y`, so by pinching the problem
+    splits into the centred block and a rank-one *mean block* with target singular
+    value :math:`\sigma_0 = \sqrt N\|\pi\| = \sqrt n` and weight :math:`\gamma`:
+    :math:`z_0 = (\sigma_0 - \mu/\gamma)_+`. So the features' global mean is **non-zero**
+    (and :math:`W` leaves the ETF) once :math:`\lambda_b/(1+\lambda_b) > \sqrt{KN\lambda_W\lambda_H}`,
+    which needs ``d >= K`` (``rank`` counts it). Imbalanced with ``lam_b > 0`` does not
+    split; it returns NaN and :func:`predict` refuses it.
+
+  Args:
+    counts: class counts (a NumPy/JAX integer vector or tuple; ``K`` static).
+    lam_W, lam_H, lam_b: weight decays (``lam_W, lam_H > 0``); may be traced.
+    bias: static.
+    d: feature dimension for the rank truncation; ``None`` means ``d >= K``.
+  """
+  n_K = jnp.asarray(counts, jnp.result_type(float))
+  K = n_K.shape[0]
+  N = jnp.sum(n_K)
+  lam_W, lam_H, lam_b = (jnp.asarray(x, n_K.dtype) for x in (lam_W, lam_H, lam_b))
+  pi = n_K / N
+  sqrt_n = jnp.sqrt(n_K)
+  eye = jnp.eye(K, dtype=n_K.dtype)
+  P = eye - jnp.outer(pi, jnp.ones_like(pi)) if bias else eye
+  U, sig, Vt = jnp.linalg.svd(P * sqrt_n[None, :])
+  mu = N * jnp.sqrt(lam_W * lam_H)
+  z = jnp.maximum(sig - mu, 0.0)
+  if d is not None:
+    z = jnp.where(jnp.arange(K) < d, z, 0.0)
+  c = jnp.sqrt(lam_W / lam_H)
+  objective = jnp.sum((sig - z) ** 2) / (2 * N) + jnp.sqrt(lam_W * lam_H) * jnp.sum(z)
+  gram_W = (U * z[None, :]) @ U.T / c
+  Vd = Vt / sqrt_n[None, :]  # V~^T D^{-1/2}
+  gram_M = c * (Vd.T * z[None, :]) @ Vd
+  logits_M = (U * z[None, :]) @ Vd
+  zero = jnp.zeros((), n_K.dtype)
+  z0, h_G_sq, b = zero, zero, jnp.zeros((K,), n_K.dtype)
+  if bias:
+    gamma = lam_b / (1.0 + lam_b)
+    sigma0 = jnp.sqrt(N) * jnp.linalg.norm(pi)
+    z0 = jnp.where(gamma > 0, jnp.maximum(sigma0 - mu / jnp.where(gamma > 0, gamma, 1.0), 0.0), 0.0)
+    balanced_or_free = jnp.logical_or(lam_b == 0, jnp.all(n_K == n_K[0]))
+    z0 = jnp.where(balanced_or_free, z0, jnp.nan)
+    u0 = pi / jnp.linalg.norm(pi)
+    Wh_G = z0 * u0 / jnp.sqrt(N)
+    h_G_sq = c * z0 / N
+    gram_W = gram_W + (z0 / c) * jnp.outer(u0, u0)
+    gram_M = gram_M + h_G_sq
+    logits_M = logits_M + Wh_G[:, None]
+    b = (pi - Wh_G) / (1.0 + lam_b)
+    objective = objective + gamma * (sigma0 - z0) ** 2 / (2 * N) + jnp.sqrt(lam_W * lam_H) * z0
+  norm_W_sq = (jnp.sum(z) + z0) / c
+  norm_H_sq = c * (jnp.sum(z) + z0)
+  rank = jnp.sum(z > 0) + (z0 > 0)
+  return MSEMinimiser(gram_W=gram_W, gram_M=gram_M, logits_M=logits_M, b=b, h_G_sq=h_G_sq,
+                      norm_W_sq=norm_W_sq, norm_H_sq=norm_H_sq, objective=objective,
+                      singular_values=z, mean_singular_value=z0, rank=rank)
+
+
+# ---------------------------------------------------------------------- predict
+
+
+class Prediction(NamedTuple):
+  """What :func:`predict` returns; ``nan`` marks a quantity the theory leaves undetermined.
+
+  Attributes:
+    geometry: ``"simplex ETF"``, ``"orthogonal frame"``, ``"general orthogonal frame"``,
+      ``"ETF + mean direction"`` or ``"zero"``.
+    source: paper and theorem.
+    objective, norm_W_sq, norm_H_sq, norm_b: predicted values.
+    gram_W, gram_M, logits_M: :math:`WW^\top`, :math:`\bar H^\top\bar H`, :math:`W\bar H` (``K x K``).
+    b: predicted bias (``nan`` entries where only ``b ∝ 1`` is known).
+    metrics: NC metric name -> value that the closed form fixes exactly (see
+      :mod:`ufm.metrics`; metrics it does not fix are absent).
+  """
+  geometry: str
+  source: str
+  objective: float
+  norm_W_sq: float
+  norm_H_sq: float
+  norm_b: float
+  gram_W: np.ndarray
+  gram_M: np.ndarray
+  logits_M: np.ndarray
+  b: np.ndarray
+  metrics: dict
+
+
+def _scalar(problem: Problem, name: str) -> float:
+  v = np.asarray(getattr(problem, name))
+  if v.ndim:
+    raise ValueError(f"{name} has shape {v.shape}; predict takes one problem (scalar weight decays). "
+                     "For a batch, vmap ufm.theory.ce_balanced / mse_minimiser instead.")
+  return float(v)
+
+
+def _etf_error_of_orthogonal_frame(K: int) -> float:
+  r""":math:`\|I/\sqrt K - (I - J/K)/\sqrt{K-1}\|_F`: the ETF error of an orthogonal frame (exact)."""
+  a, bb = 1 / math.sqrt(K), 1 / math.sqrt(K - 1)
+  diag = a - bb + bb / K
+  return math.sqrt(K * diag**2 + K * (K - 1) * (bb / K) ** 2)
+
+
+def _balanced_targets(K: int, *, etf_W: bool, orthogonal_W: bool) -> dict:
+  """Metric values fixed by a balanced, collapsed, non-zero minimiser (exact)."""
+  m = {"nc1": 0.0, "nc1_ratio": 0.0, "cdnv": 0.0, "equinorm_W": 0.0, "equinorm_M": 0.0,
+       "equiangularity_M": 0.0, "max_angle_M": 0.0, "etf_error_M": 0.0,
+       "gnc2": -0.5 * math.log(2 * K / (K - 1)), "gnc2_var": 0.0, "unc3": 0.0, "nc4": 1.0}
+  if etf_W:
+    m.update(equiangularity_W=0.0, max_angle_W=0.0, etf_error_W=0.0, self_duality=0.0,
+             self_duality_classwise=0.0)
+  if orthogonal_W:
+    # Uncentred means h_k ∝ w_k, orthonormal up to scale; the centred means are an ETF.
+    dual = math.sqrt(2 - 2 * math.sqrt((K - 1) / K))
+    m.update(equiangularity_W=0.0, max_angle_W=1 / (K - 1), of_error_W=0.0, of_error_M=0.0,
+             etf_error_W=_etf_error_of_orthogonal_frame(K), self_duality=dual,
+             self_duality_classwise=dual)
+  return m
+
+
+def predict(problem: Problem) -> Prediction:
+  """The closed-form global minimiser of a concrete problem, or :class:`NoClosedFormError`.
+
+  Covered: balanced CE (bias-free, or with bias), ``d >= K-1`` (:func:`ce_balanced`);
+  MSE bias-free with any counts, MSE with an unregularised bias and any counts, MSE with
+  a regularised bias when balanced, each with ``d`` at least the predicted rank
+  (:func:`mse_minimiser`). Not covered (raises): imbalanced CE (no closed form;
+  SELI is a ``lambda -> 0`` limit), ``lam_W = 0`` or ``lam_H = 0`` (no minimiser is
+  attained), ETF predictions with ``d < K-1``.
+  """
+  K, counts, d = problem.K, problem.counts, problem.d
+  lam_W, lam_H, lam_b = (_scalar(problem, k) for k in ("lam_W", "lam_H", "lam_b"))
+  if lam_W <= 0 or lam_H <= 0:
+    raise NoClosedFormError(f"lam_W = {lam_W:g}, lam_H = {lam_H:g}: the UFM has a closed-form minimiser "
+                            "only for lam_W > 0 and lam_H > 0 (otherwise the infimum is not attained)")
+  lam_b_eff = lam_b if problem.bias else 0.0
+  if problem.loss == "ce":
+    if not problem.balanced:
+      raise NoClosedFormError(f"counts = {counts}: the imbalanced CE-UFM has no closed form "
+                              "(minority collapse / SELI are limits; see issue on imbalanced CE)")
+    if d < K - 1:
+      raise NoClosedFormError(f"d = {d} < K-1 = {K - 1}: a simplex ETF does not exist (the K > d+1 regime "
+                              "has no closed form here)")
+    n = counts[0]
+    sol = ce_balanced(K, n, lam_W, lam_H)
+    t, rho, f = float(sol.norm_w_sq), float(sol.ratio), float(sol.objective)
+    G = np.asarray(etf_gram(K, jnp.float64 if jax.config.jax_enable_x64 else None), np.float64)
+    b_undetermined = problem.bias and lam_b == 0
+    b = np.full(K, np.nan) if b_undetermined else np.zeros(K)
+    alive = t > 0
+    metrics = _balanced_targets(K, etf_W=True, orthogonal_W=False) if alive else {}
+    if alive and not b_undetermined:
+      metrics["bias_relation"] = 0.0
+    return Prediction(
+        geometry="simplex ETF" if alive else "zero",
+        source="Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.1; norm from the convex reduction in ufm.theory.ce_balanced",
+        objective=f, norm_W_sq=K * t, norm_H_sq=problem.N * rho**2 * t,
+        norm_b=float("nan") if b_undetermined else 0.0,
+        gram_W=t * G, gram_M=rho**2 * t * G, logits_M=rho * t * G, b=b, metrics=metrics)
+
+  if problem.bias and lam_b > 0 and not problem.balanced:
+    raise NoClosedFormError(f"lam_b = {lam_b:g} > 0 with imbalanced counts {counts}: the mean direction does "
+                            "not decouple, no closed form (use lam_b = 0 or balanced counts)")
+  sol = jax.tree.map(lambda x: np.asarray(x, np.float64),
+                     mse_minimiser(counts, lam_W, lam_H, lam_b_eff, bias=problem.bias))
+  rank = int(sol.rank)
+  if rank > d:
+    raise NoClosedFormError(f"d = {d} is smaller than the rank {rank} of the unconstrained minimiser "
+                            f"(counts {counts}); the rank-constrained minimiser is not unique here, "
+                            f"allowed range for a prediction: d >= {rank}")
+  alive = sol.singular_values > 0
+  z0 = float(sol.mean_singular_value)
+  pi = np.asarray(counts, np.float64) / problem.N
+  bias_rel = float(np.linalg.norm(sol.logits_M @ pi + sol.b))
+  # With a bias the centred target has rank K-1 (its K-th singular value is 0).
+  centred_alive = bool(alive[:K - 1].all()) if problem.bias else bool(alive.all())
+  if not alive.any() and z0 == 0:
+    geometry, metrics = "zero", {}
+  elif problem.balanced and centred_alive:
+    if problem.bias:
+      geometry = "simplex ETF" if z0 == 0 else "ETF + mean direction"
+      metrics = _balanced_targets(K, etf_W=z0 == 0, orthogonal_W=False)
+    else:
+      geometry = "orthogonal frame"
+      metrics = _balanced_targets(K, etf_W=False, orthogonal_W=True)
+    metrics["bias_relation"] = bias_rel
+  else:
+    geometry = "general orthogonal frame" if not problem.bias else "imbalanced (centred SVD frame)"
+    metrics = {"nc1": 0.0, "nc1_ratio": 0.0, "bias_relation": bias_rel}
+  source = ("Zhou et al. 2022 (arXiv 2203.01238), Thm. 3.1 (bias); Tirer & Bruna 2022 (arXiv 2202.08087) "
+            "and Dang et al. 2023 (arXiv 2301.00437), Thm. 4.1 at depth 1 (bias-free); constants from the "
+            "nuclear-norm reduction in ufm.theory.mse_minimiser")
+  return Prediction(geometry=geometry, source=source, objective=float(sol.objective),
+                    norm_W_sq=float(sol.norm_W_sq), norm_H_sq=float(sol.norm_H_sq),
+                    norm_b=float(np.linalg.norm(sol.b)), gram_W=sol.gram_W, gram_M=sol.gram_M,
+                    logits_M=sol.logits_M, b=sol.b, metrics=metrics)
