@@ -45,6 +45,7 @@ __all__ = [
     "of_error",
     "self_duality",
     "self_duality_classwise",
+    "self_duality_etf",
     "unc3",
 ]
 
@@ -104,27 +105,30 @@ def nc1_ratio(H: jax.Array, labels: jax.Array, K: int) -> jax.Array:
   return _safe_div(tr_W, tr_B)
 
 
-def cdnv(H: jax.Array, labels: jax.Array, K: int) -> jax.Array:
+def cdnv(H: jax.Array, labels: jax.Array, K: int, *, dist_exp: float = 1.0) -> jax.Array:
   r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121, Def. 1), averaged over pairs.
 
-  .. math:: \frac{2}{K(K-1)}\sum_{c<c'} \frac{\sigma_c^2 + \sigma_{c'}^2}{2\|\mu_c - \mu_{c'}\|^2},
-     \qquad \sigma_c^2 = \frac{1}{n_c}\sum_{i: y_i = c}\|h_i - \mu_c\|^2.
+  .. math:: \frac{2}{K(K-1)}\sum_{c<c'} \frac{\sigma_c^2 + \sigma_{c'}^2}{2\|\mu_c - \mu_{c'}\|^{2e}},
+     \qquad \sigma_c^2 = \frac{1}{n_c}\sum_{i: y_i = c}\|h_i - \mu_c\|^2,
 
-  A pair with coincident means contributes ``inf`` (``0`` if both variances are 0).
+  ``e = dist_exp``: 1 is Galanti et al.'s CDNV and rhubarbwu's default; Wu & Papyan (2024)
+  report ``e = 2``. A pair with coincident means contributes ``inf`` (``0`` if both
+  variances are 0). Matches rhubarbwu ``class_dist_norm_vars`` averaged by ``symm_reduce``.
   """
   M_dxK, _, n_K = class_means(H, labels, K)
   var_K = jax.ops.segment_sum(jnp.sum((H - M_dxK[:, labels]) ** 2, axis=0), labels, num_segments=K) / n_K
   sq = jnp.sum(M_dxK**2, axis=0)
   dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * M_dxK.T @ M_dxK, 0.0)
   i, j = _pairs(K)
-  return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j]))
+  return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
 
 
-def equinorm(X_dxK: jax.Array) -> jax.Array:
+def equinorm(X_dxK: jax.Array, *, ddof: int = 1) -> jax.Array:
   r"""Coefficient of variation of the column norms, :math:`\mathrm{std}_k\|x_k\| / \mathrm{mean}_k\|x_k\|`
-  (Papyan et al. 2020, Fig. 2; population std). Use ``W.T`` for classifiers and centred means for features."""
+  (Papyan et al. 2020, Fig. 2), with the sample std (``ddof = 1``) of their code's ``torch.std``.
+  Use ``W.T`` for classifiers and centred means for features."""
   norms = jnp.linalg.norm(X_dxK, axis=0)
-  return jnp.std(norms) / jnp.mean(norms)
+  return jnp.std(norms, ddof=ddof) / jnp.mean(norms)
 
 
 def cosines(X_dxK: jax.Array) -> jax.Array:
@@ -134,9 +138,11 @@ def cosines(X_dxK: jax.Array) -> jax.Array:
   return (Xn.T @ Xn)[i, j]
 
 
-def equiangularity(X_dxK: jax.Array) -> jax.Array:
-  r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` (Papyan et al. 2020, Fig. 3; population std over pairs)."""
-  return jnp.std(cosines(X_dxK))
+def equiangularity(X_dxK: jax.Array, *, ddof: int = 1) -> jax.Array:
+  r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` over the ``K(K-1)/2`` pairs (Papyan et al. 2020, Fig. 3,
+  ``ddof = 1`` as their ``torch.std``; ``ddof = 0`` is the population std that Wu & Papyan take of
+  rhubarbwu's interference grid on normalised means). With ``K = 2`` (one pair) use ``ddof = 0``."""
+  return jnp.std(cosines(X_dxK), ddof=ddof)
 
 
 def max_angle(X_dxK: jax.Array) -> jax.Array:
@@ -169,16 +175,24 @@ def self_duality(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
   return jnp.linalg.norm(W.T / jnp.linalg.norm(W) - M_dxK / jnp.linalg.norm(M_dxK))
 
 
+def self_duality_etf(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
+  r"""NC3 in Zhu et al.'s form, :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
+  (Zhu et al. 2021, arXiv 2105.02375, Sec. 4; rhubarbwu ``self_duality_error``)."""
+  K = W.shape[0]
+  E = (jnp.eye(K, dtype=W.dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
+  return _gram_error(W @ M_dxK, E)
+
+
 def self_duality_classwise(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
   r""":math:`\mathrm{avg}_k \|w_k/\|w_k\| - \tilde\mu_k/\|\tilde\mu_k\|\|` (rhubarbwu ``distance_norms``)."""
   return jnp.mean(jnp.linalg.norm(_normalise_columns(W.T) - _normalise_columns(M_dxK), axis=0))
 
 
-def unc3(W: jax.Array, M_dxK: jax.Array) -> jax.Array:
+def unc3(W: jax.Array, M_dxK: jax.Array, *, ddof: int = 1) -> jax.Array:
   r"""Uniform duality (Wu & Papyan 2024, UNC3): CoV over classes of :math:`\cos(w_k, \tilde\mu_k)`
-  (population std / mean; rhubarbwu ``similarities(cos=True)``)."""
+  std (``ddof = 1``, as the paper's ``.var()``) over mean, of rhubarbwu ``similarities(cos=True)``."""
   cos = jnp.sum(_normalise_columns(W.T) * _normalise_columns(M_dxK), axis=0)
-  return jnp.std(cos) / jnp.mean(cos)
+  return jnp.std(cos, ddof=ddof) / jnp.mean(cos)
 
 
 def _log_inverse_distances(M_dxK):
@@ -197,7 +211,7 @@ def gnc2(M_dxK: jax.Array) -> jax.Array:
 
 
 def gnc2_var(M_dxK: jax.Array) -> jax.Array:
-  """Variance over pairs of the GNC2 log kernel (0 for a simplex ETF)."""
+  """Population variance over pairs of the GNC2 log kernel (rhubarbwu ``kernel_stats``; 0 for a simplex ETF)."""
   return jnp.var(_log_inverse_distances(M_dxK))
 
 
@@ -216,15 +230,16 @@ def bias_relation(W: jax.Array, H: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.linalg.norm(W @ jnp.mean(H, axis=1) + b)
 
 
-def _on_problem(fn_kind: str, fn: Callable) -> Callable[[Params, Problem], jax.Array]:
+def _on_problem(fn_kind: str, fn: Callable, pairwise_std: bool = False) -> Callable[[Params, Problem], jax.Array]:
   def metric(params: Params, problem: Problem) -> jax.Array:
     W, H, b, K, y = params.W, params.H, params.b, problem.K, problem.labels
+    kw = {"ddof": 1 if K > 2 else 0} if pairwise_std else {}  # one pair when K = 2
     if fn_kind == "features":
       return fn(H, y, K)
     if fn_kind == "W":
-      return fn(W.T)
+      return fn(W.T, **kw)
     if fn_kind == "M":
-      return fn(_centred_means(H, y, K))
+      return fn(_centred_means(H, y, K), **kw)
     if fn_kind == "M_uncentred":
       return fn(class_means(H, y, K)[0])
     if fn_kind == "WM":
@@ -245,8 +260,8 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
     "cdnv": _on_problem("features", cdnv),
     "equinorm_W": _on_problem("W", equinorm),
     "equinorm_M": _on_problem("M", equinorm),
-    "equiangularity_W": _on_problem("W", equiangularity),
-    "equiangularity_M": _on_problem("M", equiangularity),
+    "equiangularity_W": _on_problem("W", equiangularity, pairwise_std=True),
+    "equiangularity_M": _on_problem("M", equiangularity, pairwise_std=True),
     "max_angle_W": _on_problem("W", max_angle),
     "max_angle_M": _on_problem("M", max_angle),
     "etf_error_W": _on_problem("W", etf_error),
@@ -254,6 +269,7 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
     "of_error_W": _on_problem("W", of_error),
     "of_error_M": _on_problem("M_uncentred", of_error),
     "self_duality": _on_problem("WM", self_duality),
+    "self_duality_etf": _on_problem("WM", self_duality_etf),
     "self_duality_classwise": _on_problem("WM", self_duality_classwise),
     "unc3": _on_problem("WM", unc3),
     "gnc2": _on_problem("M", gnc2),

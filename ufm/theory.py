@@ -338,7 +338,8 @@ def _balanced_targets(K: int, *, etf_W: bool, orthogonal_W: bool) -> dict:
   """Metric values fixed by a balanced, collapsed, non-zero minimiser (exact)."""
   m = {"nc1": 0.0, "nc1_ratio": 0.0, "cdnv": 0.0, "equinorm_W": 0.0, "equinorm_M": 0.0,
        "equiangularity_M": 0.0, "max_angle_M": 0.0, "etf_error_M": 0.0,
-       "gnc2": -0.5 * math.log(2 * K / (K - 1)), "gnc2_var": 0.0, "unc3": 0.0, "nc4": 1.0}
+       "gnc2": -0.5 * math.log(2 * K / (K - 1)), "gnc2_var": 0.0, "unc3": 0.0, "nc4": 1.0,
+       "self_duality_etf": 0.0}
   if etf_W:
     m.update(equiangularity_W=0.0, max_angle_W=0.0, etf_error_W=0.0, self_duality=0.0,
              self_duality_classwise=0.0)

@@ -1,0 +1,186 @@
+r"""Command line: ``python -m ufm solve ...`` (one solve beside its closed form) and ``python -m ufm demo``.
+
+``solve`` prints a table of the final objective, :math:`\|W\|_F^2`, :math:`\|H\|_F^2`,
+:math:`\|b\|`, and the NC metrics, each beside the prediction of :func:`ufm.theory.predict`
+and the relative error (absolute error where the prediction is 0). ``--json`` prints one
+JSON object instead. Invalid input: one line on stderr and exit status 2, before any
+compilation.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import jax
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, exit 2 (argparse prints usage + error otherwise)
+    sys.stderr.write(f"ufm: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="python -m ufm", description=__doc__.split("\n")[0])
+  sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  s = sub.add_parser("solve", help="solve one UFM and compare with its closed form")
+  s.add_argument("--loss", choices=("ce", "mse"), default="ce")
+  s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False)
+  s.add_argument("--K", type=int, help="number of classes (with --n)")
+  s.add_argument("--n", type=int, help="samples per class (balanced)")
+  s.add_argument("--counts", type=str, help="comma-separated class counts, e.g. 20,10,5,5")
+  s.add_argument("--d", type=int, required=True, help="feature dimension")
+  s.add_argument("--lam-W", type=float, default=5e-3, dest="lam_W")
+  s.add_argument("--lam-H", type=float, default=5e-3, dest="lam_H")
+  s.add_argument("--lam-b", type=float, default=0.0, dest="lam_b")
+  s.add_argument("--solver", choices=("gd", "adam", "lbfgs"), default="lbfgs")
+  s.add_argument("--lr", type=float, default=0.1)
+  s.add_argument("--momentum", type=float, default=0.0)
+  s.add_argument("--init-scale", type=float, default=0.1, dest="init_scale")
+  s.add_argument("--steps", type=int, default=None,
+                 help="GD/Adam steps (default 20000) or L-BFGS iteration cap (default 3000)")
+  s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--x64", action="store_true", help="float64 (needed for the 1e-10 reference tolerance)")
+  s.add_argument("--json", action="store_true", help="print one JSON object")
+  sub.add_parser("demo", help="the default demonstration: every closed form beside its float64 reference solve")
+  return p
+
+
+def _counts(args):
+  from ufm.problem import balanced_counts
+  if args.counts is not None:
+    if args.n is not None:
+      raise ValueError("give either --counts or --K with --n, not both")
+    try:
+      counts = tuple(int(c) for c in args.counts.split(","))
+    except ValueError:
+      raise ValueError(f"counts = {args.counts!r} is not a comma-separated list of integers; "
+                       "allowed: integers >= 1, at least 2 of them") from None
+    if args.K is not None and args.K != len(counts):
+      raise ValueError(f"K = {args.K} does not match the {len(counts)} entries of --counts")
+    return counts
+  if args.K is None or args.n is None:
+    raise ValueError("give --K and --n (balanced) or --counts")
+  return balanced_counts(args.K, args.n)
+
+
+def _rel(a: float, b: float) -> float:
+  if not (math.isfinite(a) and math.isfinite(b)):
+    return float("nan")
+  return abs(a - b) / abs(b) if b != 0 else abs(a - b)
+
+
+def solve(args) -> dict:
+  """Validates, solves and compares; returns the JSON-able record."""
+  import numpy as np
+
+  from ufm import metrics, solvers, theory
+  from ufm.problem import make_problem
+  dtype = "float64" if args.x64 else "float32"
+  counts = _counts(args)
+  problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
+                         loss=args.loss, bias=args.bias, dtype=dtype)
+  if args.seed < 0:
+    raise ValueError(f"seed = {args.seed} is out of range; allowed range: integers >= 0")
+  key = jax.random.key(args.seed)
+  if args.solver == "lbfgs":
+    steps = 3000 if args.steps is None else args.steps
+    if steps < 1:
+      raise ValueError(f"steps = {steps} is out of range; allowed range: integers >= 1")
+    hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)
+    run = lambda: solvers.lbfgs_reference(key, problem, hp, max_steps=steps)
+  else:
+    steps = 20_000 if args.steps is None else args.steps
+    if steps < 1:
+      raise ValueError(f"steps = {steps} is out of range; allowed range: integers >= 1")
+    hp = solvers.gd_hparams(args.lr, momentum=args.momentum, init_scale=args.init_scale, dtype=dtype)
+    run = lambda: solvers.gradient_descent(key, problem, hp, optimizer="adam" if args.solver == "adam" else "sgd",
+                                           num_steps=steps, log_every=math.gcd(steps, 100))
+  t0 = time.perf_counter()
+  sol = jax.block_until_ready(run())
+  wall = time.perf_counter() - t0
+  W, H, b = (np.asarray(x, np.float64) for x in sol.params)
+  got = {"objective": float(sol.objective), "norm_W_sq": float(np.sum(W**2)), "norm_H_sq": float(np.sum(H**2)),
+         "norm_b": float(np.linalg.norm(b))}
+  got_metrics = {k: float(v) for k, v in jax.jit(metrics.compute)(sol.params, problem).items()}
+  try:
+    pred = theory.predict(problem)
+    th = {"objective": pred.objective, "norm_W_sq": pred.norm_W_sq, "norm_H_sq": pred.norm_H_sq,
+          "norm_b": pred.norm_b, "metrics": pred.metrics, "geometry": pred.geometry, "source": pred.source}
+    note = None
+  except theory.NoClosedFormError as e:
+    th, note = None, str(e)
+  return {**got, "metrics": got_metrics, "theory": th, "theory_note": note,
+          "diverged": bool(sol.diverged), "converged": bool(sol.converged), "grad_norm": float(sol.grad_norm),
+          "num_steps": int(sol.num_steps), "wall_time_s": wall,
+          "config": {**{k: v for k, v in vars(args).items() if k not in ("command", "json")}, "counts": list(counts),
+                     "dtype": dtype, "backend": jax.default_backend()}}
+
+
+def _json_safe(x):
+  if isinstance(x, float) and not math.isfinite(x):
+    return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  return x
+
+
+def format_table(rec: dict) -> str:
+  """A readable table: quantity, solver value, theory value, relative error."""
+  th = rec["theory"] or {}
+  thm = th.get("metrics", {})
+  lines = [f"{'quantity':<24}{'solver':>18}{'theory':>18}{'rel. err':>12}"]
+  rows = [(k, rec[k], th.get(k)) for k in ("objective", "norm_W_sq", "norm_H_sq", "norm_b")]
+  rows += [(k, v, thm.get(k)) for k, v in rec["metrics"].items()]
+  for name, v, t in rows:
+    ts = "—" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:18.10g}"
+    es = "" if ts == "—" else f"{_rel(v, t):12.2e}"
+    lines.append(f"{name:<24}{v:18.10g}{ts:>18}{es:>12}")
+  c = rec["config"]
+  status = "DIVERGED" if rec["diverged"] else ("converged" if rec["converged"] else "not converged")
+  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, d={c['d']}, "
+          f"lam_W={c['lam_W']:g}, lam_H={c['lam_H']:g}, lam_b={c['lam_b']:g}, {c['solver']}, {c['dtype']}\n"
+          f"{status}: |grad| = {rec['grad_norm']:.2e} after {rec['num_steps']} steps ({rec['wall_time_s']:.1f} s)")
+  geo = f"theory: {th['geometry']} — {th['source']}" if th else f"theory: none ({rec['theory_note']})"
+  return "\n".join([head, geo, *lines])
+
+
+def demo() -> int:
+  """Every closed form of ufm.theory beside its float64 L-BFGS solve (the default reproduction)."""
+  cases = [
+      ("ce", False, "4", 6, 5e-3, 0.0), ("ce", True, "4", 3, 5e-3, 1e-2),
+      ("mse", False, "4", 6, 5e-3, 0.0), ("mse", True, "4", 3, 5e-3, 0.0),
+      ("mse", True, "4", 8, 5e-3, 0.5), ("mse", False, "20,10,5,5", 8, 1e-3, 0.0),
+      ("ce", False, "4", 6, 0.06, 0.0),
+  ]
+  worst = 0.0
+  for loss, bias, spec, d, lam, lam_b in cases:
+    counts = spec if "," in spec else None
+    args = argparse.Namespace(loss=loss, bias=bias, K=4 if counts is None else None, n=5 if counts is None else None,
+                              counts=counts, d=d, lam_W=lam, lam_H=lam, lam_b=lam_b, solver="lbfgs", lr=0.1,
+                              momentum=0.0, init_scale=0.1, steps=None, seed=0, x64=True, command="solve", json=False)
+    rec = solve(args)
+    print(format_table(rec), end="\n\n")
+    th = rec["theory"]
+    worst = max([worst] + [_rel(rec[k], th[k]) for k in ("objective", "norm_W_sq", "norm_H_sq")])
+  print(f"largest relative error of objective and norms against the closed forms: {worst:.2e}")
+  return 0
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  if getattr(args, "x64", False) or args.command == "demo":  # only ever switched on: never undo a caller's x64
+    jax.config.update("jax_enable_x64", True)
+  try:
+    if args.command == "demo":
+      return demo()
+    rec = solve(args)
+  except ValueError as e:
+    sys.stderr.write(f"ufm: error: {e}\n")
+    return 2
+  print(json.dumps(_json_safe(rec)) if args.json else format_table(rec))
+  return 0
