@@ -19,7 +19,7 @@ Names follow ``rhubarbwu/neural-collapse`` (the library of Wu & Papyan 2024,
 pins the values computed by that library on the same arrays (see its docstring).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,7 @@ All validation happens here, in Python, before anything is traced or compiled.
 
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +83,7 @@ def _check_int(name: str, value, *, lo: int) -> int:
   return int(value)
 
 
-def _check_counts(counts: Sequence[int]) -> tuple[int, ...]:
+def _check_counts(counts) -> tuple[int, ...]:
   if isinstance(counts, (str, bytes)) or not hasattr(counts, "__len__"):
     raise ValueError(f"counts = {counts!r} is not a sequence of class counts; "
                      "allowed: a sequence of K >= 2 integers >= 1")
@@ -94,15 +94,14 @@ def _check_counts(counts: Sequence[int]) -> tuple[int, ...]:
   return tuple(_check_int(f"counts[{k}]", c, lo=1) for k, c in enumerate(counts))
 
 
-def balanced_counts(K: int, n: int) -> tuple[int, ...]:
+def balanced_counts(K, n) -> tuple[int, ...]:
   """``K`` classes of ``n`` samples each: ``n_k = n``."""
   K = _check_int("K", K, lo=2)
   n = _check_int("n", n, lo=1)
   return (n,) * K
 
 
-def step_counts(K: int, *, K_major: int, n_major: int, n_minor: int | None = None,
-                rho: float | None = None) -> tuple[int, ...]:
+def step_counts(K, *, K_major, n_major, n_minor=None, rho=None) -> tuple[int, ...]:
   r"""Step imbalance (Fang et al. 2021, arXiv 2101.12699, Sec. 3; Cao et al. 2019).
 
   The first ``K_major`` classes have ``n_major`` samples, the other ``K - K_major``
@@ -126,7 +125,7 @@ def step_counts(K: int, *, K_major: int, n_major: int, n_minor: int | None = Non
   return (n_major,) * K_major + (n_minor,) * (K - K_major)
 
 
-def long_tailed_counts(K: int, *, n_max: int, rho: float) -> tuple[int, ...]:
+def long_tailed_counts(K, *, n_max, rho) -> tuple[int, ...]:
   r"""Long-tailed (exponential) profile of Cao et al. (2019, arXiv 1906.07413, Sec. 4).
 
   .. math:: n_k = \lfloor n_{\max}\, \rho^{-k/(K-1)} \rfloor, \quad k = 0, \dots, K-1,
@@ -143,7 +142,7 @@ def long_tailed_counts(K: int, *, n_max: int, rho: float) -> tuple[int, ...]:
   return counts
 
 
-def make_labels(counts: Sequence[int], dtype=None) -> jax.Array:
+def make_labels(counts, dtype=None) -> jax.Array:
   """One-hot labels ``Y`` (``K x N``) with columns grouped by class, in class order."""
   counts = _check_counts(counts)
   labels = np.repeat(np.arange(len(counts)), counts)
@@ -199,9 +198,10 @@ class Problem:
     return self.Y.dtype
 
 
-def make_problem(counts: Sequence[int], *, d: int, lam_W, lam_H, lam_b=0.0, loss: str = "ce",
-                 bias: bool = False, dtype=None) -> Problem:
+def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, dtype=None) -> Problem:
   r"""Builds and validates a :class:`Problem`.
+
+  Arguments are validated here rather than by type hints (so the error names the range).
 
   Args:
     counts: per-class counts (see :func:`balanced_counts`, :func:`step_counts`,

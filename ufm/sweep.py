@@ -11,7 +11,8 @@ never retraces; a new axis *length* or a new static option compiles once more.
 """
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,7 @@ def _sweep_impl(values, problem, hparams, base_seed, *, solver, names, solver_kw
   return fn(*values)
 
 
-def sweep(solver: Callable, problem: Problem, hparams: NamedTuple, *, axes: dict[str, Any], seed: int = 0,
+def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, Any], seed: int = 0,
           **solver_kwargs) -> SweepResult:
   """Solves the cartesian grid of ``axes`` with nested ``vmap`` in one jitted program.
 

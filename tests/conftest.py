@@ -1,0 +1,35 @@
+"""Test configuration: float64, strict rank promotion, a hypothesis profile, a seeded key fixture."""
+
+import os
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import hypothesis  # noqa: E402
+import pytest  # noqa: E402
+
+# deadline=None: the first example of a shape includes its compilation (STYLE.md B.8).
+hypothesis.settings.register_profile("ufm", deadline=None, max_examples=25, derandomize=True)
+hypothesis.settings.register_profile("ufm-random", deadline=None, max_examples=100)
+hypothesis.settings.load_profile(os.environ.get("UFM_HYPOTHESIS_PROFILE", "ufm"))
+
+SEED = int(os.environ.get("UFM_TEST_SEED", "0"))
+
+
+@pytest.fixture
+def getkey():
+  """Fresh keys from a fixed seed (set UFM_TEST_SEED to randomise locally; the seed is in failure reports)."""
+  key = jax.random.key(SEED)
+  count = 0
+
+  def _next():
+    nonlocal count
+    count += 1
+    return jax.random.fold_in(key, count)
+  return _next
+
+
+def pytest_report_header(config):
+  return f"ufm: UFM_TEST_SEED={SEED}, x64={jax.config.jax_enable_x64}, backend={jax.default_backend()}"

@@ -1,0 +1,36 @@
+"""The tolerance table (one place, each entry with its reason) and assertion helpers."""
+
+import numpy as np
+
+# name -> (rtol, atol, reason). Everything is float64 unless the name says otherwise.
+TOL = {
+    # Two closed forms, or a closed form against an exact construction: only rounding separates them.
+    "exact": (1e-10, 1e-12, "identities in float64: rounding of O(K^2) flops on O(1) numbers"),
+    # L-BFGS reference solve (gtol 1e-10) against a closed form. Measured: objective 1e-16, norms 1e-9..1e-11,
+    # Grams 1e-9 relative. The distance to the minimiser set is ~ |grad| / (smallest non-zero Hessian
+    # eigenvalue), so 1e-8 holds with margin when that eigenvalue is >= 1e-2 (checked by the grid chosen).
+    "reference": (1e-8, 1e-9, "float64 L-BFGS to |grad| <= 1e-10 (STYLE.md B.8: 1e-8)"),
+    # A second-order quantity (a metric that is 0 at the optimum) at an L-BFGS solution: linear in the
+    # parameter error, which is <= 1e-8.
+    "reference_metric": (0.0, 1e-7, "metric vanishing at the optimum, first order in a 1e-8 parameter error"),
+    # float32: unit roundoff 6e-8 times the condition of the small solves.
+    "float32": (1e-4, 1e-5, "float32 rounding (eps 1.2e-7) amplified by O(10^2)"),
+    # Our metrics against rhubarbwu/neural-collapse run in float64 on the same arrays.
+    "peer": (1e-10, 1e-12, "the same formulas in float64 in two libraries"),
+}
+
+
+def tol(name):
+  rtol, atol, _ = TOL[name]
+  return dict(rtol=rtol, atol=atol)
+
+
+def assert_close(actual, expected, name, msg=""):
+  np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
+                             err_msg=f"[{name}: {TOL[name][2]}] {msg}", **tol(name))
+
+
+def rel_frobenius(actual, expected):
+  """||A - B||_F / max(||B||_F, 1e-300): the neural-tangents ``assert_close_matrices`` measure."""
+  a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))

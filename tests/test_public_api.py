@@ -1,0 +1,26 @@
+"""API snapshot: changes to ufm.__all__ are deliberate (STYLE.md B.11)."""
+
+import ufm
+
+EXPECTED = sorted([
+    "GDHparams", "LBFGSHparams", "NoClosedFormError", "Params", "Prediction", "Problem", "Solution", "SweepResult",
+    "Trace", "__version__", "balanced_counts", "ce_loss", "gd_hparams", "gradient_descent", "init_params",
+    "lbfgs_hparams", "lbfgs_reference", "long_tailed_counts", "make_labels", "make_problem", "metrics", "mse_loss",
+    "objective", "objectives", "predict", "problem", "solvers", "step_counts", "sweep", "theory",
+])
+
+
+def test_public_api_snapshot():
+  assert sorted(ufm.__all__) == EXPECTED
+  for name in ufm.__all__:
+    assert hasattr(ufm, name), name
+
+
+def test_every_public_function_has_a_docstring():
+  import inspect
+  for mod in (ufm.problem, ufm.objectives, ufm.solvers, ufm.metrics, ufm.theory, ufm.sweep):
+    assert mod.__doc__, mod.__name__
+    for name in mod.__all__:
+      obj = getattr(mod, name)
+      if inspect.isfunction(obj) or inspect.isclass(obj):
+        assert obj.__doc__ and len(obj.__doc__.strip()) > 20, f"{mod.__name__}.{name}"

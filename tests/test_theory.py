@@ -1,0 +1,150 @@
+"""Closed forms against their own identities, and predicted minimisers as exact stationary points.
+
+No solver is used here: a predicted minimiser is *constructed* from the closed form and
+must have zero gradient and the predicted objective value (STYLE.md B.8, kind 1).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax.tree_utils as otu
+import pytest
+
+from helpers import assert_close
+from ufm import objectives, theory
+from ufm.problem import Params, balanced_counts, make_problem
+
+
+@pytest.mark.parametrize("K, d", [(2, 1), (3, 2), (4, 7), (10, 9)])
+def test_simplex_etf_gram_has_unit_diagonal_and_cosine_minus_one_over_K_minus_1(K, d, getkey):
+  for key in (None, getkey()):
+    M = theory.simplex_etf(K, d, key=key)
+    assert M.shape == (d, K)
+    assert_close(M.T @ M, theory.etf_gram(K), "exact")
+    assert_close(jnp.diag(theory.etf_gram(K)), np.ones(K), "exact")
+    assert_close(theory.etf_gram(K)[0, 1], -1 / (K - 1), "exact")
+    assert_close(M.sum(axis=1), np.zeros(d), "exact")
+
+
+def test_orthogonal_frame_and_etf_target(getkey):
+  F = theory.orthogonal_frame(4, 6, key=getkey())
+  assert_close(F.T @ F, np.eye(4), "exact")
+  E = theory.etf_target(5)
+  assert_close(jnp.linalg.norm(E), 1.0, "exact")
+  with pytest.raises(theory.NoClosedFormError, match="d >= K = 4"):
+    theory.orthogonal_frame(4, 3)
+
+
+def _lams_at(tau, K, n, ratio=0.5):
+  """(lam_W, lam_H) with lam_H = ratio * lam_W and collapse index K sqrt(n lam_W lam_H) = tau."""
+  lam_W = tau / (K * math.sqrt(n * ratio))
+  return lam_W, ratio * lam_W
+
+
+def test_collapse_threshold_separates_zero_and_nonzero_minimisers():
+  K, n = 4, 5
+  for tau, alive in [(0.5, True), (0.999, True), (1.0 + 1e-9, False), (1.5, False)]:
+    lam_W, lam_H = _lams_at(tau, K, n)
+    assert_close(theory.collapse_threshold(K, n, lam_W, lam_H), tau, "exact")
+    assert (float(theory.ce_balanced(K, n, lam_W, lam_H).norm_w_sq) > 0) == alive
+    mse = theory.mse_minimiser(balanced_counts(K, n), lam_W, lam_H, bias=False)
+    assert (float(mse.norm_W_sq) > 0) == alive
+    mse_b = theory.mse_minimiser(balanced_counts(K, n), lam_W, lam_H, bias=True)
+    assert (float(mse_b.norm_W_sq) > 0) == alive
+  assert_close(theory.ce_balanced(K, n, *_lams_at(1.5, K, n)).objective, math.log(K), "exact")
+
+
+def test_mse_bias_free_matches_theory_md_general_orthogonal_frame():
+  """THEORY.md §1.3 (M = 1): ||w_k||^2 = sqrt(n_k lam_H / lam_W) - N lam_H, ||h_k|| = s_k / (s_k^2 + N lam_H)."""
+  counts, lam_W, lam_H = (20, 10, 5, 5), 1e-3, 1e-3
+  N = sum(counts)
+  sol = theory.mse_minimiser(counts, lam_W, lam_H, bias=False)
+  s2 = np.maximum(np.sqrt(np.array(counts) * lam_H / lam_W) - N * lam_H, 0)
+  assert_close(np.diag(sol.gram_W), s2, "exact")
+  assert_close(np.sqrt(np.diag(sol.gram_M)), np.sqrt(s2) / (s2 + N * lam_H), "exact")
+  assert_close(sol.gram_W - np.diag(np.diag(sol.gram_W)), np.zeros((4, 4)), "exact")
+  # the numbers THEORY.md quotes from its one-off L-BFGS check
+  np.testing.assert_allclose(np.diag(sol.gram_W), [4.432136, 3.122278, 2.196068, 2.196068], atol=1e-6)
+
+
+def _params_from_prediction(problem, pred):
+  """A minimiser built from the predicted class-level Grams (no solver): W from gram_W, H_bar = W^+ (W H_bar)."""
+  K, d = problem.K, problem.d
+  lam, U = np.linalg.eigh(pred.gram_W)
+  W_KxK = U * np.sqrt(np.maximum(lam, 0))[None, :]
+  W = np.zeros((K, d))
+  W[:, :K] = W_KxK
+  H_bar = np.linalg.pinv(W) @ pred.logits_M
+  H = H_bar @ np.asarray(problem.Y)
+  b = np.zeros(K) if not problem.bias else np.nan_to_num(pred.b)
+  return Params(W=jnp.asarray(W), H=jnp.asarray(H), b=jnp.asarray(b)), H_bar
+
+
+CASES = [  # loss, bias, counts, d, lam_W, lam_H, lam_b
+    ("ce", False, balanced_counts(4, 5), 4, 5e-3, 2e-3, 0.0),
+    ("ce", True, balanced_counts(3, 2), 4, 0.03, 0.05, 0.1),
+    ("ce", True, balanced_counts(5, 3), 5, 1e-2, 1e-3, 0.0),
+    ("mse", False, balanced_counts(4, 5), 4, 5e-3, 2e-3, 0.0),
+    ("mse", True, balanced_counts(4, 5), 4, 5e-3, 2e-3, 0.0),
+    ("mse", True, balanced_counts(4, 5), 5, 5e-3, 2e-3, 0.5),  # mean direction active
+    ("mse", True, balanced_counts(4, 5), 5, 5e-3, 2e-3, 1e-4),  # mean direction inactive
+    ("mse", False, (20, 10, 5, 5), 4, 1e-3, 1e-3, 0.0),
+    ("mse", False, (20, 10, 5, 1), 4, 2e-3, 2e-3, 0.0),  # smallest class collapsed to zero
+    ("mse", True, (12, 6, 3, 3), 4, 1e-3, 3e-3, 0.0),
+]
+
+
+@pytest.mark.parametrize("loss, bias, counts, d, lam_W, lam_H, lam_b", CASES)
+def test_predicted_minimiser_is_stationary_with_predicted_value(loss, bias, counts, d, lam_W, lam_H, lam_b):
+  problem = make_problem(counts, d=d, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, loss=loss, bias=bias)
+  pred = theory.predict(problem)
+  if loss == "ce":  # build from the ETF directly: W rows ETF of norm^2 t, h = rho w
+    t = pred.norm_W_sq / problem.K
+    W = math.sqrt(t) * theory.simplex_etf(problem.K, d).T
+    rho = math.sqrt(lam_W / (counts[0] * lam_H))
+    params = Params(W=W, H=rho * W.T @ problem.Y, b=jnp.zeros(problem.K))
+    H_bar = rho * np.asarray(W).T
+  else:
+    params, H_bar = _params_from_prediction(problem, pred)
+  grad = jax.grad(objectives.objective)(params, problem)
+  if not bias:
+    grad = grad._replace(b=jnp.zeros_like(grad.b))
+  assert float(otu.tree_norm(grad)) < 1e-12
+  assert_close(objectives.objective(params, problem), pred.objective, "exact")
+  assert_close(jnp.sum(params.W**2), pred.norm_W_sq, "exact")
+  assert_close(jnp.sum(params.H**2), pred.norm_H_sq, "exact")
+  assert_close(H_bar.T @ H_bar, pred.gram_M, "exact")
+
+
+def test_perturbed_prediction_is_not_better():
+  """f(predicted) <= f(random perturbations of it): a local check of minimality (not only stationarity)."""
+  problem = make_problem((12, 6, 3, 3), d=4, lam_W=1e-3, lam_H=3e-3, loss="mse", bias=True)
+  params, _ = _params_from_prediction(problem, theory.predict(problem))
+  f0 = float(objectives.objective(params, problem))
+  for i in range(20):
+    k = jax.random.split(jax.random.key(i), 3)
+    eps = 1e-3
+    q = Params(*(p + eps * jax.random.normal(kk, p.shape) for p, kk in zip(params, k)))
+    assert float(objectives.objective(q, problem)) >= f0 - 1e-15
+
+
+def test_closed_forms_are_jittable_and_vmappable():
+  lams = jnp.array([1e-3, 5e-3, 2e-2, 0.2])
+  vm = jax.jit(jax.vmap(lambda lam: theory.mse_minimiser((5, 5, 5), lam, lam, bias=True).objective))(lams)
+  loop = [theory.mse_minimiser((5, 5, 5), float(lam), float(lam), bias=True).objective for lam in lams]
+  assert_close(vm, loop, "exact")
+  vc = jax.jit(jax.vmap(lambda lam: theory.ce_balanced(3, 5, lam, lam).norm_w_sq))(lams)
+  assert_close(vc, [theory.ce_balanced(3, 5, float(lam), float(lam)).norm_w_sq for lam in lams], "exact")
+
+
+def test_predict_refuses_what_has_no_closed_form():
+  with pytest.raises(theory.NoClosedFormError, match="imbalanced CE"):
+    theory.predict(make_problem((5, 3), d=3, lam_W=1e-3, lam_H=1e-3, loss="ce"))
+  with pytest.raises(theory.NoClosedFormError, match="lam_W > 0 and lam_H > 0"):
+    theory.predict(make_problem((5, 5), d=3, lam_W=0.0, lam_H=1e-3))
+  with pytest.raises(theory.NoClosedFormError, match="does not decouple"):
+    theory.predict(make_problem((5, 3), d=3, lam_W=1e-3, lam_H=1e-3, lam_b=0.1, loss="mse", bias=True))
+  with pytest.raises(theory.NoClosedFormError, match="allowed range for a prediction: d >= 4"):
+    theory.predict(make_problem((5, 5, 5, 5), d=3, lam_W=1e-3, lam_H=1e-3, loss="mse"))
