@@ -20,7 +20,7 @@ All validation happens here, in Python, before anything is traced or compiled.
 
 import math
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,10 +162,12 @@ class Problem:
     loss: ``"ce"`` (softmax cross-entropy) or ``"mse"`` (static).
     bias: whether the classifier has a bias ``b`` (static).
   """
-  Y: jax.Array
-  lam_W: jax.Array
-  lam_H: jax.Array
-  lam_b: jax.Array
+  # Leaves are typed Any, not jax.Array: vmap specs (``problem.replace(Y=None, lam_W=0)``) and
+  # batching placeholders pass through the constructor too.
+  Y: Any
+  lam_W: Any
+  lam_H: Any
+  lam_b: Any
   counts: tuple[int, ...] = struct.field(pytree_node=False)
   d: int = struct.field(pytree_node=False)
   loss: str = struct.field(pytree_node=False, default="ce")
