@@ -14,6 +14,7 @@ absent (``params.b`` is ignored). The static ``problem.loss`` selects the loss.
 """
 
 import jax
+import jax.typing
 import jax.numpy as jnp
 import optax
 
@@ -22,7 +23,7 @@ from ufm.problem import Params, Problem
 __all__ = ["ce_loss", "logits", "mse_loss", "objective", "regulariser"]
 
 
-def logits(params: Params, problem: Problem) -> jax.Array:
+def logits(params: Params, problem: Problem) -> jax.typing.ArrayLike:
   r"""Logits :math:`Z = W H + b \mathbf 1^\top` (``K x N``); ``b`` only when ``problem.bias``."""
   Z_KxN = params.W @ params.H
   if problem.bias:
@@ -30,7 +31,7 @@ def logits(params: Params, problem: Problem) -> jax.Array:
   return Z_KxN
 
 
-def regulariser(params: Params, problem: Problem) -> jax.Array:
+def regulariser(params: Params, problem: Problem) -> jax.typing.ArrayLike:
   r""":math:`\frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2 (+ \frac{\lambda_b}{2}\|b\|^2)`."""
   r = 0.5 * (problem.lam_W * jnp.sum(params.W**2) + problem.lam_H * jnp.sum(params.H**2))
   if problem.bias:
@@ -38,7 +39,7 @@ def regulariser(params: Params, problem: Problem) -> jax.Array:
   return r
 
 
-def ce_loss(params: Params, problem: Problem) -> jax.Array:
+def ce_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
   r"""Regularised softmax cross-entropy UFM objective (Zhu et al. 2021, Eq. (3)).
 
   .. math::
@@ -53,7 +54,7 @@ def ce_loss(params: Params, problem: Problem) -> jax.Array:
   return ce + regulariser(params, problem)
 
 
-def mse_loss(params: Params, problem: Problem) -> jax.Array:
+def mse_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
   r"""Regularised MSE UFM objective (Zhou et al. 2022, arXiv 2203.01238, Eq. (2)).
 
   .. math::
@@ -69,6 +70,6 @@ def mse_loss(params: Params, problem: Problem) -> jax.Array:
   return mse + regulariser(params, problem)
 
 
-def objective(params: Params, problem: Problem) -> jax.Array:
+def objective(params: Params, problem: Problem) -> jax.typing.ArrayLike:
   """The objective selected by the static ``problem.loss`` (:func:`ce_loss` or :func:`mse_loss`)."""
   return ce_loss(params, problem) if problem.loss == "ce" else mse_loss(params, problem)
