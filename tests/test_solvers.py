@@ -42,7 +42,15 @@ def _reference_over_lams(problem, taus, seed=0):
   return [problem.replace(lam_W=a, lam_H=b) for a, b in zip(lam_W, lam_H)], jax.jit(solve)(batched)
 
 
-@pytest.mark.parametrize("loss, bias, lam_b, K, d, n", GRID)
+GRID_SLOW = [  # wider shapes; run with `pytest -m slow`
+    pytest.param(*c, marks=pytest.mark.slow) for c in [
+        ("ce", False, 0.0, 8, 7, 6), ("ce", True, 0.0, 6, 10, 4), ("ce", True, 1.0, 5, 4, 10),
+        ("mse", False, 0.0, 8, 9, 6), ("mse", True, 0.0, 8, 7, 6), ("mse", True, 2.0, 6, 8, 5),
+    ]
+]
+
+
+@pytest.mark.parametrize("loss, bias, lam_b, K, d, n", GRID + GRID_SLOW)
 def test_reference_solver_matches_closed_form(loss, bias, lam_b, K, d, n):
   problem = make_problem(balanced_counts(K, n), d=d, lam_W=1.0, lam_H=1.0, lam_b=lam_b, loss=loss, bias=bias)
   problems, sol = _reference_over_lams(problem, TAUS)
