@@ -31,13 +31,13 @@ GRID = [  # loss, bias, lam_b, K, d, n   (d = K-1, d = K and d > K all appear)
 ]
 
 
-def _reference_over_lams(problem, taus, seed=0):
+def _reference_over_lams(problem, taus, seed=0, gtol=None):
   """One vmapped L-BFGS compile per shape, over the lam grid."""
   K, n = problem.K, problem.counts[0]
   lam_W, lam_H = (jnp.asarray(x) for x in zip(*[_lams(t, K, n) for t in taus]))
   batched = problem.replace(lam_W=lam_W, lam_H=lam_H)
   axes = problem.replace(Y=None, lam_W=0, lam_H=0, lam_b=None)
-  solve = jax.vmap(lambda p: solvers.lbfgs_reference(jax.random.key(seed), p, solvers.lbfgs_hparams()),
+  solve = jax.vmap(lambda p: solvers.lbfgs_reference(jax.random.key(seed), p, solvers.lbfgs_hparams(gtol=gtol)),
                    in_axes=(axes,))
   return [problem.replace(lam_W=a, lam_H=b) for a, b in zip(lam_W, lam_H)], jax.jit(solve)(batched)
 
@@ -53,7 +53,11 @@ GRID_SLOW = [  # wider shapes; run with `pytest -m slow`
 @pytest.mark.parametrize("loss, bias, lam_b, K, d, n", GRID + GRID_SLOW)
 def test_reference_solver_matches_closed_form(loss, bias, lam_b, K, d, n):
   problem = make_problem(balanced_counts(K, n), d=d, lam_W=1.0, lam_H=1.0, lam_b=lam_b, loss=loss, bias=bias)
-  problems, sol = _reference_over_lams(problem, TAUS)
+  # CE with an unregularised bias: the curvature along b ⊥ 1 is the softmax variance ~ e^(-margin) (0.03 at
+  # tau = 0.2), so |grad| <= 1e-10 leaves b's spread at ~3e-9 (measured). The theory is not at fault: solve to
+  # 1e-12 there (measured spread 6e-12) instead of loosening the tolerance.
+  gtol = 1e-12 if (loss == "ce" and bias and lam_b == 0) else None
+  problems, sol = _reference_over_lams(problem, TAUS, gtol=gtol)
   rtol, atol, _ = TOL["reference"]
   for i, (p, tau) in enumerate(zip(problems, TAUS)):
     s = jax.tree.map(lambda x: x[i], sol)

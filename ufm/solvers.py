@@ -116,10 +116,6 @@ class Solution(NamedTuple):
   trace: Trace
 
 
-def _tree_finite(tree) -> jax.Array:
-  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _masked_grad(problem: Problem):
   """Gradient of the objective; the bias gradient is zero when the problem has no bias."""
   grad = jax.grad(objective)
