@@ -216,8 +216,7 @@ def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, 
   def body(carry):
     params, state, k, f, gn, bad, rows = carry
     g = grad_fn(params)
-    updates, new_state = opt.update(g, state, params, value=f, grad=g,
-                                    value_fn=lambda p: f_fn(p))
+    updates, new_state = opt.update(g, state, params, value=f, grad=g, value_fn=f_fn)
     new_params = optax.apply_updates(params, updates)
     new_f, new_g = value_and_grad(new_params)
     new_gn = otu.tree_norm(new_g)

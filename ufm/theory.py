@@ -378,7 +378,7 @@ def predict(problem: Problem) -> Prediction:
     n = counts[0]
     sol = ce_balanced(K, n, lam_W, lam_H)
     t, rho, f = float(sol.norm_w_sq), float(sol.ratio), float(sol.objective)
-    G = np.asarray(etf_gram(K, jnp.float64 if jax.config.jax_enable_x64 else None), np.float64)
+    G = (K / (K - 1)) * (np.eye(K) - 1.0 / K)  # etf_gram in NumPy float64, whatever jax_enable_x64 says
     b_undetermined = problem.bias and lam_b == 0
     b = np.full(K, np.nan) if b_undetermined else np.zeros(K)
     alive = t > 0
