@@ -24,6 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.typing
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
 
 from ufm.problem import Params, Problem
 
@@ -57,7 +58,7 @@ def _safe_div(num, den):
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
-def class_means(H: jax.Array, labels: jax.Array, K: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def class_means(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   r"""Class means :math:`\bar H` (``d x K``), global mean :math:`\mu_G` (``d``) and class counts (``K``)."""
   sums_Kxd = jax.ops.segment_sum(H.T, labels, num_segments=K)
   counts_K = jax.ops.segment_sum(jnp.ones_like(labels, H.dtype), labels, num_segments=K)
@@ -77,7 +78,7 @@ def _pairs(K: int):
   return jnp.triu_indices(K, k=1)
 
 
-def nc1(H: jax.Array, labels: jax.Array, K: int) -> jax.typing.ArrayLike:
+def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r"""NC1 = :math:`\frac1K \mathrm{tr}(\Sigma_W \Sigma_B^+)` (Papyan et al. 2020, arXiv 2008.08186, Fig. 6).
 
   Computed in the eigenbasis of :math:`\Sigma_B`: with :math:`\tilde M = U S V^\top`,
@@ -97,7 +98,7 @@ def nc1(H: jax.Array, labels: jax.Array, K: int) -> jax.typing.ArrayLike:
   return jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
 
 
-def nc1_ratio(H: jax.Array, labels: jax.Array, K: int) -> jax.typing.ArrayLike:
+def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{tr}\,\Sigma_W / \mathrm{tr}\,\Sigma_B` (Tirer, Huang, Niles-Weed 2023, arXiv 2210.16658;
   rhubarbwu ``covariance_ratio``). ``0/0 -> 0``, ``x/0 -> inf``."""
   M_dxK, mu_G, _ = class_means(H, labels, K)
@@ -106,7 +107,7 @@ def nc1_ratio(H: jax.Array, labels: jax.Array, K: int) -> jax.typing.ArrayLike:
   return _safe_div(tr_W, tr_B)
 
 
-def cdnv(H: jax.Array, labels: jax.Array, K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
+def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
   r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121, Def. 1), averaged over pairs.
 
   .. math:: \frac{2}{K(K-1)}\sum_{c<c'} \frac{\sigma_c^2 + \sigma_{c'}^2}{2\|\mu_c - \mu_{c'}\|^{2e}},
@@ -124,7 +125,7 @@ def cdnv(H: jax.Array, labels: jax.Array, K: int, *, dist_exp: float = 1.0) -> j
   return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
 
 
-def equinorm(X_dxK: jax.Array, *, ddof: int = 1) -> jax.typing.ArrayLike:
+def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Coefficient of variation of the column norms, :math:`\mathrm{std}_k\|x_k\| / \mathrm{mean}_k\|x_k\|`
   (Papyan et al. 2020, Fig. 2), with the sample std (``ddof = 1``) of their code's ``torch.std``.
   Use ``W.T`` for classifiers and centred means for features."""
@@ -132,21 +133,21 @@ def equinorm(X_dxK: jax.Array, *, ddof: int = 1) -> jax.typing.ArrayLike:
   return jnp.std(norms, ddof=ddof) / jnp.mean(norms)
 
 
-def cosines(X_dxK: jax.Array) -> jax.typing.ArrayLike:
+def cosines(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Cosines of the ``K(K-1)/2`` column pairs ``c < c'`` (rhubarbwu ``interference``). Undefined for zero columns."""
   Xn = _normalise_columns(X_dxK)
   i, j = _pairs(X_dxK.shape[1])
   return (Xn.T @ Xn)[i, j]
 
 
-def equiangularity(X_dxK: jax.Array, *, ddof: int = 1) -> jax.typing.ArrayLike:
+def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` over the ``K(K-1)/2`` pairs (Papyan et al. 2020, Fig. 3,
   ``ddof = 1`` as their ``torch.std``; ``ddof = 0`` is the population std that Wu & Papyan take of
   rhubarbwu's interference grid on normalised means). With ``K = 2`` (one pair) use ``ddof = 0``."""
   return jnp.std(cosines(X_dxK), ddof=ddof)
 
 
-def max_angle(X_dxK: jax.Array) -> jax.typing.ArrayLike:
+def max_angle(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac{1}{K-1}|` (Papyan et al. 2020, Fig. 4)."""
   K = X_dxK.shape[1]
   return jnp.mean(jnp.abs(cosines(X_dxK) + 1.0 / (K - 1)))
@@ -156,7 +157,7 @@ def _gram_error(G, T_unit):
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T_unit)
 
 
-def etf_error(X_dxK: jax.Array) -> jax.typing.ArrayLike:
+def etf_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
   (Zhu et al. 2021, NC2; rhubarbwu ``simplex_etf_error``). Scale invariant."""
   K = X_dxK.shape[1]
@@ -164,19 +165,19 @@ def etf_error(X_dxK: jax.Array) -> jax.typing.ArrayLike:
   return _gram_error(X_dxK.T @ X_dxK, E)
 
 
-def of_error(X_dxK: jax.Array) -> jax.typing.ArrayLike:
+def of_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`, the orthogonal-frame error (Dang et al. 2023,
   ``compute_NC2_Identity_W``; Tirer & Bruna 2022). Use *uncentred* means for the bias-free MSE-UFM."""
   K = X_dxK.shape[1]
   return _gram_error(X_dxK.T @ X_dxK, jnp.eye(K, dtype=X_dxK.dtype) / jnp.sqrt(1.0 * K))
 
 
-def self_duality(W: jax.Array, M_dxK: jax.Array) -> jax.typing.ArrayLike:
+def self_duality(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3, :math:`\|W^\top/\|W\|_F - \tilde M/\|\tilde M\|_F\|_F` (Papyan et al. 2020, Fig. 5)."""
   return jnp.linalg.norm(W.T / jnp.linalg.norm(W) - M_dxK / jnp.linalg.norm(M_dxK))
 
 
-def self_duality_etf(W: jax.Array, M_dxK: jax.Array) -> jax.typing.ArrayLike:
+def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3 in Zhu et al.'s form, :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
   (Zhu et al. 2021, arXiv 2105.02375, Sec. 4; rhubarbwu ``self_duality_error``)."""
   K = W.shape[0]
@@ -184,12 +185,12 @@ def self_duality_etf(W: jax.Array, M_dxK: jax.Array) -> jax.typing.ArrayLike:
   return _gram_error(W @ M_dxK, E)
 
 
-def self_duality_classwise(W: jax.Array, M_dxK: jax.Array) -> jax.typing.ArrayLike:
+def self_duality_classwise(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_k \|w_k/\|w_k\| - \tilde\mu_k/\|\tilde\mu_k\|\|` (rhubarbwu ``distance_norms``)."""
   return jnp.mean(jnp.linalg.norm(_normalise_columns(W.T) - _normalise_columns(M_dxK), axis=0))
 
 
-def unc3(W: jax.Array, M_dxK: jax.Array, *, ddof: int = 1) -> jax.typing.ArrayLike:
+def unc3(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Uniform duality (Wu & Papyan 2024, UNC3): CoV over classes of :math:`\cos(w_k, \tilde\mu_k)`
   std (``ddof = 1``, as the paper's ``.var()``) over mean, of rhubarbwu ``similarities(cos=True)``."""
   cos = jnp.sum(_normalise_columns(W.T) * _normalise_columns(M_dxK), axis=0)
@@ -204,19 +205,19 @@ def _log_inverse_distances(M_dxK):
   return -0.5 * jnp.log(dist2[i, j])
 
 
-def gnc2(M_dxK: jax.Array) -> jax.typing.ArrayLike:
+def gnc2(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""Hyperspherical uniformity (GNC2; Liu et al. 2023, arXiv 2303.06484; Wu & Papyan 2024):
   :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` on normalised centred means.
   A simplex ETF gives :math:`-\frac12\log\frac{2K}{K-1}` (the minimum over configurations)."""
   return jnp.mean(_log_inverse_distances(M_dxK))
 
 
-def gnc2_var(M_dxK: jax.Array) -> jax.typing.ArrayLike:
+def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Population variance over pairs of the GNC2 log kernel (rhubarbwu ``kernel_stats``; 0 for a simplex ETF)."""
   return jnp.var(_log_inverse_distances(M_dxK))
 
 
-def nc4(W: jax.Array, H: jax.Array, b: jax.Array, labels: jax.Array, K: int) -> jax.typing.ArrayLike:
+def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
   nearest-class-centre decision :math:`\arg\min_k\|h_i - \mu_k\|` (Papyan et al. 2020, Fig. 7)."""
   M_dxK, _, _ = class_means(H, labels, K)
@@ -225,7 +226,7 @@ def nc4(W: jax.Array, H: jax.Array, b: jax.Array, labels: jax.Array, K: int) -> 
   return jnp.mean((clf == jnp.argmin(dist2_KxN, axis=0)).astype(H.dtype))
 
 
-def bias_relation(W: jax.Array, H: jax.Array, b: jax.Array) -> jax.typing.ArrayLike:
+def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"]) -> jax.typing.ArrayLike:
   r""":math:`\|W\mu_G + b\|_2`, the bias relation that Zhu et al. (2021) and Zhou et al. (2022) call NC4
   (not to be confused with :func:`nc4`). At the CE optimum with :math:`\lambda_b > 0` it is 0."""
   return jnp.linalg.norm(W @ jnp.mean(H, axis=1) + b)
