@@ -421,9 +421,12 @@ def predict(problem: Problem) -> Prediction:
   else:
     geometry = "general orthogonal frame" if not problem.bias else "imbalanced (centred SVD frame)"
     metrics = {"nc1": 0.0, "nc1_ratio": 0.0, "bias_relation": bias_rel}
-  source = ("Zhou et al. 2022 (arXiv 2203.01238), Thm. 3.1 (bias); Tirer & Bruna 2022 (arXiv 2202.08087) "
-            "and Dang et al. 2023 (arXiv 2301.00437), Thm. 4.1 at depth 1 (bias-free); constants from the "
-            "nuclear-norm reduction in ufm.theory.mse_minimiser")
+  if problem.bias:
+    source = ("Zhou et al. 2022 (arXiv 2203.01238), Thm. 3.1; lam_b > 0 and imbalanced counts derived in "
+              "ufm.theory.mse_minimiser (nuclear-norm reduction)")
+  else:
+    source = ("Tirer & Bruna 2022 (arXiv 2202.08087); Dang et al. 2023 (arXiv 2301.00437), Thm. 4.1 at depth 1; "
+              "constants from the nuclear-norm reduction in ufm.theory.mse_minimiser")
   return Prediction(geometry=geometry, source=source, objective=float(sol.objective),
                     norm_W_sq=float(sol.norm_W_sq), norm_H_sq=float(sol.norm_H_sq),
                     norm_b=float(np.linalg.norm(sol.b)), gram_W=sol.gram_W, gram_M=sol.gram_M,
