@@ -244,7 +244,7 @@ GOLDEN = {"f0": 1.1021342876320375, "f10": 1.0734182209324485}  # jax 0.10.2 thr
 
 @pytest.mark.parametrize("loss, bias", [("ce", False), ("mse", True)])
 def test_benign_landscape_every_random_init_reaches_the_global_minimum(loss, bias):
-  """Zhu et al. 2021 Thm. 3.2 (CE) and Zhou et al. 2022 Thm. 3.2 (MSE): no spurious local minima, so every
+  """Zhu et al. 2021 (CE) and Zhou et al. 2022 (MSE), benign landscape: no spurious local minima, so every
   one of 32 random initialisations (one vmapped sweep over seeds, scales 0.01..1) reaches f* to the
   reference tolerance, and the same Gram matrix."""
   problem = make_problem(balanced_counts(4, 3), d=5, lam_W=2e-3, lam_H=4e-3, loss=loss, bias=bias)

@@ -148,3 +148,15 @@ def test_predict_refuses_what_has_no_closed_form():
     theory.predict(make_problem((5, 3), d=3, lam_W=1e-3, lam_H=1e-3, lam_b=0.1, loss="mse", bias=True))
   with pytest.raises(theory.NoClosedFormError, match="allowed range for a prediction: d >= 4"):
     theory.predict(make_problem((5, 5, 5, 5), d=3, lam_W=1e-3, lam_H=1e-3, loss="mse"))
+
+
+def test_regularised_bias_limit_turns_uncentred_means_into_an_orthogonal_frame():
+  """Balanced MSE with bias: lam_b = 0 gives ETF means (h_G = 0); lam_b -> inf gives an orthogonal frame of
+  uncentred means (the mean block's target sqrt(n) then equals the centred ones; cf. arXiv 2606.00344)."""
+  K, n = 5, 4
+  etf = theory.mse_minimiser(balanced_counts(K, n), 1e-3, 1e-3, 0.0, bias=True)
+  G = np.asarray(etf.gram_M)
+  assert_close(G / G[0, 0], theory.etf_gram(K), "exact")
+  of = theory.mse_minimiser(balanced_counts(K, n), 1e-3, 1e-3, 1e12, bias=True)
+  G = np.asarray(of.gram_M)
+  np.testing.assert_allclose(G / G[0, 0], np.eye(K), atol=1e-10)  # 1e-12 from lam_b = 1e12, plus rounding

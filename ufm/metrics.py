@@ -108,7 +108,7 @@ def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.ty
 
 
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
-  r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121, Def. 1), averaged over pairs.
+  r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121), averaged over pairs.
 
   .. math:: \frac{2}{K(K-1)}\sum_{c<c'} \frac{\sigma_c^2 + \sigma_{c'}^2}{2\|\mu_c - \mu_{c'}\|^{2e}},
      \qquad \sigma_c^2 = \frac{1}{n_c}\sum_{i: y_i = c}\|h_i - \mu_c\|^2,

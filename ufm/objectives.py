@@ -1,7 +1,7 @@
 r"""UFM objectives: pure functions ``(params, problem) -> scalar``.
 
-One normalisation everywhere (Zhu et al. 2021, arXiv 2105.02375, Eq. (3); Zhou et al.
-2022, arXiv 2203.01238, Eq. (2) for MSE):
+One normalisation everywhere (Zhu et al. 2021, arXiv 2105.02375; Zhou et al.
+2022, arXiv 2203.01238 for MSE; THEORY.md §5.1, §5.3):
 
 .. math::
    f(W, H, b) = \frac1N \sum_{i=1}^N \ell(W h_i + b, y_i)
@@ -40,7 +40,7 @@ def regulariser(params: Params, problem: Problem) -> jax.typing.ArrayLike:
 
 
 def ce_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
-  r"""Regularised softmax cross-entropy UFM objective (Zhu et al. 2021, Eq. (3)).
+  r"""Regularised softmax cross-entropy UFM objective (Zhu et al. 2021, arXiv 2105.02375).
 
   .. math::
      f = \frac1N \sum_{i} -\log\frac{e^{z_{y_i i}}}{\sum_k e^{z_{k i}}}
@@ -55,7 +55,7 @@ def ce_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
 
 
 def mse_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
-  r"""Regularised MSE UFM objective (Zhou et al. 2022, arXiv 2203.01238, Eq. (2)).
+  r"""Regularised MSE UFM objective (Zhou et al. 2022, arXiv 2203.01238).
 
   .. math::
      f = \frac{1}{2N}\|W H + b\mathbf 1^\top - Y\|_F^2

@@ -102,7 +102,7 @@ def balanced_counts(K, n) -> tuple[int, ...]:
 
 
 def step_counts(K, *, K_major, n_major, n_minor=None, rho=None) -> tuple[int, ...]:
-  r"""Step imbalance (Fang et al. 2021, arXiv 2101.12699, Sec. 3; Cao et al. 2019).
+  r"""Step imbalance (Fang et al. 2021, arXiv 2101.12699; Cao et al. 2019).
 
   The first ``K_major`` classes have ``n_major`` samples, the other ``K - K_major``
   have ``n_minor``; give either ``n_minor`` or the ratio ``rho = n_major / n_minor``
@@ -126,7 +126,7 @@ def step_counts(K, *, K_major, n_major, n_minor=None, rho=None) -> tuple[int, ..
 
 
 def long_tailed_counts(K, *, n_max, rho) -> tuple[int, ...]:
-  r"""Long-tailed (exponential) profile of Cao et al. (2019, arXiv 1906.07413, Sec. 4).
+  r"""Long-tailed (exponential) profile of Cao et al. (2019, arXiv 1906.07413).
 
   .. math:: n_k = \lfloor n_{\max}\, \rho^{-k/(K-1)} \rfloor, \quad k = 0, \dots, K-1,
 

@@ -108,7 +108,7 @@ def orthogonal_frame(K: int, d: int | None = None, *, key: jax.Array | None = No
   r"""``K`` orthonormal vectors as the columns of a ``d x K`` matrix (:math:`M^\top M = I_K`); needs ``d >= K``.
 
   The orthogonal-frame geometry of the bias-free MSE-UFM (Tirer & Bruna 2022,
-  arXiv 2202.08087, Thm. 3.1; Dang et al. 2023, arXiv 2301.00437, Thm. 3.1).
+  arXiv 2202.08087; Dang et al. 2023, arXiv 2301.00437; theorem numbers unverified, THEORY.md §5.4, §1.2).
   """
   d = K if d is None else d
   if d < K:
@@ -221,14 +221,14 @@ def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None 
 
   * Bias-free: :math:`P = I`, :math:`\sigma_k = \sqrt{n_k}`, so
     :math:`\|w_k\|^2 = \sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H` (clamped at 0):
-    the general orthogonal frame of Dang et al. (2023, arXiv 2301.00437, Thm. 4.1 at
+    the general orthogonal frame of Dang et al. (2023, arXiv 2301.00437, at
     depth 1; THEORY.md §1.3), the orthogonal frame when balanced (Tirer & Bruna 2022).
   * Bias: write :math:`H = \tilde H + h_G\mathbf 1^\top`, :math:`\pi = (n_k/N)_k`. Then
     :math:`\frac{1}{2N}\|WH + b\mathbf 1^\top - Y\|^2 = \frac{1}{2N}\|W\tilde H - \tilde Y\|^2
     + \frac12\|Wh_G + b - \pi\|^2` with :math:`\tilde Y = (I - \pi\mathbf 1^\top)Y`, so
     :math:`P = I - \pi\mathbf 1^\top` and :math:`b = (\pi - Wh_G)/(1 + \lambda_b)`.
     With :math:`\lambda_b = 0`: :math:`h_G = 0`, :math:`b = \pi` (``1/K`` balanced: Zhou et
-    al. 2022, arXiv 2203.01238, Thm. 3.1), the centred block gives the simplex ETF when
+    al. 2022, arXiv 2203.01238), the centred block gives the simplex ETF when
     balanced, with the same threshold :math:`K\sqrt{n\lambda_W\lambda_H} < 1`.
   * Regularised bias, **balanced only** (``lam_b > 0``; derived here, not in THEORY.md):
     minimising over ``b`` leaves :math:`\frac{\gamma}{2}\|Wh_G - \pi\|^2`,
@@ -238,7 +238,8 @@ def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None 
     value :math:`\sigma_0 = \sqrt N\|\pi\| = \sqrt n` and weight :math:`\gamma`:
     :math:`z_0 = (\sigma_0 - \mu/\gamma)_+`. So the features' global mean is **non-zero**
     (and :math:`W` leaves the ETF) once :math:`\lambda_b/(1+\lambda_b) > \sqrt{KN\lambda_W\lambda_H}`,
-    which needs ``d >= K`` (``rank`` counts it). Imbalanced with ``lam_b > 0`` does not
+    which needs ``d >= K`` (``rank`` counts it). As ``lam_b -> inf`` the uncentred means tend to an
+    orthogonal frame, as reported by arXiv 2606.00344 ("The role of class encoding in neural collapse"). Imbalanced with ``lam_b > 0`` does not
     split; it returns NaN and :func:`predict` refuses it.
 
   Args:
@@ -422,10 +423,10 @@ def predict(problem: Problem) -> Prediction:
     geometry = "general orthogonal frame" if not problem.bias else "imbalanced (centred SVD frame)"
     metrics = {"nc1": 0.0, "nc1_ratio": 0.0, "bias_relation": bias_rel}
   if problem.bias:
-    source = ("Zhou et al. 2022 (arXiv 2203.01238), Thm. 3.1; lam_b > 0 and imbalanced counts derived in "
+    source = ("Zhou et al. 2022 (arXiv 2203.01238); lam_b > 0 and imbalanced counts derived in "
               "ufm.theory.mse_minimiser (nuclear-norm reduction)")
   else:
-    source = ("Tirer & Bruna 2022 (arXiv 2202.08087); Dang et al. 2023 (arXiv 2301.00437), Thm. 4.1 at depth 1; "
+    source = ("Tirer & Bruna 2022 (arXiv 2202.08087); Dang et al. 2023 (arXiv 2301.00437) at depth 1; "
               "constants from the nuclear-norm reduction in ufm.theory.mse_minimiser")
   return Prediction(geometry=geometry, source=source, objective=float(sol.objective),
                     norm_W_sq=float(sol.norm_W_sq), norm_H_sq=float(sol.norm_H_sq),
