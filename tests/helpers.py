@@ -10,9 +10,9 @@ TOL = {
     # Grams 1e-9 relative. The distance to the minimiser set is ~ |grad| / (smallest non-zero Hessian
     # eigenvalue), so 1e-8 holds with margin when that eigenvalue is >= 1e-2 (checked by the grid chosen).
     "reference": (1e-8, 1e-9, "float64 L-BFGS to |grad| <= 1e-10 (STYLE.md B.8: 1e-8)"),
-    # A second-order quantity (a metric that is 0 at the optimum) at an L-BFGS solution: linear in the
-    # parameter error, which is <= 1e-8.
-    "reference_metric": (0.0, 1e-7, "metric vanishing at the optimum, first order in a 1e-8 parameter error"),
+    # An NC metric at an L-BFGS solution against its closed-form target: metrics are smooth (Lipschitz with
+    # constants O(10) on these problems) in the parameters, which are known to 1e-8; atol for targets 0.
+    "reference_metric": (1e-6, 1e-7, "metric at a 1e-8-accurate minimiser, Lipschitz constant O(10)"),
     # float32: unit roundoff 6e-8 times the condition of the small solves.
     "float32": (1e-4, 1e-5, "float32 rounding (eps 1.2e-7) amplified by O(10^2)"),
     # The argmin (norms, Grams) in float32: near a minimum f changes only quadratically, so rounding of f at

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import TOL
+from helpers import TOL, assert_close
 from ufm import cli
 
 UNTUNED = [  # configurations not used anywhere else in the suite
@@ -30,7 +30,7 @@ def test_solve_json_agrees_with_closed_form(argv, capsys):
   for key in ("objective", "norm_W_sq", "norm_H_sq"):
     assert abs(rec[key] - th[key]) <= rtol * abs(th[key]), key
   for name, target in th["metrics"].items():
-    assert abs(rec["metrics"][name] - target) <= TOL["reference_metric"][1] + 1e-6 * abs(target), name
+    assert_close(rec["metrics"][name], target, "reference_metric", name)
 
 
 def test_solve_table_and_no_closed_form(capsys):
@@ -48,6 +48,8 @@ def test_solve_table_and_no_closed_form(capsys):
     (["--K", "3", "--n", "3", "--d", "2", "--lam-W", "nan"], "lam_W = nan is not finite"),
     (["--K", "3", "--n", "3", "--d", "2", "--solver", "gd", "--lr", "0"], "lr = 0.0 is out of range"),
     (["--counts", "3,2.5", "--d", "2"], "not a comma-separated list of integers"),
+    (["--K", "3", "--n", "3", "--d", "2", "--lam-b", "0.1"], "lam_b = 0.1 has no effect without a bias"),
+    (["--K", "3", "--n", "3", "--d", "2", "--steps", "0"], "steps = 0 is out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
   assert cli.main(["solve", *argv, "--x64"]) == 2
@@ -55,8 +57,14 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
   assert err.count("\n") == 1 and message in err and err.startswith("ufm: error:")
 
 
-def test_bad_input_in_a_real_process_has_no_traceback():
-  r = subprocess.run([sys.executable, "-m", "ufm", "solve", "--K", "3", "--n", "3", "--d", "2", "--loss", "hinge"],
+@pytest.mark.parametrize("extra, message", [
+    (["--loss", "hinge"], "invalid choice: 'hinge'"),
+    (["--seed", "99999999999999999999"], "seed = 99999999999999999999 is out of range"),
+    (["--steps", "100000000000"], "steps = 100000000000 is out of range"),
+    (["--lam-W", "1e300"], "lam_W = 1e+300 overflows float32"),
+])
+def test_bad_input_in_a_real_process_has_no_traceback(extra, message):
+  r = subprocess.run([sys.executable, "-m", "ufm", "solve", "--K", "3", "--n", "3", "--d", "2", *extra],
                      capture_output=True, text=True)
   assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
-  assert r.stderr.count("\n") == 1 and "invalid choice: 'hinge'" in r.stderr
+  assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr

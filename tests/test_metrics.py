@@ -151,3 +151,33 @@ def test_unknown_metric_name_lists_valid_ones():
   problem, params = _random_config((3, 4, (3, 3, 3)), 0)
   with pytest.raises(ValueError, match="unknown metric.*valid names: nc1, nc1_ratio"):
     metrics.compute(params, problem, ("nc9",))
+
+
+def test_nc1_is_inf_without_class_separation_like_the_ratio_and_cdnv():
+  H, y = jnp.array([[1.0, -1.0, 2.0, -2.0, 3.0, -3.0]]), jnp.array([0, 0, 1, 1, 2, 2])  # all means at 0
+  for fn in (metrics.nc1, metrics.nc1_ratio, metrics.cdnv):
+    assert float(fn(H, y, 3)) == np.inf, fn.__name__
+
+
+def test_float32_distances_survive_a_large_offset():
+  """Distances are formed after centring: an offset of 3000 (unit class separation, noise 1e-2) used to give
+  CDNV = inf in float32 through cancellation in |a|^2 + |b|^2 - 2 a.b."""
+  K, d = 4, 5
+  M = np.asarray(theory.simplex_etf(K, d), np.float64)
+  noise = 1e-2 * np.asarray(jax.random.normal(jax.random.key(0), (d, 5 * K)))
+  y = np.repeat(np.arange(K), 5)
+  H64 = M[:, y] + noise
+  exact = float(metrics.cdnv(jnp.asarray(H64), jnp.asarray(y), K))
+  H32 = jnp.asarray(H64 + 3000.0, jnp.float32)
+  got = float(metrics.cdnv(H32, jnp.asarray(y), K))
+  assert abs(got - exact) <= 1e-2 * exact  # float32 spacing at 3000 is 2.4e-4, relative to noise 1e-2
+  assert float(metrics.nc4(jnp.asarray(M.T, jnp.float32), H32, jnp.zeros(K, jnp.float32), jnp.asarray(y), K)) > 0
+
+
+def test_metrics_ignore_b_on_a_bias_free_problem():
+  problem, params = _random_config((3, 4, (3, 3, 3)), 0)
+  free = make_problem((3, 3, 3), d=4, lam_W=1.0, lam_H=1.0, loss="ce", bias=False)
+  a = metrics.compute(params, free)
+  b = metrics.compute(params._replace(b=jnp.array([100.0, 0.0, 0.0])), free)
+  for name in metrics.METRICS:
+    np.testing.assert_allclose(a[name], b[name], err_msg=name)

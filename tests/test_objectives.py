@@ -26,7 +26,7 @@ def _numpy_objective(W, H, b, Y, lam_W, lam_H, lam_b, loss, bias):
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_objective_matches_numpy_and_is_rotation_invariant(loss, bias, getkey):
-  p = make_problem((3, 2, 4), d=5, lam_W=0.02, lam_H=0.03, lam_b=0.04, loss=loss, bias=bias)
+  p = make_problem((3, 2, 4), d=5, lam_W=0.02, lam_H=0.03, lam_b=0.04 if bias else 0.0, loss=loss, bias=bias)
   params = init_params(getkey(), p, 1.0)._replace(b=jnp.array([0.3, -0.2, 0.1]))
   expected = _numpy_objective(*(np.asarray(x) for x in params), np.asarray(p.Y), 0.02, 0.03, 0.04, loss, bias)
   assert_close(objectives.objective(params, p), expected, "exact")

@@ -51,12 +51,21 @@ BAD = [
     (lambda: step_counts(4, K_major=4, n_major=10, n_minor=1), "K_major = 4"),
     (lambda: long_tailed_counts(4, n_max=10, rho=0.5), "rho = 0.5 is out of range"),
     (lambda: long_tailed_counts(4, n_max=10, rho=20), "rho = 20.0 is out of range"),
+    (lambda: make_problem((3, 3), d=2, lam_W="0.1", lam_H=0.1), "lam_W = '0.1' is not a number"),
+    (lambda: make_problem({3, 4}, d=2, lam_W=0.1, lam_H=0.1), "is not a sequence of class counts"),
+    (lambda: make_problem((3, 3), d=2, lam_W=0.1, lam_H=0.1, dtype="foo"), "dtype = 'foo' is not a dtype"),
+    (lambda: make_problem((3, 3), d=2, lam_W=1e300, lam_H=0.1, dtype=jnp.float32), "lam_W = 1e+300 overflows float32"),
+    (lambda: make_problem((3, 3), d=2, lam_W=0.1, lam_H=1e-50, dtype=jnp.float32), "lam_H = 1e-50 underflows to 0"),
+    (lambda: make_problem((3, 3), d=2, lam_W=0.1, lam_H=0.1, lam_b=0.1), "lam_b = 0.1 has no effect without a bias"),
+    (lambda: solvers.gd_hparams(1e300, dtype=jnp.float32), "lr = 1e+300 overflows float32"),
+    (lambda: theory.etf_gram(1), "K = 1 is out of range"),
+    (lambda: theory.orthogonal_frame(0, 3), "K = 0 is out of range"),
 ]
 
 
 @pytest.mark.parametrize("make, message", BAD, ids=[m for _, m in BAD])
 def test_bad_input_raises_clear_error(make, message):
-  with pytest.raises(ValueError, match="allowed|not supported|not an integer|not finite") as e:
+  with pytest.raises(ValueError, match="allowed|not supported|not an integer|not finite|not a") as e:
     make()
   assert message in str(e.value)
 

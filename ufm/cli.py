@@ -66,6 +66,15 @@ def _counts(args):
   return balanced_counts(args.K, args.n)
 
 
+MAX_STEPS = 10_000_000
+
+
+def _check_steps(steps: int) -> int:
+  if not 1 <= steps <= MAX_STEPS:
+    raise ValueError(f"steps = {steps} is out of range; allowed range: integers 1 <= steps <= {MAX_STEPS:,}")
+  return steps
+
+
 def _rel(a: float, b: float) -> float:
   if not (math.isfinite(a) and math.isfinite(b)):
     return float("nan")
@@ -82,19 +91,15 @@ def solve(args) -> dict:
   counts = _counts(args)
   problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                          loss=args.loss, bias=args.bias, dtype=dtype)
-  if args.seed < 0:
-    raise ValueError(f"seed = {args.seed} is out of range; allowed range: integers >= 0")
+  if not 0 <= args.seed < 2**32:
+    raise ValueError(f"seed = {args.seed} is out of range; allowed range: integers 0 <= seed < 2**32")
   key = jax.random.key(args.seed)
   if args.solver == "lbfgs":
-    steps = 3000 if args.steps is None else args.steps
-    if steps < 1:
-      raise ValueError(f"steps = {steps} is out of range; allowed range: integers >= 1")
+    steps = _check_steps(3000 if args.steps is None else args.steps)
     hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)
     run = lambda: solvers.lbfgs_reference(key, problem, hp, max_steps=steps)
   else:
-    steps = 20_000 if args.steps is None else args.steps
-    if steps < 1:
-      raise ValueError(f"steps = {steps} is out of range; allowed range: integers >= 1")
+    steps = _check_steps(20_000 if args.steps is None else args.steps)
     hp = solvers.gd_hparams(args.lr, momentum=args.momentum, init_scale=args.init_scale, dtype=dtype)
     run = lambda: solvers.gradient_descent(key, problem, hp, optimizer="adam" if args.solver == "adam" else "sgd",
                                            num_steps=steps, log_every=math.gcd(steps, 100))

@@ -83,10 +83,12 @@ def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.A
 
   Computed in the eigenbasis of :math:`\Sigma_B`: with :math:`\tilde M = U S V^\top`,
   :math:`\mathrm{tr}(\Sigma_W\Sigma_B^+) = \sum_{j:\,\lambda_j > \epsilon} u_j^\top\Sigma_W u_j/\lambda_j`,
-  :math:`\lambda_j = s_j^2/K`, with the cutoff of ``numpy.linalg.pinv``
-  (:math:`\epsilon = \max(d, K)\,\mathrm{eps}\,\lambda_{\max}`). Every term is
-  :math:`\ge 0`, so NC1 is never negative, and it is 0 (not NaN) when
-  :math:`\Sigma_B = 0`. Cost :math:`O(dK^2 + dKN)`; no ``d x d`` inverse.
+  :math:`\lambda_j = s_j^2/K`, keeping :math:`\lambda_j > \max(d, K)\,\mathrm{eps}\,\lambda_{\max}`
+  (the relative cutoff ``jnp.linalg.pinv`` applies to the ``d x K`` matrix :math:`\tilde M`).
+  Every term is :math:`\ge 0`, so NC1 is never negative and never NaN for finite input.
+  When :math:`\Sigma_B = 0` (no class separation) it is ``inf`` if :math:`\Sigma_W \ne 0` and 0
+  if everything has collapsed to one point, consistent with :func:`nc1_ratio` and :func:`cdnv`.
+  Cost :math:`O(dK^2 + dKN)`; no ``d x d`` inverse.
   """
   d, N = H.shape
   M_dxK, mu_G, _ = class_means(H, labels, K)
@@ -95,7 +97,9 @@ def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.A
   lam_B = s**2 / K
   keep = lam_B > max(d, K) * jnp.finfo(H.dtype).eps * jnp.max(lam_B)
   w = jnp.sum((U.T @ C_dxN) ** 2, axis=1) / N
-  return jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
+  value = jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
+  no_separation = jnp.max(lam_B) == 0
+  return jnp.where(no_separation, _safe_div(jnp.sum(C_dxN**2), 0.0), value)
 
 
 def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
@@ -117,10 +121,11 @@ def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: f
   report ``e = 2``. A pair with coincident means contributes ``inf`` (``0`` if both
   variances are 0). Matches rhubarbwu ``class_dist_norm_vars`` averaged by ``symm_reduce``.
   """
-  M_dxK, _, n_K = class_means(H, labels, K)
+  M_dxK, mu_G, n_K = class_means(H, labels, K)
   var_K = jax.ops.segment_sum(jnp.sum((H - M_dxK[:, labels]) ** 2, axis=0), labels, num_segments=K) / n_K
-  sq = jnp.sum(M_dxK**2, axis=0)
-  dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * M_dxK.T @ M_dxK, 0.0)
+  Mc_dxK = M_dxK - mu_G[:, None]  # centred first: the expansion below then loses no digits to a large offset
+  sq = jnp.sum(Mc_dxK**2, axis=0)
+  dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * Mc_dxK.T @ Mc_dxK, 0.0)
   i, j = _pairs(K)
   return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
 
@@ -220,9 +225,10 @@ def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
 def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
   nearest-class-centre decision :math:`\arg\min_k\|h_i - \mu_k\|` (Papyan et al. 2020, Fig. 7)."""
-  M_dxK, _, _ = class_means(H, labels, K)
+  M_dxK, mu_G, _ = class_means(H, labels, K)
   clf = jnp.argmax(W @ H + b[:, None], axis=0)
-  dist2_KxN = jnp.sum(M_dxK**2, axis=0)[:, None] - 2 * M_dxK.T @ H
+  Mc_dxK, Hc_dxN = M_dxK - mu_G[:, None], H - mu_G[:, None]  # centred: no cancellation at large offsets
+  dist2_KxN = jnp.sum(Mc_dxK**2, axis=0)[:, None] - 2 * Mc_dxK.T @ Hc_dxN
   return jnp.mean((clf == jnp.argmin(dist2_KxN, axis=0)).astype(H.dtype))
 
 
@@ -234,7 +240,8 @@ def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array
 
 def _on_problem(fn_kind: str, fn: Callable, pairwise_std: bool = False) -> Callable[[Params, Problem], jax.Array]:
   def metric(params: Params, problem: Problem) -> jax.typing.ArrayLike:
-    W, H, b, K, y = params.W, params.H, params.b, problem.K, problem.labels
+    W, H, K, y = params.W, params.H, problem.K, problem.labels
+    b = params.b if problem.bias else jnp.zeros_like(params.b)  # the objective ignores b without a bias
     kw = {"ddof": 1 if K > 2 else 0} if pairwise_std else {}  # one pair when K = 2
     if fn_kind == "features":
       return fn(H, y, K)

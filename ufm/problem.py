@@ -32,6 +32,7 @@ __all__ = [
     "Params",
     "Problem",
     "balanced_counts",
+    "cast_checked",
     "check_real",
     "init_params",
     "long_tailed_counts",
@@ -54,10 +55,12 @@ def check_real(name: str, value, *, lo: float | None = None, lo_open: bool = Fal
   lo_s = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
   hi_s = "" if hi is None else (f"< {hi:g}" if hi_open else f"<= {hi:g}")
   allowed = " and ".join(s for s in (lo_s, hi_s) if s) or "any finite real"
-  if isinstance(value, (bool, np.bool_)):
+  if isinstance(value, (bool, np.bool_, str, bytes)):
     raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}")
   try:
     arr = np.asarray(value, dtype=np.float64)
+    if np.asarray(value).dtype.kind in "USO":
+      raise TypeError
   except (TypeError, ValueError):
     raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}") from None
   shown = arr.item() if arr.ndim == 0 else arr.tolist()
@@ -73,6 +76,21 @@ def check_real(name: str, value, *, lo: float | None = None, lo_open: bool = Fal
   return arr
 
 
+def cast_checked(name: str, arr: np.ndarray, dtype) -> jax.Array:
+  """Casts a validated value to ``dtype``, refusing overflow to inf and underflow of a non-zero value to 0."""
+  with np.errstate(over="ignore", under="ignore"):
+    out = np.asarray(arr, np.float64).astype(jnp.dtype(dtype))
+  shown = arr.item() if np.ndim(arr) == 0 else np.asarray(arr).tolist()
+  info = jnp.finfo(dtype)
+  if not np.all(np.isfinite(out)):
+    raise ValueError(f"{name} = {shown!r} overflows {jnp.dtype(dtype).name}; allowed range: "
+                     f"|{name}| <= {float(info.max):g}")
+  if np.any((out == 0) & (np.asarray(arr) != 0)):
+    raise ValueError(f"{name} = {shown!r} underflows to 0 in {jnp.dtype(dtype).name}; allowed range: "
+                     f"0 or |{name}| >= {float(info.tiny):g}")
+  return jnp.asarray(out, dtype)
+
+
 def _check_int(name: str, value, *, lo: int) -> int:
   """Validates an integer >= ``lo`` (floats with an integral value are refused)."""
   ok = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -84,7 +102,7 @@ def _check_int(name: str, value, *, lo: int) -> int:
 
 
 def _check_counts(counts) -> tuple[int, ...]:
-  if isinstance(counts, (str, bytes)) or not hasattr(counts, "__len__"):
+  if not isinstance(counts, (list, tuple, np.ndarray)):
     raise ValueError(f"counts = {counts!r} is not a sequence of class counts; "
                      "allowed: a sequence of K >= 2 integers >= 1")
   counts = tuple(counts.tolist() if isinstance(counts, np.ndarray) else counts)
@@ -226,13 +244,19 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
     raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
   if not isinstance(bias, (bool, np.bool_)):
     raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  dtype = jnp.dtype(dtype or jnp.result_type(float))
+  try:
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+  except TypeError:
+    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
   lams = {name: check_real(name, v, lo=0.0) for name, v in
           (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b))}
+  if not bias and np.any(lams["lam_b"] != 0):
+    raise ValueError(f"lam_b = {lams['lam_b'].tolist()!r} has no effect without a bias; allowed: lam_b = 0 "
+                     "when bias=False (or set bias=True)")
   return Problem(Y=make_labels(counts, dtype), counts=counts, d=d, loss=loss, bias=bool(bias),
-                 **{k: jnp.asarray(v, dtype) for k, v in lams.items()})
+                 **{k: cast_checked(k, v, dtype) for k, v in lams.items()})
 
 
 class Params(NamedTuple):

@@ -23,10 +23,11 @@ import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
 from ufm.objectives import objective
-from ufm.problem import Params, Problem, check_real, init_params
+from ufm.problem import Params, Problem, cast_checked, check_real, init_params
 
 __all__ = [
     "GDHparams",
+    "HPARAM_RANGES",
     "LBFGSHparams",
     "OPTIMIZERS",
     "Solution",
@@ -63,29 +64,63 @@ class LBFGSHparams(NamedTuple):
   gtol: jax.Array
 
 
+#: Allowed range of every hyperparameter field (``check_real`` keywords); used by the constructors
+#: below and by :func:`ufm.sweep.sweep` for swept values.
+HPARAM_RANGES = {
+    "lr": dict(lo=0.0, lo_open=True),
+    "momentum": dict(lo=0.0, hi=1.0, hi_open=True),
+    "b1": dict(lo=0.0, hi=1.0, hi_open=True),
+    "b2": dict(lo=0.0, hi=1.0, hi_open=True),
+    "init_scale": dict(lo=0.0, lo_open=True),
+    "gtol": dict(lo=0.0),
+}
+
+
+def check_hparam(name: str, value, dtype) -> jax.Array:
+  """Validates a hyperparameter against :data:`HPARAM_RANGES` and casts it to ``dtype`` (no overflow)."""
+  return cast_checked(name, check_real(name, value, **HPARAM_RANGES[name]), dtype)
+
+
 def gd_hparams(lr=0.1, *, momentum=0.0, b1=0.9, b2=0.999, init_scale=0.1, gtol=None, dtype=None) -> GDHparams:
   """Validated :class:`GDHparams` (Python-level checks, before any compilation).
 
   Ranges: ``lr > 0``, ``0 <= momentum < 1``, ``0 <= b1 < 1``, ``0 <= b2 < 1``,
-  ``init_scale > 0``, ``gtol >= 0``; all finite. Arrays are accepted (for sweeps).
+  ``init_scale > 0``, ``gtol >= 0``; all finite and representable in ``dtype``.
+  Arrays are accepted (for sweeps).
   """
   dtype = dtype or jnp.result_type(float)
   gtol = default_gtol(dtype) if gtol is None else gtol
-  vals = dict(lr=check_real("lr", lr, lo=0.0, lo_open=True),
-              momentum=check_real("momentum", momentum, lo=0.0, hi=1.0, hi_open=True),
-              b1=check_real("b1", b1, lo=0.0, hi=1.0, hi_open=True),
-              b2=check_real("b2", b2, lo=0.0, hi=1.0, hi_open=True),
-              init_scale=check_real("init_scale", init_scale, lo=0.0, lo_open=True),
-              gtol=check_real("gtol", gtol, lo=0.0))
-  return GDHparams(**{k: jnp.asarray(v, dtype) for k, v in vals.items()})
+  vals = dict(lr=lr, momentum=momentum, b1=b1, b2=b2, init_scale=init_scale, gtol=gtol)
+  return GDHparams(**{k: check_hparam(k, v, dtype) for k, v in vals.items()})
 
 
 def lbfgs_hparams(*, init_scale=0.1, gtol=None, dtype=None) -> LBFGSHparams:
   """Validated :class:`LBFGSHparams`: ``init_scale > 0``, ``gtol >= 0`` (default :func:`default_gtol`)."""
   dtype = dtype or jnp.result_type(float)
   gtol = default_gtol(dtype) if gtol is None else gtol
-  return LBFGSHparams(init_scale=jnp.asarray(check_real("init_scale", init_scale, lo=0.0, lo_open=True), dtype),
-                      gtol=jnp.asarray(check_real("gtol", gtol, lo=0.0), dtype))
+  return LBFGSHparams(init_scale=check_hparam("init_scale", init_scale, dtype), gtol=check_hparam("gtol", gtol, dtype))
+
+
+def _canonical(problem: Problem, hparams):
+  """Leaves as strong-typed arrays of the problem's dtype, so that a Python float, a weak-typed scalar
+  or a new value never changes the jit cache key (no retrace)."""
+  dt = problem.Y.dtype
+  problem = problem.replace(**{k: jnp.asarray(getattr(problem, k), dt) for k in ("lam_W", "lam_H", "lam_b")})
+  return problem, type(hparams)(*(jnp.asarray(x, dt) for x in hparams))
+
+
+def _public(jitted):
+  """The public solver: normalises leaves (see :func:`_canonical`) and static tuples, then calls ``jitted``."""
+
+  @functools.wraps(jitted)
+  def solve(key, problem, hparams, **static):
+    if "trace_metrics" in static:
+      static["trace_metrics"] = tuple(static["trace_metrics"])
+    problem, hparams = _canonical(problem, hparams)
+    return jitted(key, problem, hparams, **static)
+
+  solve._cache_size = jitted._cache_size
+  return solve
 
 
 class Trace(NamedTuple):
@@ -132,6 +167,7 @@ def _make_optimizer(name: str, hp: GDHparams) -> optax.GradientTransformation:
   return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2)
 
 
+@_public
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "trace_metrics"))
 def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, optimizer: str = "sgd",
                      num_steps: int = 10_000, log_every: int = 100,
@@ -188,6 +224,7 @@ def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, op
                   converged=(~diverged) & (gn <= hparams.gtol), num_steps=step, trace=trace)
 
 
+@_public
 @functools.partial(jax.jit, static_argnames=("max_steps", "memory_size"))
 def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, max_steps: int = 3000,
                     memory_size: int = 20) -> Solution:
@@ -198,6 +235,8 @@ def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, 
 
   Run it under ``jax_enable_x64``: float32 cannot resolve gradients near 1e-10.
   """
+  if max_steps < 1 or memory_size < 1:
+    raise ValueError(f"max_steps = {max_steps}, memory_size = {memory_size}: allowed range: integers >= 1")
   f_fn = functools.partial(objective, problem=problem)
   grad_fn = _masked_grad(problem)
   opt = optax.lbfgs(memory_size=memory_size,

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.problem import Problem, check_real
+from ufm.problem import Problem, cast_checked, check_real
+from ufm.solvers import HPARAM_RANGES
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -44,6 +45,13 @@ class SweepResult(NamedTuple):
       raise ValueError(f"unknown axis {sorted(unknown)}; valid axes: {', '.join(self.axes)}")
     idx = tuple(index.get(a, slice(None)) for a in self.axes)
     return jax.tree.map(lambda x: x[idx], self.solution)
+
+
+def _check_seeds(name, v):
+  v = np.asarray(v)
+  if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0) or np.any(v >= 2**32):
+    raise ValueError(f"{name} = {v.tolist()!r} is out of range; allowed: integers 0 <= seed < 2**32")
+  return v
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "names", "solver_kwargs"))
@@ -79,7 +87,8 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
 
   Raises:
     ValueError: unknown axis names (listing the valid ones), empty or non-1-D axes,
-      values out of range (weight decays ``>= 0``, seeds non-negative integers).
+      values out of range (weight decays ``>= 0``, :data:`ufm.solvers.HPARAM_RANGES` for solver
+    knobs, seeds integers in ``[0, 2**32)``), and values that overflow the problem's dtype.
   """
   valid = ("seed",) + _PROBLEM_AXES + tuple(hparams._fields)
   names = tuple(axes)
@@ -93,16 +102,14 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
     if v.ndim != 1 or v.size == 0:
       raise ValueError(f"axis {name!r} has shape {v.shape}; allowed: a non-empty 1-D sequence")
     if name == "seed":
-      if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0):
-        raise ValueError(f"seed = {v.tolist()!r} is out of range; allowed: integers >= 0")
-      values.append(jnp.asarray(v, jnp.uint32))
+      values.append(jnp.asarray(_check_seeds("seed", v), jnp.uint32))
     else:
-      if name in _PROBLEM_AXES:
-        check_real(name, v, lo=0.0)
-      else:
-        check_real(name, v)
-      values.append(jnp.asarray(v, problem.dtype))
+      if name == "lam_b" and not problem.bias:
+        raise ValueError("axis 'lam_b' has no effect on a problem without a bias; allowed: a bias=True problem")
+      bounds = dict(lo=0.0) if name in _PROBLEM_AXES else HPARAM_RANGES.get(name, {})
+      values.append(cast_checked(name, check_real(name, v, **bounds), problem.dtype))
     coords[name] = v
-  sol = _sweep_impl(tuple(values), problem, hparams, jnp.asarray(seed, jnp.uint32), solver=solver, names=names,
+  base_seed = jnp.asarray(_check_seeds("seed", np.asarray(seed)), jnp.uint32)
+  sol = _sweep_impl(tuple(values), problem, hparams, base_seed, solver=solver, names=names,
                     solver_kwargs=tuple(sorted(solver_kwargs.items())))
   return SweepResult(solution=sol, axes=names, coords=coords)

@@ -63,11 +63,17 @@ def _embedding(key, d: int, r: int, dtype) -> jax.Array:
   return random_orthonormal(key, d, r, dtype)
 
 
+def _check_K(K, lo=2):
+  if not isinstance(K, (int, np.integer)) or isinstance(K, bool) or K < lo:
+    raise ValueError(f"K = {K!r} is out of range; allowed range: integers >= {lo}")
+
+
 def etf_gram(K: int, dtype=None) -> jax.Array:
   r"""Gram matrix of the unit-norm simplex ETF: :math:`\frac{K}{K-1}(I_K - \frac1K \mathbf 1\mathbf 1^\top)`.
 
   Unit diagonal, off-diagonal :math:`-1/(K-1)` (Papyan, Han, Donoho 2020, Def. of NC2).
   """
+  _check_K(K)
   dtype = dtype or jnp.result_type(float)
   return (K / (K - 1)) * (jnp.eye(K, dtype=dtype) - jnp.full((K, K), 1.0 / K, dtype))
 
@@ -87,9 +93,8 @@ def simplex_etf(K: int, d: int | None = None, *, key: jax.Array | None = None, d
   first ``K-1`` coordinate axes when ``key`` is None, a Haar-random embedding otherwise.
   Needs ``d >= K - 1`` (Papyan, Han, Donoho 2020, arXiv 2008.08186, Def. 1).
   """
+  _check_K(K)
   d = K - 1 if d is None else d
-  if K < 2:
-    raise ValueError(f"K = {K} is out of range; allowed range: K >= 2")
   if d < K - 1:
     raise NoClosedFormError(f"d = {d} is out of range for a simplex ETF of K = {K} vectors; "
                             f"allowed range: d >= K-1 = {K - 1}")
@@ -110,6 +115,7 @@ def orthogonal_frame(K: int, d: int | None = None, *, key: jax.Array | None = No
   The orthogonal-frame geometry of the bias-free MSE-UFM (Tirer & Bruna 2022,
   arXiv 2202.08087; Dang et al. 2023, arXiv 2301.00437; theorem numbers unverified, THEORY.md §5.4, §1.2).
   """
+  _check_K(K, lo=1)
   d = K if d is None else d
   if d < K:
     raise NoClosedFormError(f"d = {d} is out of range for an orthogonal frame of K = {K} vectors; "
@@ -164,7 +170,9 @@ def ce_balanced(K: int, n, lam_W, lam_H) -> CEBalanced:
   arg = (K - 1) * (beta - K * lam_W) / (K * lam_W)
   t = jnp.where(arg > 1, jnp.log(jnp.where(arg > 1, arg, 1.0)) / beta, 0.0)
   f = jnp.log1p((K - 1) * jnp.exp(-beta * t)) + K * lam_W * t
-  return CEBalanced(norm_w_sq=t, ratio=rho, objective=f)
+  ok = (lam_W > 0) & (lam_H > 0)  # otherwise the infimum is not attained: NaN, not a wrong number
+  nan = jnp.full_like(f, jnp.nan)
+  return CEBalanced(norm_w_sq=jnp.where(ok, t, nan), ratio=jnp.where(ok, rho, nan), objective=jnp.where(ok, f, nan))
 
 
 # ------------------------------------------------------------------ MSE, any counts
@@ -182,7 +190,10 @@ class MSEMinimiser(NamedTuple):
     norm_W_sq, norm_H_sq, objective: :math:`\|W\|_F^2`, :math:`\|H\|_F^2`, :math:`f^\star`.
     singular_values: the active singular values :math:`z` of :math:`Z = WH` (centred block), descending.
     mean_singular_value: :math:`z_0`, the mean-direction block (non-zero only with a regularised bias).
-    rank: number of non-zero singular values (must be ``<= d``).
+    rank: number of non-zero singular values (``<= d`` when ``d`` is given).
+    gains: objective decrease of each direction before the rank truncation (centred block, then
+      the mean block when there is a bias); a tie at the ``d``-th place means the truncated
+      minimiser is not unique.
   """
   gram_W: jax.Array
   gram_M: jax.Array
@@ -195,6 +206,7 @@ class MSEMinimiser(NamedTuple):
   singular_values: jax.Array
   mean_singular_value: jax.Array
   rank: jax.Array
+  gains: jax.Array
 
 
 def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None = None) -> MSEMinimiser:
@@ -207,7 +219,8 @@ def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None 
   :math:`c = \sqrt{\lambda_W/\lambda_H}`. So the bias-free problem is
   :math:`\min_Z \frac{1}{2N}\|Z - Y\|_F^2 + \sqrt{\lambda_W\lambda_H}\|Z\|_*`, solved by
   singular-value soft-thresholding at :math:`\mu = N\sqrt{\lambda_W\lambda_H}`:
-  :math:`z_i = (\sigma_i - \mu)_+`, keeping the ``d`` largest (von Neumann).
+  :math:`z_i = (\sigma_i - \mu)_+`; under ``rank <= d`` the problem stays separable over singular
+  directions (von Neumann), so the ``d`` directions with the largest objective decrease are kept.
   Writing :math:`T = P Y = (P D^{1/2})(D^{-1/2}Y)` with :math:`D = \mathrm{diag}(n_k)` and
   :math:`D^{-1/2}Y` having orthonormal rows, everything reduces to the SVD
   :math:`PD^{1/2} = U\Sigma\tilde V^\top` (``K x K``):
@@ -257,24 +270,35 @@ def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None 
   eye = jnp.eye(K, dtype=n_K.dtype)
   P = eye - jnp.outer(pi, jnp.ones_like(pi)) if bias else eye
   U, sig, Vt = jnp.linalg.svd(P * sqrt_n[None, :])
-  mu = N * jnp.sqrt(lam_W * lam_H)
+  nu = jnp.sqrt(lam_W * lam_H)
+  mu = N * nu
   z = jnp.maximum(sig - mu, 0.0)
-  if d is not None:
-    z = jnp.where(jnp.arange(K) < d, z, 0.0)
-  c = jnp.sqrt(lam_W / lam_H)
-  objective = jnp.sum((sig - z) ** 2) / (2 * N) + jnp.sqrt(lam_W * lam_H) * jnp.sum(z)
-  gram_W = (U * z[None, :]) @ U.T / c
-  Vd = Vt / sqrt_n[None, :]  # V~^T D^{-1/2}
-  gram_M = c * (Vd.T * z[None, :]) @ Vd
-  logits_M = (U * z[None, :]) @ Vd
+  # Objective decrease bought by each active direction (centred block, then the mean block).
+  gains = (sig**2 - (sig - z) ** 2) / (2 * N) - nu * z
   zero = jnp.zeros((), n_K.dtype)
-  z0, h_G_sq, b = zero, zero, jnp.zeros((K,), n_K.dtype)
+  z0 = gamma = sigma0 = zero
   if bias:
     gamma = lam_b / (1.0 + lam_b)
     sigma0 = jnp.sqrt(N) * jnp.linalg.norm(pi)
     z0 = jnp.where(gamma > 0, jnp.maximum(sigma0 - mu / jnp.where(gamma > 0, gamma, 1.0), 0.0), 0.0)
     balanced_or_free = jnp.logical_or(lam_b == 0, jnp.all(n_K == n_K[0]))
     z0 = jnp.where(balanced_or_free, z0, jnp.nan)
+    gains = jnp.append(gains, gamma * (sigma0**2 - (sigma0 - z0) ** 2) / (2 * N) - nu * z0)
+  if d is not None:  # rank <= d: keep the d directions with the largest gains (separable scalar problems)
+    position = jnp.zeros(gains.shape[0], jnp.int32).at[jnp.argsort(-gains)].set(
+        jnp.arange(gains.shape[0], dtype=jnp.int32))
+    keep = position < d
+    z = jnp.where(keep[:K], z, 0.0)
+    if bias:
+      z0 = jnp.where(keep[K], z0, 0.0)
+  c = jnp.sqrt(lam_W / lam_H)
+  objective = jnp.sum((sig - z) ** 2) / (2 * N) + nu * jnp.sum(z)
+  gram_W = (U * z[None, :]) @ U.T / c
+  Vd = Vt / sqrt_n[None, :]  # V~^T D^{-1/2}
+  gram_M = c * (Vd.T * z[None, :]) @ Vd
+  logits_M = (U * z[None, :]) @ Vd
+  h_G_sq, b = zero, jnp.zeros((K,), n_K.dtype)
+  if bias:
     u0 = pi / jnp.linalg.norm(pi)
     Wh_G = z0 * u0 / jnp.sqrt(N)
     h_G_sq = c * z0 / N
@@ -282,13 +306,13 @@ def mse_minimiser(counts, lam_W, lam_H, lam_b=0.0, *, bias: bool, d: int | None 
     gram_M = gram_M + h_G_sq
     logits_M = logits_M + Wh_G[:, None]
     b = (pi - Wh_G) / (1.0 + lam_b)
-    objective = objective + gamma * (sigma0 - z0) ** 2 / (2 * N) + jnp.sqrt(lam_W * lam_H) * z0
+    objective = objective + gamma * (sigma0 - z0) ** 2 / (2 * N) + nu * z0
   norm_W_sq = (jnp.sum(z) + z0) / c
   norm_H_sq = c * (jnp.sum(z) + z0)
   rank = jnp.sum(z > 0) + (z0 > 0)
   return MSEMinimiser(gram_W=gram_W, gram_M=gram_M, logits_M=logits_M, b=b, h_G_sq=h_G_sq,
                       norm_W_sq=norm_W_sq, norm_H_sq=norm_H_sq, objective=objective,
-                      singular_values=z, mean_singular_value=z0, rank=rank)
+                      singular_values=z, mean_singular_value=z0, rank=rank, gains=gains)
 
 
 # ---------------------------------------------------------------------- predict
@@ -358,8 +382,9 @@ def predict(problem: Problem) -> Prediction:
 
   Covered: balanced CE (bias-free, or with bias), ``d >= K-1`` (:func:`ce_balanced`);
   MSE bias-free with any counts, MSE with an unregularised bias and any counts, MSE with
-  a regularised bias when balanced, each with ``d`` at least the predicted rank
-  (:func:`mse_minimiser`). Not covered (raises): imbalanced CE (no closed form;
+  a regularised bias when balanced (:func:`mse_minimiser`), including ``d`` below the
+  unconstrained rank when the kept directions are unique. Values are computed in JAX's
+  default float: enable ``jax_enable_x64`` for reference-precision predictions. Not covered (raises): imbalanced CE (no closed form;
   SELI is a ``lambda -> 0`` limit), ``lam_W = 0`` or ``lam_H = 0`` (no minimiser is
   attained), ETF predictions with ``d < K-1``.
   """
@@ -396,13 +421,17 @@ def predict(problem: Problem) -> Prediction:
   if problem.bias and lam_b > 0 and not problem.balanced:
     raise NoClosedFormError(f"lam_b = {lam_b:g} > 0 with imbalanced counts {counts}: the mean direction does "
                             "not decouple, no closed form (use lam_b = 0 or balanced counts)")
+  free = mse_minimiser(counts, lam_W, lam_H, lam_b_eff, bias=problem.bias)
+  rank = int(free.rank)
+  truncated = rank > d
+  if truncated:
+    g = np.sort(np.asarray(free.gains, np.float64))[::-1]
+    if g[d - 1] - g[d] <= 1e-12 * g[0]:
+      raise NoClosedFormError(f"d = {d} is smaller than the rank {rank} of the unconstrained minimiser "
+                              f"(counts {counts}) and directions tie at the cut, so the rank-{d} minimiser is "
+                              f"not unique; allowed range for a prediction: d >= {rank}, or distinct gains")
   sol = jax.tree.map(lambda x: np.asarray(x, np.float64),
-                     mse_minimiser(counts, lam_W, lam_H, lam_b_eff, bias=problem.bias))
-  rank = int(sol.rank)
-  if rank > d:
-    raise NoClosedFormError(f"d = {d} is smaller than the rank {rank} of the unconstrained minimiser "
-                            f"(counts {counts}); the rank-constrained minimiser is not unique here, "
-                            f"allowed range for a prediction: d >= {rank}")
+                     mse_minimiser(counts, lam_W, lam_H, lam_b_eff, bias=problem.bias, d=d))
   alive = sol.singular_values > 0
   z0 = float(sol.mean_singular_value)
   pi = np.asarray(counts, np.float64) / problem.N
@@ -411,6 +440,8 @@ def predict(problem: Problem) -> Prediction:
   centred_alive = bool(alive[:K - 1].all()) if problem.bias else bool(alive.all())
   if not alive.any() and z0 == 0:
     geometry, metrics = "zero", {}
+  elif truncated:
+    geometry, metrics = f"rank-{d} truncation", {"nc1": 0.0}
   elif problem.balanced and centred_alive:
     if problem.bias:
       geometry = "simplex ETF" if z0 == 0 else "ETF + mean direction"
@@ -422,6 +453,8 @@ def predict(problem: Problem) -> Prediction:
   else:
     geometry = "general orthogonal frame" if not problem.bias else "imbalanced (centred SVD frame)"
     metrics = {"nc1": 0.0, "nc1_ratio": 0.0, "bias_relation": bias_rel}
+    if not problem.bias and alive.all():  # W W^T diagonal: mutually orthogonal classifiers
+      metrics.update(equiangularity_W=0.0, max_angle_W=1 / (K - 1))
   if problem.bias:
     source = ("Zhou et al. 2022 (arXiv 2203.01238); lam_b > 0 and imbalanced counts derived in "
               "ufm.theory.mse_minimiser (nuclear-norm reduction)")
