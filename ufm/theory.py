@@ -383,10 +383,14 @@ def predict(problem: Problem) -> Prediction:
   Covered: balanced CE (bias-free, or with bias), ``d >= K-1`` (:func:`ce_balanced`);
   MSE bias-free with any counts, MSE with an unregularised bias and any counts, MSE with
   a regularised bias when balanced (:func:`mse_minimiser`), including ``d`` below the
-  unconstrained rank when the kept directions are unique. Values are computed in JAX's
-  default float: enable ``jax_enable_x64`` for reference-precision predictions. Not covered (raises): imbalanced CE (no closed form;
-  SELI is a ``lambda -> 0`` limit), ``lam_W = 0`` or ``lam_H = 0`` (no minimiser is
-  attained), ETF predictions with ``d < K-1``.
+  unconstrained rank when the kept directions are unique.
+
+  Not covered (raises): imbalanced CE (no closed form; SELI is a ``lambda -> 0`` limit),
+  ``lam_W = 0`` or ``lam_H = 0`` (no minimiser is attained), ETF predictions with
+  ``d < K-1``, rank truncations with tied directions.
+
+  Values are computed in JAX's default float: enable ``jax_enable_x64`` for
+  reference-precision predictions.
   """
   K, counts, d = problem.K, problem.counts, problem.d
   lam_W, lam_H, lam_b = (_scalar(problem, k) for k in ("lam_W", "lam_H", "lam_b"))
