@@ -32,6 +32,7 @@ __all__ = [
     "OPTIMIZERS",
     "Solution",
     "Trace",
+    "check_hparam",
     "default_gtol",
     "gd_hparams",
     "gradient_descent",
