@@ -86,14 +86,12 @@ def solve(args) -> dict:
   import numpy as np
 
   from ufm import metrics, solvers, theory
-  from ufm.problem import make_problem
+  from ufm.problem import check_seed, make_problem
   dtype = "float64" if args.x64 else "float32"
   counts = _counts(args)
   problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                          loss=args.loss, bias=args.bias, dtype=dtype)
-  if not 0 <= args.seed < 2**32:
-    raise ValueError(f"seed = {args.seed} is out of range; allowed range: integers 0 <= seed < 2**32")
-  key = jax.random.key(args.seed)
+  key = jax.random.key(int(check_seed("seed", args.seed)))
   if args.solver == "lbfgs":
     steps = _check_steps(3000 if args.steps is None else args.steps)
     hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)

@@ -34,6 +34,7 @@ __all__ = [
     "balanced_counts",
     "cast_checked",
     "check_real",
+    "check_seed",
     "init_params",
     "long_tailed_counts",
     "make_labels",
@@ -89,6 +90,14 @@ def cast_checked(name: str, arr: np.ndarray, dtype) -> jax.Array:
     raise ValueError(f"{name} = {shown!r} underflows to 0 in {jnp.dtype(dtype).name}; allowed range: "
                      f"0 or |{name}| >= {float(info.tiny):g}")
   return jnp.asarray(out, dtype)
+
+
+def check_seed(name: str, value) -> np.ndarray:
+  """Validates integer seed(s) in ``[0, 2**32)`` (the range of a ``jax.random.key`` seed as uint32)."""
+  v = np.asarray(value)
+  if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0) or np.any(v >= 2**32):
+    raise ValueError(f"{name} = {v.tolist()!r} is out of range; allowed: integers 0 <= seed < 2**32")
+  return v
 
 
 def _check_int(name: str, value, *, lo: int) -> int:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.problem import Problem, cast_checked, check_real
+from ufm.problem import Problem, cast_checked, check_real, check_seed
 from ufm.solvers import HPARAM_RANGES
 
 __all__ = ["SweepResult", "sweep"]
@@ -45,13 +45,6 @@ class SweepResult(NamedTuple):
       raise ValueError(f"unknown axis {sorted(unknown)}; valid axes: {', '.join(self.axes)}")
     idx = tuple(index.get(a, slice(None)) for a in self.axes)
     return jax.tree.map(lambda x: x[idx], self.solution)
-
-
-def _check_seeds(name, v):
-  v = np.asarray(v)
-  if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0) or np.any(v >= 2**32):
-    raise ValueError(f"{name} = {v.tolist()!r} is out of range; allowed: integers 0 <= seed < 2**32")
-  return v
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "names", "solver_kwargs"))
@@ -102,14 +95,14 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
     if v.ndim != 1 or v.size == 0:
       raise ValueError(f"axis {name!r} has shape {v.shape}; allowed: a non-empty 1-D sequence")
     if name == "seed":
-      values.append(jnp.asarray(_check_seeds("seed", v), jnp.uint32))
+      values.append(jnp.asarray(check_seed("seed", v), jnp.uint32))
     else:
       if name == "lam_b" and not problem.bias:
         raise ValueError("axis 'lam_b' has no effect on a problem without a bias; allowed: a bias=True problem")
       bounds = dict(lo=0.0) if name in _PROBLEM_AXES else HPARAM_RANGES.get(name, {})
       values.append(cast_checked(name, check_real(name, v, **bounds), problem.dtype))
     coords[name] = v
-  base_seed = jnp.asarray(_check_seeds("seed", np.asarray(seed)), jnp.uint32)
+  base_seed = jnp.asarray(check_seed("seed", seed), jnp.uint32)
   sol = _sweep_impl(tuple(values), problem, hparams, base_seed, solver=solver, names=names,
                     solver_kwargs=tuple(sorted(solver_kwargs.items())))
   return SweepResult(solution=sol, axes=names, coords=coords)
