@@ -1,5 +1,8 @@
 """The tolerance table (one place, each entry with its reason) and assertion helpers."""
 
+import math
+
+import jax.numpy as jnp
 import numpy as np
 
 # name -> (rtol, atol, reason). Everything is float64 unless the name says otherwise.
@@ -37,3 +40,20 @@ def rel_frobenius(actual, expected):
   """||A - B||_F / max(||B||_F, 1e-300): the neural-tangents ``assert_close_matrices`` measure."""
   a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def lams_at_tau(tau, K, n, ratio=0.5):
+  """(lam_W, lam_H) with lam_H = ratio * lam_W and collapse index K sqrt(n lam_W lam_H) = tau."""
+  lam_W = tau / (K * math.sqrt(n * ratio))
+  return lam_W, ratio * lam_W
+
+
+def ce_minimiser_params(problem):
+  """The balanced CE minimiser built from the closed form (no solver): rows of W a simplex ETF of squared
+  norm t = ||W||^2 / K, features h_{k,i} = rho w_k with rho = sqrt(lam_W / (n lam_H)) (Zhu et al. 2021)."""
+  from ufm import theory
+  from ufm.problem import Params
+  t = theory.predict(problem).norm_W_sq / problem.K
+  W = math.sqrt(t) * theory.simplex_etf(problem.K, problem.d).T
+  rho = math.sqrt(float(problem.lam_W) / (problem.counts[0] * float(problem.lam_H)))
+  return Params(W=W, H=rho * W.T @ problem.Y, b=jnp.zeros(problem.K))

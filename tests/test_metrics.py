@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from helpers import TOL, assert_close
+from helpers import assert_close
 from ufm import metrics, theory
 from ufm.problem import Params, make_problem
 

@@ -1,6 +1,5 @@
 """Objectives: values against NumPy, rotation invariance, gradients (jax.test_util.check_grads)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -5,19 +5,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax.tree_utils as otu
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from helpers import TOL, assert_close, rel_frobenius
+from helpers import TOL, assert_close, ce_minimiser_params, lams_at_tau, rel_frobenius
 from ufm import metrics, objectives, solvers, sweep, theory
 from ufm.problem import Params, balanced_counts, init_params, make_problem
-
-
-def _lams(tau, K, n, ratio=0.5):
-  """lam_W, lam_H = ratio * lam_W with collapse index K sqrt(n lam_W lam_H) = tau."""
-  lam_W = tau / (K * math.sqrt(n * ratio))
-  return lam_W, ratio * lam_W
 
 
 TAUS = (0.2, 0.6, 0.9, 1.2)  # below, well below, just below and above the collapse threshold
@@ -34,7 +27,7 @@ GRID = [  # loss, bias, lam_b, K, d, n   (d = K-1, d = K and d > K all appear)
 def _reference_over_lams(problem, taus, seed=0, gtol=None):
   """One vmapped L-BFGS compile per shape, over the lam grid."""
   K, n = problem.K, problem.counts[0]
-  lam_W, lam_H = (jnp.asarray(x) for x in zip(*[_lams(t, K, n) for t in taus]))
+  lam_W, lam_H = (jnp.asarray(x) for x in zip(*[lams_at_tau(t, K, n) for t in taus]))
   batched = problem.replace(lam_W=lam_W, lam_H=lam_H)
   axes = problem.replace(Y=None, lam_W=0, lam_H=0, lam_b=None)
   solve = jax.vmap(lambda p: solvers.lbfgs_reference(jax.random.key(seed), p, solvers.lbfgs_hparams(gtol=gtol)),
@@ -104,13 +97,6 @@ def _theory_params_mse(problem):
   return Params(W=W, H=W.T @ problem.Y / (s2 + problem.N * float(problem.lam_H)), b=jnp.zeros(problem.K))
 
 
-def _theory_params_ce(problem):
-  t = theory.predict(problem).norm_W_sq / problem.K
-  W = math.sqrt(t) * theory.simplex_etf(problem.K, problem.d).T
-  rho = math.sqrt(float(problem.lam_W) / (problem.counts[0] * float(problem.lam_H)))
-  return Params(W=W, H=rho * W.T @ problem.Y, b=jnp.zeros(problem.K))
-
-
 def _gd_rate(problem, params_star, lr):
   """Linear rate of GD near the minimiser set: r = max |1 - lr * h| over the non-zero Hessian eigenvalues h
   (zero ones are the rotation orbit and the unused bias). The objective gap then decays like r^(2t)."""
@@ -130,7 +116,7 @@ def test_gradient_descent_reaches_closed_form_at_predicted_rate(loss):
   (STYLE.md B.8), and from the window's first step t0 the gap reaches 1e-12 |f*| within
   1.1 x log(1e-12 |f*| / gap(t0)) / (2 log r) further steps."""
   problem = make_problem(balanced_counts(3, 2), d=4, lam_W=0.05, lam_H=0.03, loss=loss)
-  star = (_theory_params_mse if loss == "mse" else _theory_params_ce)(problem)
+  star = (_theory_params_mse if loss == "mse" else ce_minimiser_params)(problem)
   f_star = theory.predict(problem).objective
   _, L = _gd_rate(problem, star, 1.0)
   lr = 0.5 / L
@@ -158,7 +144,7 @@ def test_gd_adam_and_momentum_reach_the_closed_form_objective():
   at the closed-form minimiser (derived bound, not a fitted tolerance)."""
   problem = make_problem(balanced_counts(3, 4), d=3, lam_W=1e-2, lam_H=1e-2, loss="ce")
   f_star = theory.predict(problem).objective
-  star = _theory_params_ce(problem)
+  star = ce_minimiser_params(problem)
   _, L = _gd_rate(problem, star, 1.0)
   P = problem.K * problem.d + problem.d * problem.N
   eta = 1e-3

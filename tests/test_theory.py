@@ -12,7 +12,7 @@ import numpy as np
 import optax.tree_utils as otu
 import pytest
 
-from helpers import assert_close
+from helpers import assert_close, ce_minimiser_params, lams_at_tau
 from ufm import objectives, theory
 from ufm.problem import Params, balanced_counts, make_problem
 
@@ -37,23 +37,17 @@ def test_orthogonal_frame_and_etf_target(getkey):
     theory.orthogonal_frame(4, 3)
 
 
-def _lams_at(tau, K, n, ratio=0.5):
-  """(lam_W, lam_H) with lam_H = ratio * lam_W and collapse index K sqrt(n lam_W lam_H) = tau."""
-  lam_W = tau / (K * math.sqrt(n * ratio))
-  return lam_W, ratio * lam_W
-
-
 def test_collapse_threshold_separates_zero_and_nonzero_minimisers():
   K, n = 4, 5
   for tau, alive in [(0.5, True), (0.999, True), (1.0 + 1e-9, False), (1.5, False)]:
-    lam_W, lam_H = _lams_at(tau, K, n)
+    lam_W, lam_H = lams_at_tau(tau, K, n)
     assert_close(theory.collapse_threshold(K, n, lam_W, lam_H), tau, "exact")
     assert (float(theory.ce_balanced(K, n, lam_W, lam_H).norm_w_sq) > 0) == alive
     mse = theory.mse_minimiser(balanced_counts(K, n), lam_W, lam_H, bias=False)
     assert (float(mse.norm_W_sq) > 0) == alive
     mse_b = theory.mse_minimiser(balanced_counts(K, n), lam_W, lam_H, bias=True)
     assert (float(mse_b.norm_W_sq) > 0) == alive
-  assert_close(theory.ce_balanced(K, n, *_lams_at(1.5, K, n)).objective, math.log(K), "exact")
+  assert_close(theory.ce_balanced(K, n, *lams_at_tau(1.5, K, n)).objective, math.log(K), "exact")
 
 
 def test_mse_bias_free_matches_theory_md_general_orthogonal_frame():
@@ -100,12 +94,8 @@ CASES = [  # loss, bias, counts, d, lam_W, lam_H, lam_b
 def test_predicted_minimiser_is_stationary_with_predicted_value(loss, bias, counts, d, lam_W, lam_H, lam_b):
   problem = make_problem(counts, d=d, lam_W=lam_W, lam_H=lam_H, lam_b=lam_b, loss=loss, bias=bias)
   pred = theory.predict(problem)
-  if loss == "ce":  # build from the ETF directly: W rows ETF of norm^2 t, h = rho w
-    t = pred.norm_W_sq / problem.K
-    W = math.sqrt(t) * theory.simplex_etf(problem.K, d).T
-    rho = math.sqrt(lam_W / (counts[0] * lam_H))
-    params = Params(W=W, H=rho * W.T @ problem.Y, b=jnp.zeros(problem.K))
-    H_bar = rho * np.asarray(W).T
+  if loss == "ce":  # built from the ETF directly; the Gram check below is MSE-only
+    params, H_bar = ce_minimiser_params(problem), None
   else:
     params, H_bar = _params_from_prediction(problem, pred)
   grad = jax.grad(objectives.objective)(params, problem)
