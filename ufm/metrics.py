@@ -238,6 +238,21 @@ def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array
   return jnp.linalg.norm(W @ jnp.mean(H, axis=1) + b)
 
 
+def _norm_W_sq(params: Params, problem: Problem) -> jax.Array:
+  r""":math:`\|W\|_F^2` (Zhu et al. 2021, Thm. 3.1 fixes it at the minimiser; see :func:`ufm.theory.predict`)."""
+  return jnp.sum(params.W**2)
+
+
+def _norm_H_sq(params: Params, problem: Problem) -> jax.Array:
+  r""":math:`\|H\|_F^2` (fixed at the minimiser; see :func:`ufm.theory.predict`)."""
+  return jnp.sum(params.H**2)
+
+
+def _norm_b(params: Params, problem: Problem) -> jax.Array:
+  r""":math:`\|b\|_2` (0 for a problem without a bias)."""
+  return jnp.linalg.norm(params.b) if problem.bias else jnp.zeros((), params.b.dtype)
+
+
 def _on_problem(fn_kind: str, fn: Callable, pairwise_std: bool = False) -> Callable[[Params, Problem], jax.Array]:
   def metric(params: Params, problem: Problem) -> jax.typing.ArrayLike:
     W, H, K, y = params.W, params.H, problem.K, problem.labels
@@ -285,6 +300,9 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
     "gnc2_var": _on_problem("M", gnc2_var),
     "nc4": _on_problem("nc4", nc4),
     "bias_relation": _on_problem("bias", bias_relation),
+    "norm_W_sq": _norm_W_sq,
+    "norm_H_sq": _norm_H_sq,
+    "norm_b": _norm_b,
 }
 
 

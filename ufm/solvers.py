@@ -14,7 +14,8 @@ is stopped at its last finite iterate and flagged ``diverged`` (diffrax ``throw=
 """
 
 import functools
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +28,13 @@ from ufm.problem import Params, Problem, cast_checked, check_real, init_params
 
 __all__ = [
     "GDHparams",
+    "GDState",
+    "GD_STEPPER",
     "HPARAM_RANGES",
     "LBFGSHparams",
     "OPTIMIZERS",
     "Solution",
+    "Stepper",
     "Trace",
     "check_hparam",
     "default_gtol",
@@ -168,6 +172,69 @@ def _make_optimizer(name: str, hp: GDHparams) -> optax.GradientTransformation:
   return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2)
 
 
+class GDState(NamedTuple):
+  """The state of a gradient-descent run between chunks (everything needed to resume it).
+
+  Attributes:
+    params: the last finite iterate.
+    opt_state: the optax state (momentum buffer, Adam moments, step count).
+    step: steps taken (stops growing at divergence).
+    diverged: a non-finite objective or gradient was met.
+    objective, grad_norm: at ``params``.
+  """
+  params: Params
+  opt_state: Any
+  step: jax.Array
+  diverged: jax.Array
+  objective: jax.Array
+  grad_norm: jax.Array
+
+
+def _check_gd_static(optimizer: str, num_steps: int, log_every: int):
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
+  if log_every < 1 or num_steps < log_every or num_steps % log_every:
+    raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: log_every >= 1 and num_steps a "
+                     "positive multiple of log_every")
+
+
+def _gd_init(key, problem, hparams, *, optimizer):
+  opt, grad_fn = _make_optimizer(optimizer, hparams), _masked_grad(problem)
+  params0 = init_params(key, problem, hparams.init_scale)
+  f0, gn0 = objective(params0, problem), otu.tree_norm(grad_fn(params0))
+  return GDState(params=params0, opt_state=opt.init(params0), step=jnp.zeros((), jnp.int32),
+                 diverged=~(jnp.isfinite(f0) & jnp.isfinite(gn0)), objective=f0, grad_norm=gn0)
+
+
+def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, trace_metrics):
+  opt, grad_fn = _make_optimizer(optimizer, hparams), _masked_grad(problem)
+
+  def one_step(_, carry):
+    params, opt_state = carry
+    updates, opt_state = opt.update(grad_fn(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def chunk(s: GDState, _):
+    new_params, new_opt = jax.lax.fori_loop(0, log_every, one_step, (s.params, s.opt_state))
+    new_f, new_gn = objective(new_params, problem), otu.tree_norm(grad_fn(new_params))
+    bad = s.diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
+    params, opt_state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
+                                            (new_params, new_opt, new_f, new_gn),
+                                            (s.params, s.opt_state, s.objective, s.grad_norm))
+    s = GDState(params=params, opt_state=opt_state, step=jnp.where(bad, s.step, s.step + log_every),
+                diverged=bad, objective=f, grad_norm=gn)
+    row = Trace(step=s.step, objective=f, grad_norm=gn, metrics=_metrics.compute(params, problem, trace_metrics))
+    return s, row
+
+  return jax.lax.scan(chunk, state, None, length=num_chunks)
+
+
+def _gd_finish(state: GDState, trace: Trace, hparams) -> "Solution":
+  return Solution(params=state.params, objective=state.objective, grad_norm=state.grad_norm,
+                  diverged=state.diverged, converged=(~state.diverged) & (state.grad_norm <= hparams.gtol),
+                  num_steps=state.step, trace=trace)
+
+
 @_public
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "trace_metrics"))
 def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, optimizer: str = "sgd",
@@ -181,6 +248,11 @@ def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, op
   :math:`\theta_{t+1} = \theta_t - \eta v_{t+1}`) or Adam. Initialisation:
   :func:`ufm.problem.init_params` with ``hparams.init_scale``.
 
+  The run is resumable: ``gradient_descent.stepper`` (:data:`GD_STEPPER`) exposes the same
+  computation as ``init`` / ``advance`` (``num_chunks`` chunks of ``log_every`` steps) /
+  ``finish``, which :func:`ufm.sweep.sweep` uses to run long sweeps in chunks with a
+  progress bar and checkpoints; the numbers are the same.
+
   Args:
     key: PRNG key for the initialisation.
     problem: the :class:`~ufm.problem.Problem`.
@@ -193,36 +265,33 @@ def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, op
   Returns:
     :class:`Solution` with a trace of ``num_steps // log_every`` rows.
   """
-  if optimizer not in OPTIMIZERS:
-    raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
-  if log_every < 1 or num_steps < log_every or num_steps % log_every:
-    raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: log_every >= 1 and num_steps a "
-                     "positive multiple of log_every")
-  opt = _make_optimizer(optimizer, hparams)
-  grad_fn = _masked_grad(problem)
-  params0 = init_params(key, problem, hparams.init_scale)
+  _check_gd_static(optimizer, num_steps, log_every)
+  state = _gd_init(key, problem, hparams, optimizer=optimizer)
+  state, trace = _gd_advance(state, problem, hparams, optimizer=optimizer, num_chunks=num_steps // log_every,
+                             log_every=log_every, trace_metrics=trace_metrics)
+  return _gd_finish(state, trace, hparams)
 
-  def one_step(_, carry):
-    params, state = carry
-    updates, state = opt.update(grad_fn(params), state, params)
-    return optax.apply_updates(params, updates), state
 
-  def chunk(carry, _):
-    params, state, step, diverged, f, gn = carry
-    new_params, new_state = jax.lax.fori_loop(0, log_every, one_step, (params, state))
-    new_f, new_gn = objective(new_params, problem), otu.tree_norm(grad_fn(new_params))
-    bad = diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
-    params, state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
-                                        (new_params, new_state, new_f, new_gn), (params, state, f, gn))
-    step = jnp.where(bad, step, step + log_every)
-    row = Trace(step=step, objective=f, grad_norm=gn, metrics=_metrics.compute(params, problem, trace_metrics))
-    return (params, state, step, bad, f, gn), row
+class Stepper(NamedTuple):
+  """A solver split into resumable pieces (jax-md's ``init_fn`` / ``apply_fn`` pattern).
 
-  f0, gn0 = objective(params0, problem), otu.tree_norm(grad_fn(params0))
-  init = (params0, opt.init(params0), jnp.zeros((), jnp.int32), ~(jnp.isfinite(f0) & jnp.isfinite(gn0)), f0, gn0)
-  (params, _, step, diverged, f, gn), trace = jax.lax.scan(chunk, init, None, length=num_steps // log_every)
-  return Solution(params=params, objective=f, grad_norm=gn, diverged=diverged,
-                  converged=(~diverged) & (gn <= hparams.gtol), num_steps=step, trace=trace)
+  Attributes:
+    init: ``(key, problem, hparams, *, optimizer) -> state``.
+    advance: ``(state, problem, hparams, *, optimizer, num_chunks, log_every, trace_metrics)
+      -> (state, trace_rows)``; runs ``num_chunks * log_every`` steps.
+    finish: ``(state, trace, hparams) -> Solution``.
+    check: ``(optimizer, num_steps, log_every)`` validation of the static options.
+  """
+  init: Callable
+  advance: Callable
+  finish: Callable
+  check: Callable
+
+
+#: The pieces of :func:`gradient_descent`; ``init`` then ``advance`` over ``num_steps // log_every``
+#: chunks (in any number of calls) then ``finish`` gives the same :class:`Solution`.
+GD_STEPPER = Stepper(init=_gd_init, advance=_gd_advance, finish=_gd_finish, check=_check_gd_static)
+gradient_descent.stepper = GD_STEPPER
 
 
 @_public

@@ -8,10 +8,22 @@ of the solver's hyperparameters (``lr``, ``momentum``, ``init_scale``, ...). The
 has one leading array axis per named axis, outermost first (STYLE.md B.5), and records
 the names and values. Values are arguments of the compiled program, so a new value
 never retraces; a new axis *length* or a new static option compiles once more.
+
+Long gradient-descent sweeps can run in chunks of steps (``chunk_steps``): each chunk is
+one call of the same compiled program, a progress bar reports steps and configurations
+done with an ETA, and with ``checkpoint=path`` the batched state is written atomically
+after every chunk, so that a killed sweep resumes from its last completed chunk and ends
+with the same numbers as an uninterrupted one.
 """
 
 import functools
+import hashlib
+import json
+import os
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -19,9 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ufm.problem import Problem, cast_checked, check_real, check_seed
-from ufm.solvers import HPARAM_RANGES
+from ufm.solvers import HPARAM_RANGES, Stepper, _canonical
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["CheckpointError", "SweepResult", "sweep"]
+
+_CKPT_FORMAT = "ufm-sweep-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint file that is unreadable, not a ufm checkpoint, or belongs to another sweep."""
 
 _PROBLEM_AXES = ("lam_W", "lam_H", "lam_b")
 
@@ -47,27 +65,182 @@ class SweepResult(NamedTuple):
     return jax.tree.map(lambda x: x[idx], self.solution)
 
 
+def _substitute(names, vals, problem, hparams, base_seed):
+  p, h, seed = problem, hparams, base_seed
+  for name, v in zip(names, vals):
+    if name == "seed":
+      seed = v
+    elif name in _PROBLEM_AXES:
+      p = p.replace(**{name: v})
+    else:
+      h = h._replace(**{name: v})
+  return jax.random.key(seed), p, h
+
+
+def _nest(fn, names, *batched):
+  """``fn(vals, *batched)`` vmapped over every axis: axis ``i`` of ``vals[i]`` and of each batched leaf."""
+  n = len(names)
+  for i in reversed(range(n)):
+    fn = jax.vmap(fn, in_axes=(tuple(0 if j == i else None for j in range(n)),) + (0,) * len(batched))
+  return fn
+
+
 @functools.partial(jax.jit, static_argnames=("solver", "names", "solver_kwargs"))
 def _sweep_impl(values, problem, hparams, base_seed, *, solver, names, solver_kwargs):
-  def solve_one(*vals):
-    p, h, seed = problem, hparams, base_seed
-    for name, v in zip(names, vals):
-      if name == "seed":
-        seed = v
-      elif name in _PROBLEM_AXES:
-        p = p.replace(**{name: v})
-      else:
-        h = h._replace(**{name: v})
-    return solver(jax.random.key(seed), p, h, **dict(solver_kwargs))
+  def solve_one(vals):
+    key, p, h = _substitute(names, vals, problem, hparams, base_seed)
+    return solver(key, p, h, **dict(solver_kwargs))
+  return _nest(solve_one, names)(values)
 
-  fn = solve_one
-  for i in reversed(range(len(names))):
-    fn = jax.vmap(fn, in_axes=tuple(0 if j == i else None for j in range(len(names))))
-  return fn(*values)
+
+@functools.partial(jax.jit, static_argnames=("stepper", "names", "init_kwargs"))
+def _init_impl(values, problem, hparams, base_seed, *, stepper, names, init_kwargs):
+  def one(vals):
+    key, p, h = _substitute(names, vals, problem, hparams, base_seed)
+    return stepper.init(key, p, h, **dict(init_kwargs))
+  return _nest(one, names)(values)
+
+
+@functools.partial(jax.jit, static_argnames=("stepper", "names", "advance_kwargs"))
+def _advance_impl(state, values, problem, hparams, base_seed, *, stepper, names, advance_kwargs):
+  def one(vals, s):
+    _, p, h = _substitute(names, vals, problem, hparams, base_seed)
+    s, rows = stepper.advance(s, p, h, **dict(advance_kwargs))
+    return s, rows
+  return _nest(one, names, state)(values, state)
+
+
+@functools.partial(jax.jit, static_argnames=("stepper", "names"))
+def _finish_impl(state, trace, values, hparams, *, stepper, names):
+  def one(vals, s, t):
+    h = hparams
+    for name, v in zip(names, vals):
+      if name in hparams._fields:
+        h = h._replace(**{name: v})
+    return stepper.finish(s, t, h)
+  return _nest(one, names, state, trace)(values, state, trace)
+
+
+def _fingerprint(values, problem, hparams, base_seed, names, solver_kwargs, chunk_steps) -> str:
+  """SHA-256 of everything that determines the sweep's numbers (values, leaves, static options)."""
+  h = hashlib.sha256()
+  leaves, treedef = jax.tree.flatten((values, problem, hparams, base_seed))
+  h.update(repr((str(treedef), names, solver_kwargs, chunk_steps, jax.config.jax_enable_x64)).encode())
+  for leaf in leaves:
+    a = np.asarray(leaf)
+    h.update(repr((a.dtype.str, a.shape)).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, fingerprint: str, chunks_done: int, state, rows):
+  """Writes ``state`` and the trace rows so far to ``path`` atomically (temp file + ``os.replace``)."""
+  leaves = jax.tree.leaves((state, rows))
+  arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
+  meta = dict(format=_CKPT_FORMAT, fingerprint=fingerprint, chunks_done=chunks_done, num_leaves=len(leaves))
+  arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _load_checkpoint(path: Path, fingerprint: str, like: Callable):
+  """Reads a checkpoint written by :func:`_save_checkpoint` (never unpickles); ``like(chunks_done)`` is the
+  abstract ``(state, rows)`` it must match. Returns ``(chunks_done, (state, rows))``."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      meta = json.loads(bytes(z["__meta__"]).decode())
+      arrays = {k: z[k] for k in z.files if k != "__meta__"}
+  except Exception as e:  # noqa: BLE001 -- any unreadable file is reported the same way
+    raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it to start over") from e
+  if meta.get("format") != _CKPT_FORMAT:
+    raise CheckpointError(f"{path} is not a ufm sweep checkpoint (format {meta.get('format')!r}, expected "
+                          f"{_CKPT_FORMAT!r})")
+  if meta.get("fingerprint") != fingerprint:
+    raise CheckpointError(f"checkpoint {path} belongs to a different sweep (other values, options or code); "
+                          "delete it or choose another checkpoint path")
+  ref_leaves, treedef = jax.tree.flatten(like(int(meta.get("chunks_done", 0))))
+  leaves = [arrays.get(f"leaf_{i:05d}") for i in range(meta["num_leaves"])]
+  if len(leaves) != len(ref_leaves) or any(
+      x is None or x.shape != r.shape or x.dtype != r.dtype for x, r in zip(leaves, ref_leaves)):
+    raise CheckpointError(f"checkpoint {path} does not match this sweep's state (shapes or dtypes differ)")
+  return int(meta["chunks_done"]), jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
+
+
+def _concat_rows(rows, more, axis):
+  if rows is None:
+    return more
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=axis), rows, more)
+
+
+def _run_chunked(stepper: Stepper, values, problem, hparams, base_seed, names, solver_kwargs, *, chunk_steps,
+                 checkpoint, progress, n_configs):
+  kw = dict(solver_kwargs)
+  optimizer = kw.pop("optimizer", "sgd")
+  num_steps, log_every = kw.pop("num_steps", 10_000), kw.pop("log_every", 100)
+  trace_metrics = tuple(kw.pop("trace_metrics", ()))
+  if kw:
+    raise ValueError(f"unknown solver options {sorted(kw)}; allowed: optimizer, num_steps, log_every, trace_metrics")
+  stepper.check(optimizer, num_steps, log_every)
+  if chunk_steps < log_every or chunk_steps % log_every or num_steps % chunk_steps:
+    raise ValueError(f"chunk_steps = {chunk_steps}: allowed: a multiple of log_every = {log_every} that divides "
+                     f"num_steps = {num_steps}")
+  init_kwargs = (("optimizer", optimizer),)
+  advance_kwargs = tuple(sorted(dict(optimizer=optimizer, num_chunks=chunk_steps // log_every, log_every=log_every,
+                                     trace_metrics=trace_metrics).items()))
+  args = (values, problem, hparams, base_seed)
+  total = num_steps // chunk_steps
+  fp = _fingerprint(*args, names, tuple(sorted(solver_kwargs.items())), chunk_steps)
+  t_axis = len(names)
+  done, state, rows = 0, None, None
+  if checkpoint is not None and Path(checkpoint).exists():
+    abstract_state = jax.eval_shape(functools.partial(_init_impl, stepper=stepper, names=names,
+                                                      init_kwargs=init_kwargs), *args)
+    abstract_rows = jax.eval_shape(functools.partial(_advance_impl, stepper=stepper, names=names,
+                                                     advance_kwargs=advance_kwargs), abstract_state, *args)[1]
+
+    def like(chunks_done):  # the abstract (state, rows) after ``chunks_done`` chunks
+      grow = lambda a: jax.ShapeDtypeStruct(
+          a.shape[:t_axis] + (a.shape[t_axis] * chunks_done,) + a.shape[t_axis + 1:], a.dtype)
+      return abstract_state, jax.tree.map(grow, abstract_rows)
+
+    done, (state, rows) = _load_checkpoint(Path(checkpoint), fp, like)
+    if not 1 <= done <= total:
+      raise CheckpointError(f"checkpoint {checkpoint} records {done} chunks; this sweep has {total}")
+  if state is None:
+    state = _init_impl(*args, stepper=stepper, names=names, init_kwargs=init_kwargs)
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # imported lazily: only progress bars need it
+    bar = tqdm(total=num_steps, initial=done * chunk_steps, unit="step", delay=2.0, dynamic_ncols=True,
+               desc=progress if isinstance(progress, str) else "sweep", leave=False)
+  try:
+    for c in range(done, total):
+      state, more = _advance_impl(state, *args, stepper=stepper, names=names, advance_kwargs=advance_kwargs)
+      rows = _concat_rows(rows, more, t_axis)
+      if checkpoint is not None:
+        _save_checkpoint(Path(checkpoint), fp, c + 1, state, rows)
+      if bar is not None:
+        finished = int(np.sum(np.asarray(state.diverged) | (np.asarray(state.step) >= num_steps)))
+        bar.set_postfix_str(f"configs {finished}/{n_configs} done", refresh=False)
+        bar.update(chunk_steps)
+  finally:
+    if bar is not None:
+      bar.close()
+  return _finish_impl(state, rows, values, hparams, stepper=stepper, names=names)
 
 
 def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, Any], seed: int = 0,
-          **solver_kwargs) -> SweepResult:
+          chunk_steps: int | None = None, checkpoint: str | os.PathLike | None = None,
+          progress: bool | str = False, **solver_kwargs) -> SweepResult:
   """Solves the cartesian grid of ``axes`` with nested ``vmap`` in one jitted program.
 
   Args:
@@ -76,6 +249,14 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
     hparams: the base hyperparameters (fields replaced along their axes).
     axes: ordered mapping axis name -> 1-D values (outermost first).
     seed: the seed used when ``"seed"`` is not an axis.
+    chunk_steps: run a resumable solver (one with a ``stepper``, e.g.
+      :func:`ufm.solvers.gradient_descent`) in calls of this many steps (a multiple of
+      ``log_every`` dividing ``num_steps``). Default: one call, or 10 chunks when
+      ``checkpoint`` or ``progress`` is given.
+    checkpoint: a file path; the batched state is saved there after every chunk (atomically),
+      and an existing checkpoint of the same sweep is resumed. The file is left in place
+      (delete it when the result has been stored).
+    progress: show a progress bar (steps, configurations done, ETA) after 2 s; a string is its label.
     **solver_kwargs: static options passed to ``solver`` (``num_steps``, ``optimizer``, ...).
 
   Raises:
@@ -103,6 +284,28 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
       values.append(cast_checked(name, check_real(name, v, **bounds), problem.dtype))
     coords[name] = v
   base_seed = jnp.asarray(check_seed("seed", seed), jnp.uint32)
+  stepper = getattr(solver, "stepper", None)
+  if chunk_steps is not None or checkpoint is not None or progress:
+    if stepper is None:
+      if chunk_steps is not None or checkpoint is not None:
+        raise ValueError(f"chunk_steps/checkpoint need a resumable solver (gradient_descent); "
+                         f"{getattr(solver, '__name__', solver)} runs in one call")
+    else:
+      if chunk_steps is None:
+        num_steps, log_every = solver_kwargs.get("num_steps", 10_000), solver_kwargs.get("log_every", 100)
+        n_rows = max(num_steps // max(log_every, 1), 1)  # ~10 chunks; invalid options are reported below
+        chunk_steps = log_every * _divisor_near(n_rows, max(n_rows // 10, 1))
+      problem, hparams = _canonical(problem, hparams)
+      n_configs = int(np.prod([len(c) for c in coords.values()]))
+      sol = _run_chunked(stepper, tuple(values), problem, hparams, base_seed, names, solver_kwargs,
+                         chunk_steps=chunk_steps, checkpoint=checkpoint, progress=progress, n_configs=n_configs)
+      return SweepResult(solution=sol, axes=names, coords=coords)
   sol = _sweep_impl(tuple(values), problem, hparams, base_seed, solver=solver, names=names,
                     solver_kwargs=tuple(sorted(solver_kwargs.items())))
   return SweepResult(solution=sol, axes=names, coords=coords)
+
+
+def _divisor_near(n: int, target: int) -> int:
+  """The divisor of ``n`` closest to ``target`` (ties: the smaller)."""
+  divs = [d for d in range(1, n + 1) if n % d == 0]
+  return min(divs, key=lambda d: (abs(d - target), d))

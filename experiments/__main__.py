@@ -1,0 +1,96 @@
+r"""``python -m experiments list | run NAME | plot NAME``.
+
+* ``list``: name, paper, figure and expected runtime of every experiment.
+* ``run NAME [--smoke] [--set key=value ...] [--out DIR] [--recompute] [--no-progress]``:
+  runs (or reuses) the experiment, stores the results (see :mod:`experiments.runner`) and
+  writes the figure into the run directory; at the full configuration (no ``--smoke``, no
+  ``--set``) also into ``figures/`` (or ``--figures DIR``).
+* ``plot NAME [--smoke] [--set ...] [--out DIR]``: rebuilds the figure from stored results
+  without recomputing.
+
+Errors (unknown experiment or key, bad value, missing or corrupted results): one line on
+stderr and exit status 2, before anything compiles.
+"""
+
+import argparse
+import sys
+
+import experiments
+from experiments import runner
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    sys.stderr.write(f"experiments: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="python -m experiments", description=__doc__.split("\n")[0])
+  sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  sub.add_parser("list", help="the experiments: name, paper, figure, expected runtime")
+  for cmd, help_ in (("run", "run an experiment (or reuse its stored results) and write its figure"),
+                     ("plot", "rebuild an experiment's figure from stored results")):
+    s = sub.add_parser(cmd, help=help_)
+    s.add_argument("name", help="experiment name (see `list`)")
+    s.add_argument("--smoke", action="store_true", help="the small configuration the tests use")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a configuration value (Python literal), repeatable")
+    s.add_argument("--out", default="results", help="results root (default: results)")
+    s.add_argument("--figures", default=None,
+                   help="also write the figure here (default: figures/ at the full configuration only)")
+    if cmd == "run":
+      s.add_argument("--recompute", action="store_true", help="ignore stored results of this configuration")
+      s.add_argument("--no-progress", action="store_true", help="no progress bars")
+  return p
+
+
+def _list() -> None:
+  rows = [("name", "paper", "figure", "runtime (2-core CPU)")]
+  for name in experiments.EXPERIMENTS:
+    m = experiments.get(name)
+    rows.append((name, m.PAPER, m.FIGURE, m.RUNTIME))
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  for r in rows:
+    print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  if args.command == "list":
+    _list()
+    return 0
+  try:
+    module = experiments.get(args.name)
+    config = runner.apply_overrides(module.get_config("smoke" if args.smoke else None), args.sets)
+    full = not args.smoke and not args.sets
+    if getattr(config, "x64", False):
+      import jax
+      jax.config.update("jax_enable_x64", True)
+    if args.command == "run":
+      record = runner.run(args.name, config, out=args.out, recompute=args.recompute,
+                          progress=not args.no_progress)
+    else:
+      record = runner.read_run(args.name, config, args.out)
+  except (ValueError, runner.ResultsError) as e:
+    sys.stderr.write(f"experiments: error: {e}\n")
+    return 2
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  fig = module.plot(record.results, config)
+  dirs = [record.path]
+  if args.figures is not None or full:
+    dirs.append(args.figures or runner.default_figures_dir())
+  paths = runner.save_figure(fig, args.name, dirs)
+  plt.close(fig)
+  how = "reused stored results" if record.reused else (
+      f"computed in {record.meta['wall_time_s']:.1f} s (compile {record.meta['compile_time_s']:.1f} s)")
+  print(f"{args.name}: {how}; results in {record.path}")
+  for path in paths:
+    print(f"  figure: {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,100 @@
+"""Helpers shared by the experiment modules: validation, settings, datasets, plotting."""
+
+import numpy as np
+import xarray as xr
+
+import jax.numpy as jnp
+import ufm
+from ufm.problem import check_seed
+
+#: Setting label -> (loss, bias) for the four balanced UFM variants.
+SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
+
+
+def dtype(config):
+  """float64 when ``config.x64`` (the CLI then enables ``jax_enable_x64``), else float32."""
+  return jnp.float64 if config.x64 else jnp.float32
+
+
+def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
+  """``value`` as an int in ``[lo, hi]``; ``ValueError`` naming ``name`` and the range otherwise."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
+    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+    raise ValueError(f"{name} = {value!r} is out of range; allowed: an integer {rng}")
+  return int(value)
+
+
+def check_steps(config):
+  """``num_steps`` a positive multiple of ``log_every`` (at most 10^7 steps)."""
+  check_int("log_every", config.log_every)
+  check_int("num_steps", config.num_steps, hi=10**7)
+  if config.num_steps % config.log_every:
+    raise ValueError(f"num_steps = {config.num_steps}, log_every = {config.log_every}: allowed: num_steps a "
+                     "multiple of log_every")
+
+
+def check_settings(names, allowed=SETTINGS, *, key: str = "settings") -> tuple[str, ...]:
+  """``names`` as a tuple of distinct members of ``allowed``; ``ValueError`` naming config ``key`` otherwise."""
+  names = tuple(names)
+  bad = [s for s in names if s not in allowed]
+  if bad or not names or len(set(names)) != len(names):
+    raise ValueError(f"{key} = {names!r}: allowed: a non-empty tuple of distinct values among {', '.join(allowed)}")
+  return names
+
+
+def seeds(config) -> np.ndarray:
+  """``config.seed + arange(config.num_seeds)``, validated as seeds."""
+  check_int("num_seeds", config.num_seeds)
+  return check_seed("seed", np.arange(config.num_seeds) + check_int("seed", config.seed, lo=0))
+
+
+def sweep_dataset(res: ufm.sweep.SweepResult, *, log_every: int | None = None) -> xr.Dataset:
+  """Final values (dims = the sweep's axes) and, given ``log_every``, the gradient-descent trace rows
+  (dims = axes + ``step``; coordinate ``step = log_every * (1, 2, ...)``; ``trace_step`` holds the steps
+  actually taken, which stop growing at divergence)."""
+  sol, axes = res.solution, res.axes
+  data = {
+      "objective": (axes, np.asarray(sol.objective)),
+      "grad_norm": (axes, np.asarray(sol.grad_norm)),
+      "diverged": (axes, np.asarray(sol.diverged)),
+      "converged": (axes, np.asarray(sol.converged)),
+      "num_steps": (axes, np.asarray(sol.num_steps)),
+  }
+  coords = {a: np.asarray(res.coords[a]) for a in axes}
+  if log_every is not None:
+    tr = sol.trace
+    dims = axes + ("step",)
+    data["trace_objective"] = (dims, np.asarray(tr.objective))
+    data["trace_grad_norm"] = (dims, np.asarray(tr.grad_norm))
+    data["trace_step"] = (dims, np.asarray(tr.step))
+    for name, v in tr.metrics.items():
+      data[f"trace_{name}"] = (dims, np.asarray(v))
+    coords["step"] = log_every * np.arange(1, np.shape(tr.objective)[-1] + 1)
+  return xr.Dataset(data, coords=coords)
+
+
+def final_metrics(res: ufm.sweep.SweepResult, problem, names) -> dict:
+  """NC metrics of the final iterates, vmapped over every sweep axis (dims = the sweep's axes)."""
+  import jax
+  fn = lambda p: ufm.metrics.compute(p, problem, names)
+  for _ in res.axes:
+    fn = jax.vmap(fn)
+  out = fn(res.solution.params)
+  return {k: (res.axes, np.asarray(v)) for k, v in out.items()}
+
+
+def predicted(problem) -> dict:
+  """``ufm.theory.predict`` as plain floats: objective, norms, and every fixed NC-metric target."""
+  p = ufm.theory.predict(problem)
+  out = {"objective": p.objective, "norm_W_sq": p.norm_W_sq, "norm_H_sq": p.norm_H_sq, "norm_b": p.norm_b}
+  out.update(p.metrics)
+  return {k: float(v) for k, v in out.items()}, p
+
+
+def spread(ax, x, Y, *, color, label, logy=True, floor=1e-300):
+  """Mean over the leading axis as a line and the min-max band over it (the spread over seeds)."""
+  Y = np.asarray(Y, np.float64).reshape(-1, np.shape(Y)[-1])
+  if logy:
+    Y = np.maximum(Y, floor)
+  ax.plot(x, Y.mean(0), color=color, label=label, lw=1.5)
+  ax.fill_between(x, Y.min(0), Y.max(0), color=color, alpha=0.25, lw=0)

@@ -1,0 +1,160 @@
+r"""Weight-decay phase diagram: the minimiser's norms and NC metrics over a (lam_W, lam_H) grid.
+
+Balanced UFM (CE and MSE, bias-free by default), the float64 L-BFGS reference solver
+vmapped over a log-spaced grid of :math:`(\lambda_W, \lambda_H)` in one call per loss. Above
+the collapse threshold :math:`\tau = K\sqrt{n\lambda_W\lambda_H} \ge 1` the global minimiser
+is ``W = 0, H = 0`` (:func:`ufm.theory.collapse_threshold`); below it the minimiser is the
+simplex ETF (CE; MSE with bias) or the orthogonal frame (bias-free MSE) with the norms of
+:func:`ufm.theory.ce_balanced` / :func:`ufm.theory.mse_minimiser`. The heatmaps show the
+solved :math:`\|W\|_F^2`, :math:`\|H\|_F^2` and the ETF error of ``W`` with the threshold
+curve :math:`\lambda_H = 1/(K^2 n\lambda_W)`; the right panel is the cut
+:math:`\lambda_W = \lambda_H` against the closed-form curves.
+
+Sources: Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.1 (CE); Zhou et al. 2022
+(arXiv 2203.01238), Thm. 3.1 (MSE); Tirer & Bruna 2022 (arXiv 2202.08087), Thm. 2 (bias-free
+MSE); the threshold: THEORY.md §1.2 and §5.1 (derived there, checked here).
+"""
+
+import math
+
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import ufm
+from experiments import _common
+from experiments.runner import Context
+
+TITLE = "Minimiser norms and NC over a (lam_W, lam_H) grid, with the collapse threshold"
+PAPER = "Zhu et al. 2021; Zhou et al. 2022"
+FIGURE = "Zhu Thm. 3.1 / Zhou Thm. 3.1 (phase diagram)"
+RUNTIME = "60 s"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: K = 4, n = 5, d = 8, 17 x 17 grid over [1e-4, 1]. ``"smoke"``: K = 3, 3 x 3 grid."""
+  c = ml_collections.ConfigDict()
+  c.losses = ("ce", "mse")
+  c.bias = False
+  c.K, c.n, c.d = 4, 5, 8
+  c.lam_min, c.lam_max, c.num_lams = 1e-4, 1.0, 17
+  c.seed, c.init_scale = 0, 0.1
+  c.max_steps, c.gtol = 3000, 1e-10
+  c.num_curve = 200  # points of the closed-form curve along lam_W = lam_H
+  c.x64 = True
+  if arg == "smoke":
+    c.K, c.n, c.d, c.num_lams, c.max_steps, c.num_curve = 3, 2, 3, 3, 50, 5
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def _lams(c) -> np.ndarray:
+  lo = ufm.problem.check_real("lam_min", c.lam_min, lo=0.0, lo_open=True)
+  hi = ufm.problem.check_real("lam_max", c.lam_max, lo=float(lo), lo_open=True)
+  return np.geomspace(float(lo), float(hi), _common.check_int("num_lams", c.num_lams))
+
+
+def sweep(c) -> dict:
+  """The vmapped axes: ``lam_W`` (outer) and ``lam_H``, the same log-spaced values."""
+  lams = _lams(c)
+  return {"lam_W": lams, "lam_H": lams}
+
+
+def _curve(problem, lams) -> dict:
+  """Closed-form norms and objective along lam_W = lam_H = lam (NumPy floats, computed in ``run``)."""
+  out = {"norm_W_sq": [], "norm_H_sq": [], "objective": []}
+  for lam in lams:
+    lam = np.asarray(lam, problem.dtype)
+    pred, _ = _common.predicted(problem.replace(lam_W=lam, lam_H=lam))
+    for k in out:
+      out[k].append(pred[k])
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dims ``(loss, lam_W, lam_H)`` for solved and predicted values; ``(loss, lam)`` for the curve."""
+  ctx = ctx or Context()
+  losses = _common.check_settings(c.losses, allowed=("ce", "mse"), key="losses")
+  axes = sweep(c)
+  dt = _common.dtype(c)
+  problems = {loss: ufm.make_problem(ufm.balanced_counts(c.K, c.n), d=c.d, lam_W=1.0, lam_H=1.0, loss=loss,
+                                     bias=bool(c.bias), dtype=dt) for loss in losses}
+  hp = ufm.lbfgs_hparams(init_scale=c.init_scale, gtol=c.gtol, dtype=dt)
+  _common.check_int("max_steps", c.max_steps, hi=10**6)
+  _common.check_int("num_curve", c.num_curve, lo=2)
+  curve_lams = np.geomspace(float(c.lam_min), float(c.lam_max), c.num_curve)
+  names = ("etf_error_W", "etf_error_M", "of_error_W", "nc1", "norm_W_sq", "norm_H_sq")
+  parts = []
+  for loss, problem in problems.items():
+    res = ctx.sweep(f"weight_decay_phase[{loss}]", ufm.lbfgs_reference, problem, hp, axes=axes,
+                    seed=c.seed, max_steps=c.max_steps)
+    ds = _common.sweep_dataset(res)
+    for k, v in _common.final_metrics(res, problem, names).items():
+      ds[k] = v
+    grid = {"norm_W_sq": [], "norm_H_sq": [], "objective": []}
+    for lw in axes["lam_W"]:
+      row = {k: [] for k in grid}
+      for lh in axes["lam_H"]:
+        pred, _ = _common.predicted(problem.replace(lam_W=np.asarray(lw, problem.dtype), lam_H=np.asarray(lh, problem.dtype)))
+        for k in grid:
+          row[k].append(pred[k])
+      for k in grid:
+        grid[k].append(row[k])
+    for k, v in grid.items():
+      ds[f"pred_{k}"] = (("lam_W", "lam_H"), np.asarray(v))
+    for k, v in _curve(problem, curve_lams).items():
+      ds[f"curve_{k}"] = ("lam", v)
+    ds = ds.assign_coords(lam=curve_lams)
+    ds["geometry_below"] = ufm.theory.predict(problem.replace(lam_W=np.asarray(curve_lams[0], problem.dtype), lam_H=np.asarray(curve_lams[0], problem.dtype))).geometry
+    parts.append(ds.drop_vars("num_steps").assign(num_iterations=ds.num_steps))
+  ds = xr.concat(parts, dim=xr.DataArray(list(problems), dims="loss", name="loss"))
+  ds["tau"] = (("lam_W", "lam_H"), c.K * np.sqrt(c.n * np.outer(axes["lam_W"], axes["lam_H"])))
+  ds.attrs.update(K=c.K, n=c.n, d=c.d, bias=bool(c.bias), threshold_lam=1.0 / (c.K * math.sqrt(c.n)))
+  return ds
+
+
+def plot(results: xr.Dataset, c):
+  """Rows: losses. Columns: ||W||^2, ||H||^2, ETF error of W (heatmaps, threshold dashed), diagonal cut."""
+  from matplotlib import pyplot as plt
+  from matplotlib.colors import LogNorm
+  losses = list(results.loss.values)
+  fig, axs = plt.subplots(len(losses), 4, figsize=(15, 3.4 * len(losses)), squeeze=False, constrained_layout=True)
+  lw, lh = results.lam_W.values, results.lam_H.values
+  K, n = results.attrs["K"], results.attrs["n"]
+  thr_x = np.geomspace(lw.min(), lw.max(), 100)
+  thr_y = 1.0 / (K**2 * n * thr_x)
+  keep = (thr_y >= lh.min()) & (thr_y <= lh.max())
+  for row, loss in zip(axs, losses):
+    r = results.sel(loss=loss)
+    for ax, var, title in zip(row[:3], ("norm_W_sq", "norm_H_sq", "etf_error_W"),
+                              (r"$\|W\|_F^2$", r"$\|H\|_F^2$", "ETF error of $W$")):
+      v = np.asarray(r[var].values, np.float64)
+      if var == "etf_error_W":  # undefined at the zero solution: masked where ||W|| ~ 0
+        v = np.where(r.norm_W_sq.values > 1e-12, v, np.nan)
+      v = np.where(v > 0, v, np.nan)
+      finite = v[np.isfinite(v)]
+      norm = LogNorm(vmin=max(finite.min(), 1e-16), vmax=finite.max()) if finite.size and finite.max() > 0 else None
+      im = ax.pcolormesh(lw, lh, v.T, norm=norm, shading="nearest", cmap="viridis")
+      fig.colorbar(im, ax=ax)
+      bad = ~r.converged.values
+      if bad.any():
+        ii, jj = np.nonzero(bad)
+        ax.scatter(lw[ii], lh[jj], marker="x", color="red", s=12, label="not converged")
+        ax.legend(fontsize=7, loc="lower left")
+      ax.plot(thr_x[keep], thr_y[keep], "w--", lw=1.5)
+      ax.set(xscale="log", yscale="log", xlabel=r"$\lambda_W$", ylabel=r"$\lambda_H$",
+             title=f"{loss}: {title} (solved)")
+    ax = row[3]
+    diag = np.diagonal
+    ax.plot(r.lam.values, r.curve_norm_W_sq.values, "C0-", lw=1, label=r"$\|W\|_F^2$ closed form")
+    ax.plot(r.lam.values, r.curve_norm_H_sq.values, "C1-", lw=1, label=r"$\|H\|_F^2$ closed form")
+    ax.plot(lw, diag(r.norm_W_sq.values), "C0o", ms=4, label=r"$\|W\|_F^2$ L-BFGS")
+    ax.plot(lh, diag(r.norm_H_sq.values), "C1s", ms=4, label=r"$\|H\|_F^2$ L-BFGS")
+    ax.axvline(results.attrs["threshold_lam"], color="k", ls="--", lw=1, label=r"$K\sqrt{n}\lambda = 1$")
+    ax.set(xscale="log", yscale="symlog", xlabel=r"$\lambda_W = \lambda_H$",
+           title=f"{loss}: diagonal cut ({r.geometry_below.item()} below)")
+    ax.legend(fontsize=7)
+  fig.suptitle(f"Balanced UFM, K={K}, n={n}, d={results.attrs['d']}, bias={results.attrs['bias']}: float64 L-BFGS "
+               "over the grid; dashed: collapse threshold $K\\sqrt{n\\lambda_W\\lambda_H} = 1$", fontsize=10)
+  return fig
