@@ -25,7 +25,7 @@ from experiments.runner import Context
 TITLE = "NC metrics along gradient descent, with closed-form limits"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Fig. 2, Zhou Fig. 2 (UFM)"
-RUNTIME = "75 s"
+RUNTIME = "110 s"
 
 #: Metrics recorded along the run (names of ufm.metrics.METRICS).
 TRACE_METRICS = ("nc1", "etf_error_W", "etf_error_M", "self_duality", "nc4", "norm_W_sq", "norm_H_sq")

@@ -286,9 +286,11 @@ def test_etf_emergence_converges_to_the_closed_form():
 
 @pytest.mark.slow
 def test_weight_decay_phase_matches_the_closed_form_across_the_threshold():
-  c = runner.apply_overrides(experiments.get("weight_decay_phase").get_config(), ["num_lams=7"])
+  """gtol 1e-12: at lam = 1e-4 the default 1e-10 leaves the norms 4e-8 off (measured; the argmin error is about
+  gtol / lambda_min(Hessian) and lambda_min scales with lam), beyond TOL["reference"]."""
+  c = runner.apply_overrides(experiments.get("weight_decay_phase").get_config(), ["num_lams=7", "gtol=1e-12"])
   ds = experiments.get("weight_decay_phase").run(c)
   ok = ds.converged.values
-  assert ok.mean() > 0.9
+  assert ok.mean() > 0.9, ok
   for var in ("norm_W_sq", "norm_H_sq", "objective"):
     assert_close(ds[var].values[ok], ds[f"pred_{var}"].values[ok], "reference", var)
