@@ -1,11 +1,13 @@
 """ufm: the unconstrained features model of neural collapse, in JAX.
 
 Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
-:mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`. The most used names are
-re-exported here.
+:mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`, :mod:`ufm.testing` (hypothesis
+strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executable checks).
+The most used names are re-exported here.
 """
 
-from ufm import metrics, objectives, problem, solvers, sweep, theory
+from ufm import claims, metrics, objectives, problem, solvers, sweep, testing, theory
+from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
                          make_problem, step_counts)
@@ -17,6 +19,7 @@ from ufm.theory import NoClosedFormError, Prediction, predict
 __version__ = "0.1.0"
 
 __all__ = [
+    "Claim",
     "GDHparams",
     "LBFGSHparams",
     "NoClosedFormError",
@@ -29,6 +32,7 @@ __all__ = [
     "__version__",
     "balanced_counts",
     "ce_loss",
+    "claims",
     "gd_hparams",
     "gradient_descent",
     "init_params",
@@ -43,8 +47,10 @@ __all__ = [
     "objectives",
     "predict",
     "problem",
+    "run_claim",
     "solvers",
     "step_counts",
     "sweep",
+    "testing",
     "theory",
 ]

@@ -1,4 +1,5 @@
-r"""Command line: ``python -m ufm solve ...`` (one solve beside its closed form) and ``python -m ufm demo``.
+r"""Command line: ``python -m ufm solve ...`` (one solve beside its closed form), ``python -m ufm demo``, and
+``python -m ufm claims {list,run,check}`` (theory claims checked on random problems; see :mod:`ufm.claims`).
 
 ``solve`` prints a table of the final objective, :math:`\|W\|_F^2`, :math:`\|H\|_F^2`,
 :math:`\|b\|`, and the NC metrics, each beside the prediction of :func:`ufm.theory.predict`
@@ -45,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--x64", action="store_true", help="float64 (needed for the 1e-10 reference tolerance)")
   s.add_argument("--json", action="store_true", help="print one JSON object")
   sub.add_parser("demo", help="the default demonstration: every closed form beside its float64 reference solve")
+  c = sub.add_parser("claims", help="theory claims checked on random problems (ufm.claims)")
+  csub = c.add_subparsers(dest="claims_command", required=True, parser_class=_Parser)
+  store_help = "directory of the claims store (counterexamples, last runs; default .ufm-claims)"
+  cl = csub.add_parser("list", help="the catalogue: name, expected status, last run, source")
+  cl.add_argument("--store", default=None, help=store_help)
+  for name, hlp in (("run", "run catalogue claims (all of them without NAME)"),
+                    ("check", "run a claim of your own, given as module:attr or path/file.py:attr")):
+    r = csub.add_parser(name, help=hlp)
+    if name == "run":
+      r.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all)")
+      r.add_argument("--all", action="store_true", help="run every claim of the catalogue")
+      r.add_argument("--report", default=None, metavar="PATH", help="write the markdown scorecard here")
+    else:
+      r.add_argument("target", metavar="MODULE:ATTR", help="e.g. my_claims:my_claim or my_claims.py:my_claim")
+    r.add_argument("--examples", type=int, default=None, help="random problems per claim (default 200)")
+    r.add_argument("--seed", type=int, default=0, help="hypothesis seed of the random problems")
+    r.add_argument("--store", default=None, help=store_help)
+    r.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
   return p
 
 
@@ -174,13 +193,72 @@ def demo() -> int:
   return 0
 
 
+def _claims_setup(args):
+  """Validates a ``claims`` command and resolves its claims and store, before anything compiles."""
+  from ufm import claims
+  from ufm.problem import check_seed
+  store = claims.ClaimStore(args.store or claims.DEFAULT_STORE_DIR)
+  if args.claims_command == "list":
+    return list(claims.CATALOGUE.values()), store
+  if args.examples is not None and args.examples < 1:
+    raise ValueError(f"examples = {args.examples} is out of range; allowed: integers >= 1")
+  check_seed("seed", args.seed)
+  if args.claims_command == "check":
+    selected = claims.load_claim(args.target)
+  else:
+    if args.all and args.names:
+      raise ValueError("give claim names or --all, not both")
+    selected = [claims.get_claim(n) for n in args.names] if args.names else list(claims.CATALOGUE.values())
+  for c in selected:
+    store.counterexamples(c.name)  # an unreadable store or a bad stored example fails here, not mid-run
+  return selected, store
+
+
+def claims_list(selected, store) -> int:
+  """``claims list``: one line per catalogue claim (name, expected status, last run, source)."""
+  print(f"{'claim':<32}{'expected':<10}{'last run':<44}source")
+  for c in selected:
+    last = store.last_run(c.name)
+    run = "never run" if last is None else (f"{last['status']} ({last['examples']} examples, "
+                                            f"{last['failures']} failing, {last['when'][:10]})")
+    print(f"{c.name:<32}{c.expected:<10}{run:<44}{c.source}")
+  return 0
+
+
+def claims_run(args, selected, store) -> int:
+  """``claims run`` / ``claims check``: runs each claim, prints its result; exit 1 if any differs from expected."""
+  from ufm import claims
+  examples = claims.DEFAULT_EXAMPLES if args.examples is None else args.examples
+  results = []
+  for c in selected:
+    r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink)
+    results.append(r)
+    print(claims.format_result(r, c), flush=True)
+  bad = [r.name for r in results if not r.as_expected]
+  print(f"{len(results)} claim(s): {len(results) - len(bad)} as expected" + (f"; NOT as expected: {', '.join(bad)}"
+                                                                            if bad else ""))
+  if getattr(args, "report", None):
+    cmd = f"python -m ufm claims run {'--all' if not args.names else ' '.join(args.names)} --examples {examples} " \
+          f"--seed {args.seed} --report {args.report}"
+    with open(args.report, "w", encoding="utf-8") as f:
+      f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
+    print(f"scorecard written to {args.report}")
+  return 1 if bad else 0
+
+
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  if getattr(args, "x64", False) or args.command == "demo":  # only ever switched on: never undo a caller's x64
+  # only ever switched on: never undo a caller's x64
+  if getattr(args, "x64", False) or args.command in ("demo", "claims"):
     jax.config.update("jax_enable_x64", True)
   try:
     if args.command == "demo":
       return demo()
+    if args.command == "claims":
+      selected, store = _claims_setup(args)
+      if args.claims_command == "list":
+        return claims_list(selected, store)
+      return claims_run(args, selected, store)
     rec = solve(args)
   except ValueError as e:
     sys.stderr.write(f"ufm: error: {e}\n")

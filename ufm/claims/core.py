@@ -1,0 +1,532 @@
+r"""Claims: declared statements about the UFM, checked on random problems against a float64 reference solve.
+
+A :class:`Claim` names a statement and its source, the problems it applies to (a hypothesis
+strategy of :class:`~ufm.testing.ProblemSpec`), and a check
+``(problem, solution, theory) -> residuals`` with one :class:`~ufm.testing.Tolerance` (bound and
+reason) per residual. :func:`run_claim` then
+
+1. replays the counterexamples stored for the claim (:class:`~ufm.claims.store.ClaimStore`);
+2. draws ``examples`` problems from the strategy (hypothesis, seeded);
+3. solves them with :func:`ufm.solvers.lbfgs_reference`, ``jax.vmap`` ped over the problems
+   of one shape (one compilation per shape and batch size; problems of different shapes
+   cannot share a program, so they are grouped);
+4. evaluates every residual against its bound;
+5. if an example fails, lets hypothesis shrink it to a minimal counterexample (same seed, so
+   it meets the same failure first; the solved examples are cached), stores it, and records
+   the status of the run.
+
+A residual is checked as ``residual <= bound``; ``NaN`` fails. Every example also carries the
+residual ``grad_norm`` (the largest final gradient norm of its reference solves) with bound
+``Claim.gtol``: a comparison with an unconverged solve decides nothing, so it counts as a failure.
+"""
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from ufm import theory as _theory
+from ufm.problem import Problem, check_seed
+from ufm.solvers import LBFGSHparams, Solution, lbfgs_reference
+from ufm.testing import TOL, ProblemSpec, Tolerance, tolerance
+
+__all__ = [
+    "DEFAULT_EXAMPLES",
+    "EXPECTED",
+    "Claim",
+    "ClaimResult",
+    "Outcome",
+    "assert_claim",
+    "format_result",
+    "format_worst",
+    "load_claim",
+    "report_markdown",
+    "run_claim",
+]
+
+DEFAULT_EXAMPLES = 200
+EXPECTED = ("holds", "refuted")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_SOLVES_PER_BATCH = 8  # problems x inits per vmapped call; a fixed size, so one compilation per shape
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Claim:
+  r"""A statement about the UFM, checkable on random problems.
+
+  Attributes:
+    name: identifier (letters, digits, ``_.-``), used on the command line and in the store.
+    source: where the statement comes from (paper, theorem; or "derived in ...").
+    statement: the statement in one or two sentences, with its conditions.
+    problems: hypothesis strategy of :class:`~ufm.testing.ProblemSpec`
+      (see :func:`ufm.testing.problem_specs`): the problems the claim applies to.
+    check: ``(problem, solution, theory) -> {residual name: value}``. ``solution`` is the
+      :class:`~ufm.solvers.Solution` of the reference solve (NumPy leaves; a leading ``inits``
+      axis when ``inits > 1``), ``theory`` is ``theory(problem)``.
+    tolerances: residual name -> a :data:`ufm.testing.TOL` entry name (bound: its ``rtol``, for
+      :func:`ufm.testing.rel_error` residuals) or a :class:`~ufm.testing.Tolerance`. Every residual
+      the check returns needs one.
+    theory: ``problem -> expected side`` (default :func:`ufm.theory.predict`); it must not
+      call a solver (STYLE.md B.4).
+    inits: random initialisations per problem (``> 1`` for landscape claims: vmapped over seeds
+      split from the example's seed).
+    gtol: gradient-norm target of the reference solve (``|grad| <= gtol`` is required).
+    max_steps: L-BFGS iteration cap.
+    expected: ``"holds"``, or ``"refuted"`` for a claim kept as a documented counterexample.
+    refuted_because: why the claim is expected to fail (required with ``expected="refuted"``).
+  """
+  name: str
+  source: str
+  statement: str
+  problems: st.SearchStrategy
+  check: Callable[[Problem, Solution, Any], Mapping[str, float]]
+  tolerances: Mapping[str, str | Tolerance]
+  theory: Callable[[Problem], Any] = _theory.predict
+  inits: int = 1
+  gtol: float = 1e-10
+  max_steps: int = 3000
+  expected: str = "holds"
+  refuted_because: str = ""
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not _NAME.match(self.name):
+      raise ValueError(f"claim name {self.name!r} is not allowed; use letters, digits and _.- (starting with a letter)")
+    if not (isinstance(self.source, str) and self.source.strip()):
+      raise ValueError(f"claim {self.name!r}: source is empty; cite the paper and theorem (or 'derived in ...')")
+    if not isinstance(self.problems, st.SearchStrategy):
+      raise ValueError(f"claim {self.name!r}: problems must be a hypothesis strategy of ufm.testing.ProblemSpec "
+                       "(e.g. ufm.testing.problem_specs(...))")
+    if not callable(self.check) or not callable(self.theory):
+      raise ValueError(f"claim {self.name!r}: check and theory must be callables")
+    if not isinstance(self.inits, int) or self.inits < 1:
+      raise ValueError(f"claim {self.name!r}: inits = {self.inits!r} is out of range; allowed: integers >= 1")
+    if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+      raise ValueError(f"claim {self.name!r}: max_steps = {self.max_steps!r}; allowed: integers >= 1")
+    if not (isinstance(self.gtol, (int, float)) and self.gtol > 0):
+      raise ValueError(f"claim {self.name!r}: gtol = {self.gtol!r}; allowed: > 0")
+    if self.expected not in EXPECTED:
+      raise ValueError(f"claim {self.name!r}: expected = {self.expected!r}; allowed values: {', '.join(EXPECTED)}")
+    if self.expected == "refuted" and not self.refuted_because.strip():
+      raise ValueError(f"claim {self.name!r} is expected refuted: say why in refuted_because")
+    self.resolved_tolerances()  # validates
+
+  def resolved_tolerances(self) -> dict[str, Tolerance]:
+    """Residual name -> :class:`~ufm.testing.Tolerance`, including ``grad_norm`` (bound ``gtol``)."""
+    out = {}
+    if not isinstance(self.tolerances, Mapping) or not self.tolerances:
+      raise ValueError(f"claim {self.name!r}: tolerances must map each residual name to a TOL entry or a Tolerance")
+    for k, v in self.tolerances.items():
+      if k == "grad_norm":
+        raise ValueError(f"claim {self.name!r}: the residual name 'grad_norm' is reserved (the convergence check)")
+      if isinstance(v, str):
+        if v not in TOL:
+          raise ValueError(f"claim {self.name!r}: tolerance {v!r} of {k!r} is not in ufm.testing.TOL; "
+                           f"known entries: {', '.join(TOL)}")
+        v = tolerance(v)
+      if not (isinstance(v, Tolerance) and v.bound > 0 and isinstance(v.reason, str) and v.reason.strip()):
+        raise ValueError(f"claim {self.name!r}: tolerance of {k!r} must be a TOL entry name or "
+                         "Tolerance(bound > 0, reason)")
+      out[k] = v
+    out["grad_norm"] = Tolerance(float(self.gtol), "the reference solve must reach |grad| <= gtol; a comparison "
+                                 "with an unconverged solve decides nothing")
+    return out
+
+
+class Outcome(NamedTuple):
+  """One example: its residuals, the names over their bounds, and the error raised by the check (if any)."""
+  spec: ProblemSpec
+  residuals: dict[str, float]
+  failing: tuple[str, ...]
+  error: str | None
+
+  @property
+  def ok(self) -> bool:
+    return self.error is None and not self.failing
+
+
+class ClaimResult(NamedTuple):
+  """The outcome of :func:`run_claim`.
+
+  Attributes:
+    name, source, expected: of the claim.
+    status: ``"holds"`` (no failure), ``"FAILED"`` (a failure of a claim expected to hold),
+      ``"refuted"`` (a failure, as expected) or ``"NOT REFUTED"`` (no failure of a claim expected refuted).
+    examples: random examples checked; replayed: stored counterexamples re-checked first.
+    failures: failing examples among both.
+    max_residuals: residual name -> largest value over all examples.
+    worst: ``(residual name, value, bound)`` with the largest value/bound (``("error", inf, 0)`` if a check raised).
+    counterexample: the minimal failing :class:`~ufm.testing.ProblemSpec` (``None`` without failure),
+      and counterexample_outcome its :class:`Outcome`.
+    shrunk: whether the counterexample is hypothesis's shrunk one; shrink_calls: new examples solved while shrinking.
+    seed: hypothesis seed of the random examples; wall_s: seconds.
+  """
+  name: str
+  source: str
+  expected: str
+  status: str
+  examples: int
+  replayed: int
+  failures: int
+  max_residuals: dict
+  worst: tuple
+  counterexample: ProblemSpec | None
+  counterexample_outcome: Outcome | None
+  shrunk: bool
+  shrink_calls: int
+  seed: int
+  wall_s: float
+
+  @property
+  def as_expected(self) -> bool:
+    """Whether the run agrees with the claim's expected status."""
+    return self.status in ("holds", "refuted")
+
+
+# ----------------------------------------------------------------------------- reference solves
+
+
+# XLA backend optimisation level 0: the same float64 program, compiled in about half the time
+# (measured 5.7 s -> 2.4 s per shape on 2 CPU cores); compilation, not solving, dominates small problems.
+@functools.partial(jax.jit, static_argnames=("max_steps",), compiler_options={"xla_backend_optimization_level": 0})
+def _reference_batch(problem, keys, init_scale, gtol, *, max_steps):
+  """``lbfgs_reference`` vmapped over a flat batch of solves of one shape: weight decays, keys, init scales."""
+  axes = problem.replace(Y=None, lam_W=0, lam_H=0, lam_b=0)
+  solve = lambda p, k, s: lbfgs_reference(k, p, LBFGSHparams(init_scale=s, gtol=gtol), max_steps=max_steps)
+  return jax.vmap(solve, in_axes=(axes, 0, 0))(problem, keys, init_scale)
+
+
+def _keys(spec: ProblemSpec, inits: int) -> jax.Array:
+  key = jax.random.key(spec.seed)
+  return key[None] if inits == 1 else jax.random.split(key, inits)
+
+
+def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
+  """Reference solutions of ``specs`` (with a leading ``inits`` axis when ``claim.inits > 1``).
+
+  Every solve of one shape, whatever the claim, goes through the same program: a flat batch of
+  ``_SOLVES_PER_BATCH`` solves (padded by repetition), so each shape compiles once per process.
+  """
+  out: list[Any] = [None] * len(specs)
+  groups: dict[tuple, list[int]] = {}
+  for i, s in enumerate(specs):
+    groups.setdefault(s.shape_key, []).append(i)
+  B, m = _SOLVES_PER_BATCH, claim.inits
+  for idx in groups.values():
+    template = specs[idx[0]].problem()
+    dt = template.dtype
+    solves = [(i, specs[i], k) for i in idx for k in _keys(specs[i], m)]  # flat: example x init
+    rows: dict[int, list] = {i: [] for i in idx}
+    for start in range(0, len(solves), B):
+      chunk = solves[start:start + B]
+      padded = chunk + [chunk[0]] * (B - len(chunk))
+      leaves = {k: jnp.asarray([getattr(s, k) for _, s, _ in padded], dt) for k in ("lam_W", "lam_H", "lam_b")}
+      sol = _reference_batch(template.replace(**leaves), jnp.stack([k for _, _, k in padded]),
+                             jnp.asarray([s.init_scale for _, s, _ in padded], dt), jnp.asarray(claim.gtol, dt),
+                             max_steps=claim.max_steps)
+      sol = jax.device_get(sol)
+      for j, (i, _, _) in enumerate(chunk):
+        rows[i].append(jax.tree.map(lambda x, j=j: np.asarray(x[j]), sol))
+    for i in idx:
+      out[i] = rows[i][0] if m == 1 else jax.tree.map(lambda *xs: np.stack(xs), *rows[i])
+  return out
+
+
+def _evaluate(claim: Claim, spec: ProblemSpec, sol: Solution, tols: dict[str, Tolerance]) -> Outcome:
+  residuals = {"grad_norm": math.inf if np.any(sol.diverged) else float(np.max(sol.grad_norm))}
+  error = None
+  try:
+    problem = spec.problem()
+    got = claim.check(problem, sol, claim.theory(problem))
+    if not isinstance(got, Mapping):
+      raise TypeError(f"check returned {type(got).__name__}; it must return a dict of residuals")
+    unknown = set(got) - set(tols)
+    if unknown or "grad_norm" in got:
+      raise ValueError(f"check returned residuals {sorted(unknown | ({'grad_norm'} & set(got)))} without a "
+                       f"declared tolerance; declared: {', '.join(k for k in tols if k != 'grad_norm')}")
+    residuals.update({k: float(v) for k, v in got.items()})
+  except Exception as e:  # a claim that raises on a problem is a failing example, and is shrunk like one
+    error = f"{type(e).__name__}: {e}"
+  failing = tuple(k for k, v in residuals.items() if not v <= tols[k].bound)
+  return Outcome(spec=spec, residuals=residuals, failing=failing, error=error)
+
+
+# ----------------------------------------------------------------------------- running a claim
+
+
+class _Failed(Exception):
+  """Raised inside the shrinking run for a failing example."""
+
+
+def _settings(examples: int, phases):
+  return settings(max_examples=examples, phases=phases, database=None, deadline=None, derandomize=False,
+                  verbosity=Verbosity.quiet, print_blob=False, report_multiple_bugs=False,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                         HealthCheck.data_too_large, HealthCheck.large_base_example])
+
+
+def _draw(claim: Claim, examples: int, seed: int, max_shapes: int | None) -> list[ProblemSpec]:
+  drawn: list[ProblemSpec] = []
+  shapes: set = set()
+
+  @_settings(examples, [Phase.generate])
+  @hypothesis_seed(seed)
+  @given(claim.problems)
+  def collect(spec):
+    if not isinstance(spec, ProblemSpec):
+      raise TypeError(f"claim {claim.name!r}: problems drew {type(spec).__name__}, not a ufm.testing.ProblemSpec")
+    if max_shapes is not None and spec.shape_key not in shapes:
+      assume(len(shapes) < max_shapes)
+      shapes.add(spec.shape_key)
+    drawn.append(spec)
+
+  collect()
+  return drawn
+
+
+def _check_x64():
+  if not jax.config.jax_enable_x64:
+    raise ValueError("claims compare float64 reference solves with closed forms to 1e-8: enable float64 first "
+                     "(jax.config.update('jax_enable_x64', True))")
+
+
+def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, store=None, shrink: bool = True,
+              max_shapes: int | None = None) -> ClaimResult:
+  r"""Checks ``claim`` on its stored counterexamples, then on ``examples`` random problems.
+
+  Args:
+    claim: the :class:`Claim`.
+    examples: random problems to draw (hypothesis may stop earlier when the strategy has fewer
+      distinct values).
+    seed: hypothesis seed (the same seed draws the same problems).
+    store: a :class:`~ufm.claims.store.ClaimStore` whose counterexamples are replayed first and
+      which receives the new counterexample and the record of this run; ``None``: no replay, no record.
+    shrink: shrink a failing random example to a minimal one (hypothesis).
+    max_shapes: draw only from the first ``max_shapes`` static shapes met (a cheap smoke run:
+      weight decays and seeds still vary; ``None``: no limit).
+
+  Returns:
+    :class:`ClaimResult`.
+
+  Raises:
+    ValueError: ``examples < 1``, a bad seed, float64 disabled, or an unreadable store
+      (all before any compilation).
+  """
+  if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
+    raise ValueError(f"examples = {examples!r} is out of range; allowed: integers >= 1")
+  seed = int(check_seed("seed", seed))
+  if max_shapes is not None and (not isinstance(max_shapes, int) or max_shapes < 1):
+    raise ValueError(f"max_shapes = {max_shapes!r} is out of range; allowed: integers >= 1 or None")
+  _check_x64()
+  tols = claim.resolved_tolerances()
+  replay = store.counterexamples(claim.name) if store is not None else []
+  t0 = time.perf_counter()
+  drawn = _draw(claim, examples, seed, max_shapes)
+  cache: dict[ProblemSpec, Outcome] = {}
+
+  def evaluate_all(specs):
+    todo = [s for s in dict.fromkeys(specs) if s not in cache]
+    for s, sol in zip(todo, _solve(todo, claim)):
+      cache[s] = _evaluate(claim, s, sol, tols)
+    return [cache[s] for s in specs]
+
+  replayed = evaluate_all(replay)  # stored counterexamples first
+  random = evaluate_all(drawn)
+  everything = replayed + random
+  failures = sum(not o.ok for o in everything)
+
+  counterexample, shrink_calls = None, 0
+  first_bad = next((o for o in random if not o.ok), None)
+  if first_bad is not None and shrink:
+    counterexample, shrink_calls = _shrink(claim, examples, seed, cache, evaluate_all)
+  shrunk = counterexample is not None
+  if counterexample is None and first_bad is not None:
+    counterexample = first_bad
+  if counterexample is None:
+    counterexample = next((o for o in replayed if not o.ok), None)
+
+  max_residuals: dict[str, float] = {}
+  for o in everything:
+    for k, v in o.residuals.items():
+      max_residuals[k] = max(max_residuals.get(k, -math.inf), v if not math.isnan(v) else math.inf)
+  worst = ("-", 0.0, 1.0)
+  if any(o.error for o in everything):
+    worst = ("error", math.inf, 0.0)
+  else:
+    for k, v in max_residuals.items():
+      # grad_norm sits just below gtol by construction: ranked only when it fails (it is a precondition)
+      if k == "grad_norm" and v <= tols[k].bound:
+        continue
+      if v / tols[k].bound > worst[1] / worst[2] or worst[0] == "-":
+        worst = (k, v, tols[k].bound)
+  if claim.expected == "holds":
+    status = "holds" if failures == 0 else "FAILED"
+  else:
+    status = "refuted" if failures else "NOT REFUTED"
+  result = ClaimResult(name=claim.name, source=claim.source, expected=claim.expected, status=status,
+                       examples=len(drawn), replayed=len(replay), failures=failures, max_residuals=max_residuals,
+                       worst=worst, counterexample=None if counterexample is None else counterexample.spec,
+                       counterexample_outcome=counterexample, shrunk=shrunk, shrink_calls=shrink_calls, seed=seed,
+                       wall_s=time.perf_counter() - t0)
+  if store is not None:
+    if counterexample is not None:
+      store.add_counterexample(claim.name, counterexample.spec)
+    store.record_run(claim.name, _record(result))
+  return result
+
+
+def _shrink(claim, examples, seed, cache, evaluate_all):
+  """Re-runs hypothesis with the same seed (it meets the same first failure, from the cache) and lets it shrink."""
+  failing: list[Outcome] = []
+  calls = [0]
+
+  @_settings(examples, [Phase.generate, Phase.shrink])
+  @hypothesis_seed(seed)
+  @given(claim.problems)
+  def check(spec):
+    if spec not in cache:
+      calls[0] += 1
+    (out,) = evaluate_all([spec])
+    if not out.ok:
+      failing.append(out)
+      raise _Failed(spec)
+
+  try:
+    check()
+  except _Failed:
+    pass
+  return (failing[-1] if failing else None), calls[0]
+
+
+def _record(r: ClaimResult) -> dict:
+  name, value, bound = r.worst
+  return {"status": r.status, "expected": r.expected, "examples": r.examples, "replayed": r.replayed,
+          "failures": r.failures, "worst_residual": name, "worst_value": _finite_or_str(value),
+          "worst_bound": bound, "seed": r.seed, "wall_s": round(r.wall_s, 2),
+          "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+          "counterexample": None if r.counterexample is None else r.counterexample.to_json()}
+
+
+def _finite_or_str(v: float):
+  return v if math.isfinite(v) else ("inf" if v > 0 else "nan" if math.isnan(v) else "-inf")
+
+
+def assert_claim(claim: Claim, *, examples: int = 50, seed: int = 0, store=None, max_shapes: int | None = None
+                 ) -> ClaimResult:
+  """Pytest entry point: runs :func:`run_claim` and raises ``AssertionError`` with the report (and the
+  minimal counterexample) unless the claim's status is the expected one. One line in a test::
+
+    def test_my_claim():
+      ufm.claims.assert_claim(my_claim, examples=100)
+  """
+  result = run_claim(claim, examples=examples, seed=seed, store=store, max_shapes=max_shapes)
+  if not result.as_expected:
+    raise AssertionError(format_result(result))
+  return result
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _fmt(v: float) -> str:
+  return f"{v:.2g}" if math.isfinite(v) else str(v)
+
+
+def format_worst(result: ClaimResult) -> str:
+  """``"<residual> <value> / <bound>"`` for the residual with the largest value/bound."""
+  name, value, bound = result.worst
+  if name == "error":
+    return "check raised an error"
+  return f"{name} {_fmt(value)} / {_fmt(bound)}"
+
+
+def format_result(result: ClaimResult, claim: Claim | None = None) -> str:
+  """A few lines: status, examples, failures, largest residual against its tolerance, the counterexample."""
+  lines = [f"{result.name}: {result.status} (expected: {result.expected}) -- {result.examples} examples"
+           f" + {result.replayed} replayed, {result.failures} failing; largest residual/tolerance: "
+           f"{format_worst(result)}; {result.wall_s:.1f} s",
+           f"  source: {result.source}"]
+  if claim is not None and claim.expected == "refuted":
+    lines.append(f"  refuted because: {claim.refuted_because}")
+  out = result.counterexample_outcome
+  if out is not None:
+    how = f"minimal: shrunk with {result.shrink_calls} new solves" if result.shrunk else "as found"
+    lines.append(f"  counterexample ({how}): {out.spec}")
+    if out.error:
+      lines.append(f"    error: {out.error}")
+    tols = claim.resolved_tolerances() if claim is not None else {}
+    for k in out.failing:
+      bound = f" > {_fmt(tols[k].bound)} ({tols[k].reason})" if k in tols else ""
+      lines.append(f"    {k} = {_fmt(out.residuals[k])}{bound}")
+  return "\n".join(lines)
+
+
+def report_markdown(results: list[ClaimResult], claims: Mapping[str, Claim] | None = None, *, command: str = "") -> str:
+  """The scorecard: one row per claim (claim, source, examples, max residual / tolerance, status), then a note
+  for each claim kept as a documented counterexample, and the command that produced it."""
+  rows = ["| claim | source | examples | max residual / tolerance | status |", "|---|---|---|---|---|"]
+  notes = []
+  for r in results:
+    status = r.status if r.as_expected else f"**{r.status}**"
+    if r.expected == "refuted":
+      status += " (expected)" if r.as_expected else " (expected refuted)"
+      if claims is not None and r.name in claims:
+        notes.append(f"* `{r.name}` is kept as a documented counterexample: {claims[r.name].refuted_because}")
+    stored = f" (+{r.replayed} stored)" if r.replayed else ""
+    rows.append(f"| `{r.name}` | {r.source} | {r.examples}{stored} | {format_worst(r)} | {status} |")
+  out = rows + ([""] + notes if notes else [])
+  if command:
+    out += ["", f"Generated by `{command}`."]
+  return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- user claims
+
+
+def load_claim(target: str) -> list[Claim]:
+  """Resolves ``"module:attr"`` (or ``"path/to/file.py:attr"``) to its claim(s).
+
+  ``attr`` may be a :class:`Claim` or a list/tuple of them. The working directory is importable.
+  Raises ``ValueError`` with one clear sentence for a malformed target, an import error, a missing
+  attribute, or an object that is not a claim.
+  """
+  if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
+    raise ValueError(f"{target!r} is not of the form module:attr (e.g. my_claims:my_claim or path/file.py:my_claim)")
+  mod_name, attr = target.split(":")
+  try:
+    if mod_name.endswith(".py"):
+      if not os.path.isfile(mod_name):
+        raise ValueError(f"file {mod_name!r} does not exist")
+      name = "_ufm_user_claims_" + re.sub(r"\W", "_", os.path.abspath(mod_name))
+      spec = importlib.util.spec_from_file_location(name, mod_name)
+      module = importlib.util.module_from_spec(spec)
+      sys.modules[name] = module
+      spec.loader.exec_module(module)
+    else:
+      if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+      module = importlib.import_module(mod_name)
+  except ValueError:
+    raise
+  except Exception as e:
+    raise ValueError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
+  if not hasattr(module, attr):
+    raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
+  obj = getattr(module, attr)
+  claims = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+  if not claims or not all(isinstance(c, Claim) for c in claims):
+    raise ValueError(f"{target} is a {type(obj).__name__}, not a ufm.claims.Claim (or a list of them)")
+  return claims
