@@ -26,7 +26,7 @@ from experiments.runner import Context
 TITLE = "Final objective gap from >= 1000 random initialisations per setting"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Thm. 3.2 / Zhou Thm. 3.2 (benign landscape)"
-RUNTIME = "150 s"
+RUNTIME = "160 s"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

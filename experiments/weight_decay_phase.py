@@ -61,12 +61,16 @@ def sweep(c) -> dict:
   return {"lam_W": lams, "lam_H": lams}
 
 
+def _at(problem, lam_W, lam_H):
+  """``problem`` with the weight decays replaced (arrays of the problem's dtype)."""
+  return problem.replace(lam_W=np.asarray(lam_W, problem.dtype), lam_H=np.asarray(lam_H, problem.dtype))
+
+
 def _curve(problem, lams) -> dict:
   """Closed-form norms and objective along lam_W = lam_H = lam (NumPy floats, computed in ``run``)."""
   out = {"norm_W_sq": [], "norm_H_sq": [], "objective": []}
   for lam in lams:
-    lam = np.asarray(lam, problem.dtype)
-    pred, _ = _common.predicted(problem.replace(lam_W=lam, lam_H=lam))
+    pred, _ = _common.predicted(_at(problem, lam, lam))
     for k in out:
       out[k].append(pred[k])
   return {k: np.asarray(v) for k, v in out.items()}
@@ -96,7 +100,7 @@ def run(c, ctx=None) -> xr.Dataset:
     for lw in axes["lam_W"]:
       row = {k: [] for k in grid}
       for lh in axes["lam_H"]:
-        pred, _ = _common.predicted(problem.replace(lam_W=np.asarray(lw, problem.dtype), lam_H=np.asarray(lh, problem.dtype)))
+        pred, _ = _common.predicted(_at(problem, lw, lh))
         for k in grid:
           row[k].append(pred.get(k, np.nan))  # no ETF target at the zero solution
       for k in grid:
@@ -106,7 +110,7 @@ def run(c, ctx=None) -> xr.Dataset:
     for k, v in _curve(problem, curve_lams).items():
       ds[f"curve_{k}"] = ("lam", v)
     ds = ds.assign_coords(lam=curve_lams)
-    ds["geometry_below"] = ufm.theory.predict(problem.replace(lam_W=np.asarray(curve_lams[0], problem.dtype), lam_H=np.asarray(curve_lams[0], problem.dtype))).geometry
+    ds["geometry_below"] = ufm.theory.predict(_at(problem, curve_lams[0], curve_lams[0])).geometry
     parts.append(ds.drop_vars("num_steps").assign(num_iterations=ds.num_steps))
   ds = xr.concat(parts, dim=xr.DataArray(list(problems), dims="loss", name="loss"))
   ds["tau"] = (("lam_W", "lam_H"), c.K * np.sqrt(c.n * np.outer(axes["lam_W"], axes["lam_H"])))

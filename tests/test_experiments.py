@@ -184,6 +184,26 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
   assert not partial.exists()
 
 
+@pytest.mark.parametrize("solver", ["gradient_descent", "lbfgs_reference"])
+def test_chunked_sweep_with_progress_equals_one_call_bit_for_bit(solver, tmp_path):
+  p = ufm.make_problem(ufm.balanced_counts(3, 2), d=4, lam_W=1e-2, lam_H=2e-2, loss="ce", bias=True)
+  if solver == "gradient_descent":
+    fn, hp, kw, chunk = ufm.gradient_descent, ufm.gd_hparams(0.5, momentum=0.5), dict(
+        num_steps=60, log_every=10, trace_metrics=("nc1",)), 20
+  else:
+    fn, hp, kw, chunk = ufm.lbfgs_reference, ufm.lbfgs_hparams(), dict(max_steps=400), 8
+  axes = {"lam_W": [1e-2, 3e-2], "seed": [0, 1]}
+  whole = ufm.sweep.sweep(fn, p, hp, axes=axes, **kw)
+  parts = ufm.sweep.sweep(fn, p, hp, axes=axes, chunk_steps=chunk, checkpoint=tmp_path / "ck.npz", progress=True, **kw)
+  same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True), whole.solution,
+                      parts.solution)
+  assert all(jax.tree.leaves(same)), same
+  if solver == "lbfgs_reference":
+    assert np.asarray(parts.solution.converged).all() and np.asarray(parts.solution.num_steps).max() > chunk
+  with pytest.raises(ValueError, match="chunk_steps = 7: allowed: a multiple of"):
+    ufm.sweep.sweep(fn, p, hp, axes=axes, chunk_steps=7, **kw)
+
+
 def test_a_checkpoint_of_another_sweep_is_refused(tmp_path):
   p = ufm.make_problem(ufm.balanced_counts(3, 2), d=3, lam_W=1e-2, lam_H=1e-2, loss="ce", bias=False)
   kw = dict(axes={"seed": [0, 1]}, num_steps=20, log_every=10, checkpoint=tmp_path / "ck.npz")

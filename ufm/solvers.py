@@ -31,8 +31,11 @@ __all__ = [
     "GDState",
     "GD_STEPPER",
     "HPARAM_RANGES",
+    "LBFGSState",
+    "LBFGS_STEPPER",
     "LBFGSHparams",
     "OPTIMIZERS",
+    "Plan",
     "Solution",
     "Stepper",
     "Trace",
@@ -251,7 +254,7 @@ def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, op
   The run is resumable: ``gradient_descent.stepper`` (:data:`GD_STEPPER`) exposes the same
   computation as ``init`` / ``advance`` (``num_chunks`` chunks of ``log_every`` steps) /
   ``finish``, which :func:`ufm.sweep.sweep` uses to run long sweeps in chunks with a
-  progress bar and checkpoints; the numbers are the same.
+  progress bar and checkpoints; the numbers are the same (bit for bit on CPU, tested).
 
   Args:
     key: PRNG key for the initialisation.
@@ -272,26 +275,136 @@ def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, op
   return _gd_finish(state, trace, hparams)
 
 
+class Plan(NamedTuple):
+  """How a :class:`Stepper` runs for given static options (see ``Stepper.plan``).
+
+  Attributes:
+    init_kwargs, advance_kwargs: static keyword arguments (sorted tuples of pairs) of ``init`` and,
+      apart from the chunk length, of ``advance``.
+    total: units of work of a whole solve (steps for gradient descent, iterations for L-BFGS).
+    granularity: a chunk must be a multiple of it that divides ``total`` (GD: ``log_every``; L-BFGS: 1).
+    chunk_arg: the name of ``advance``'s chunk-length argument; its value is ``chunk // granularity``.
+  """
+  init_kwargs: tuple
+  advance_kwargs: tuple
+  total: int
+  granularity: int
+  chunk_arg: str
+
+
 class Stepper(NamedTuple):
   """A solver split into resumable pieces (jax-md's ``init_fn`` / ``apply_fn`` pattern).
 
+  ``init`` then ``advance`` in chunks (any number of calls) then ``finish`` gives the same
+  :class:`Solution` as the one-call solver. :func:`ufm.sweep.sweep` uses it for progress bars
+  and checkpoints.
+
   Attributes:
-    init: ``(key, problem, hparams, *, optimizer) -> state``.
-    advance: ``(state, problem, hparams, *, optimizer, num_chunks, log_every, trace_metrics)
-      -> (state, trace_rows)``; runs ``num_chunks * log_every`` steps.
-    finish: ``(state, trace, hparams) -> Solution``.
-    check: ``(optimizer, num_steps, log_every)`` validation of the static options.
+    plan: ``(**solver_kwargs) -> Plan``; validates the static options (Python-level).
+    init: ``(key, problem, hparams, **init_kwargs) -> state``.
+    advance: ``(state, problem, hparams, **advance_kwargs, <chunk_arg>=m) -> (state, rows)``; ``rows``
+      have a leading time axis that chunks concatenate (empty for L-BFGS, whose trace is in the state).
+    finish: ``(state, rows, hparams) -> Solution``.
+    units_done: ``state -> int array``: work units done (steps, iterations).
+    finished: ``(state, total) -> bool array``: nothing is left to do for this configuration.
   """
+  plan: Callable
   init: Callable
   advance: Callable
   finish: Callable
-  check: Callable
+  units_done: Callable
+  finished: Callable
 
 
-#: The pieces of :func:`gradient_descent`; ``init`` then ``advance`` over ``num_steps // log_every``
-#: chunks (in any number of calls) then ``finish`` gives the same :class:`Solution`.
-GD_STEPPER = Stepper(init=_gd_init, advance=_gd_advance, finish=_gd_finish, check=_check_gd_static)
+def _gd_plan(optimizer: str = "sgd", num_steps: int = 10_000, log_every: int = 100,
+             trace_metrics: tuple[str, ...] = ()) -> Plan:
+  _check_gd_static(optimizer, num_steps, log_every)
+  return Plan(init_kwargs=(("optimizer", optimizer),),
+              advance_kwargs=(("log_every", log_every), ("optimizer", optimizer),
+                              ("trace_metrics", tuple(trace_metrics))),
+              total=num_steps, granularity=log_every, chunk_arg="num_chunks")
+
+
+#: The pieces of :func:`gradient_descent`.
+GD_STEPPER = Stepper(plan=_gd_plan, init=_gd_init, advance=_gd_advance, finish=_gd_finish,
+                     units_done=lambda s: s.step, finished=lambda s, total: s.diverged | (s.step >= total))
 gradient_descent.stepper = GD_STEPPER
+
+
+class LBFGSState(NamedTuple):
+  """The state of an L-BFGS run between chunks: iterate, optax state, iteration count ``k``, objective,
+  gradient norm, ``diverged``, ``active`` (still iterating) and the per-iteration trace rows so far."""
+  params: Params
+  opt_state: Any
+  k: jax.Array
+  objective: jax.Array
+  grad_norm: jax.Array
+  diverged: jax.Array
+  active: jax.Array
+  rows: tuple
+
+
+def _check_lbfgs_static(max_steps: int, memory_size: int):
+  if max_steps < 1 or memory_size < 1:
+    raise ValueError(f"max_steps = {max_steps}, memory_size = {memory_size}: allowed range: integers >= 1")
+
+
+def _lbfgs_parts(problem, memory_size):
+  f_fn = functools.partial(objective, problem=problem)
+  opt = optax.lbfgs(memory_size=memory_size, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=50))
+  return f_fn, _masked_grad(problem), opt
+
+
+def _lbfgs_init(key, problem, hparams, *, max_steps, memory_size):
+  f_fn, grad_fn, opt = _lbfgs_parts(problem, memory_size)
+  params0 = init_params(key, problem, hparams.init_scale)
+  f0, gn0 = f_fn(params0), otu.tree_norm(grad_fn(params0))
+  nan_row = jnp.full((max_steps,), jnp.nan, problem.dtype)
+  bad = ~jnp.isfinite(f0)
+  return LBFGSState(params=params0, opt_state=opt.init(params0), k=jnp.zeros((), jnp.int32), objective=f0,
+                    grad_norm=gn0, diverged=bad, active=(gn0 > hparams.gtol) & ~bad & (max_steps > 0),
+                    rows=(nan_row, nan_row))
+
+
+def _lbfgs_advance(state, problem, hparams, *, max_steps, memory_size, num_iters):
+  f_fn, grad_fn, opt = _lbfgs_parts(problem, memory_size)
+  stop_at = jnp.minimum(state.k + num_iters, max_steps)
+
+  def keep_going(s: LBFGSState):
+    return (s.k < max_steps) & (s.grad_norm > hparams.gtol) & ~s.diverged
+
+  def cond(s: LBFGSState):
+    return keep_going(s) & (s.k < stop_at)
+
+  def body(s: LBFGSState):
+    g = grad_fn(s.params)
+    updates, new_opt = opt.update(g, s.opt_state, s.params, value=s.objective, grad=g, value_fn=f_fn)
+    new_params = optax.apply_updates(s.params, updates)
+    new_f, new_gn = f_fn(new_params), otu.tree_norm(grad_fn(new_params))
+    bad = ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
+    params, opt_state, f, gn = jax.tree.map(lambda a, b_: jnp.where(bad, b_, a),
+                                            (new_params, new_opt, new_f, new_gn),
+                                            (s.params, s.opt_state, s.objective, s.grad_norm))
+    rows = (s.rows[0].at[s.k].set(jnp.where(bad, jnp.nan, f)), s.rows[1].at[s.k].set(jnp.where(bad, jnp.nan, gn)))
+    return s._replace(params=params, opt_state=opt_state, k=jnp.where(bad, s.k, s.k + 1), objective=f,
+                      grad_norm=gn, diverged=bad, rows=rows)
+
+  state = jax.lax.while_loop(cond, body, state)
+  return state._replace(active=keep_going(state)), ()
+
+
+def _lbfgs_finish(state: LBFGSState, rows, hparams) -> "Solution":
+  max_steps = state.rows[0].shape[-1]
+  trace = Trace(step=jnp.arange(1, max_steps + 1), objective=state.rows[0], grad_norm=state.rows[1], metrics={})
+  return Solution(params=state.params, objective=state.objective, grad_norm=state.grad_norm,
+                  diverged=state.diverged, converged=(~state.diverged) & (state.grad_norm <= hparams.gtol),
+                  num_steps=state.k, trace=trace)
+
+
+def _lbfgs_plan(max_steps: int = 3000, memory_size: int = 20) -> Plan:
+  _check_lbfgs_static(max_steps, memory_size)
+  kw = (("max_steps", max_steps), ("memory_size", memory_size))
+  return Plan(init_kwargs=kw, advance_kwargs=kw, total=max_steps, granularity=1, chunk_arg="num_iters")
 
 
 @_public
@@ -303,43 +416,17 @@ def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, 
   :math:`\|\nabla f\| \le` ``gtol`` (default 1e-10 in float64), after ``max_steps``
   iterations, or at a non-finite value (flagged ``diverged``).
 
-  Run it under ``jax_enable_x64``: float32 cannot resolve gradients near 1e-10.
+  Run it under ``jax_enable_x64``: float32 cannot resolve gradients near 1e-10. Resumable:
+  ``lbfgs_reference.stepper`` (:data:`LBFGS_STEPPER`) runs the same iterations in chunks.
   """
-  if max_steps < 1 or memory_size < 1:
-    raise ValueError(f"max_steps = {max_steps}, memory_size = {memory_size}: allowed range: integers >= 1")
-  f_fn = functools.partial(objective, problem=problem)
-  grad_fn = _masked_grad(problem)
-  opt = optax.lbfgs(memory_size=memory_size,
-                    linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=50))
-  params0 = init_params(key, problem, hparams.init_scale)
-  dt = problem.dtype
-  nan_row = jnp.full((max_steps,), jnp.nan, dt)
+  _check_lbfgs_static(max_steps, memory_size)
+  state = _lbfgs_init(key, problem, hparams, max_steps=max_steps, memory_size=memory_size)
+  state, rows = _lbfgs_advance(state, problem, hparams, max_steps=max_steps, memory_size=memory_size,
+                               num_iters=max_steps)
+  return _lbfgs_finish(state, rows, hparams)
 
-  def value_and_grad(params):
-    return f_fn(params), grad_fn(params)
 
-  def cond(carry):
-    _, _, k, f, gn, bad, _ = carry
-    return (k < max_steps) & (gn > hparams.gtol) & ~bad
-
-  def body(carry):
-    params, state, k, f, gn, bad, rows = carry
-    g = grad_fn(params)
-    updates, new_state = opt.update(g, state, params, value=f, grad=g, value_fn=f_fn)
-    new_params = optax.apply_updates(params, updates)
-    new_f, new_g = value_and_grad(new_params)
-    new_gn = otu.tree_norm(new_g)
-    bad = ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
-    params, state, f, gn = jax.tree.map(lambda a, b_: jnp.where(bad, b_, a),
-                                        (new_params, new_state, new_f, new_gn), (params, state, f, gn))
-    rows = (rows[0].at[k].set(jnp.where(bad, jnp.nan, f)), rows[1].at[k].set(jnp.where(bad, jnp.nan, gn)))
-    k = jnp.where(bad, k, k + 1)
-    return params, state, k, f, gn, bad, rows
-
-  f0, g0 = value_and_grad(params0)
-  init = (params0, opt.init(params0), jnp.zeros((), jnp.int32), f0, otu.tree_norm(g0),
-          ~jnp.isfinite(f0), (nan_row, nan_row))
-  params, _, k, f, gn, bad, (f_rows, g_rows) = jax.lax.while_loop(cond, body, init)
-  trace = Trace(step=jnp.arange(1, max_steps + 1), objective=f_rows, grad_norm=g_rows, metrics={})
-  return Solution(params=params, objective=f, grad_norm=gn, diverged=bad,
-                  converged=(~bad) & (gn <= hparams.gtol), num_steps=k, trace=trace)
+#: The pieces of :func:`lbfgs_reference`.
+LBFGS_STEPPER = Stepper(plan=_lbfgs_plan, init=_lbfgs_init, advance=_lbfgs_advance, finish=_lbfgs_finish,
+                        units_done=lambda s: s.k, finished=lambda s, total: ~s.active)
+lbfgs_reference.stepper = LBFGS_STEPPER

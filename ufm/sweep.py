@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -183,21 +182,18 @@ def _concat_rows(rows, more, axis):
 
 def _run_chunked(stepper: Stepper, values, problem, hparams, base_seed, names, solver_kwargs, *, chunk_steps,
                  checkpoint, progress, n_configs):
-  kw = dict(solver_kwargs)
-  optimizer = kw.pop("optimizer", "sgd")
-  num_steps, log_every = kw.pop("num_steps", 10_000), kw.pop("log_every", 100)
-  trace_metrics = tuple(kw.pop("trace_metrics", ()))
-  if kw:
-    raise ValueError(f"unknown solver options {sorted(kw)}; allowed: optimizer, num_steps, log_every, trace_metrics")
-  stepper.check(optimizer, num_steps, log_every)
-  if chunk_steps < log_every or chunk_steps % log_every or num_steps % chunk_steps:
-    raise ValueError(f"chunk_steps = {chunk_steps}: allowed: a multiple of log_every = {log_every} that divides "
-                     f"num_steps = {num_steps}")
-  init_kwargs = (("optimizer", optimizer),)
-  advance_kwargs = tuple(sorted(dict(optimizer=optimizer, num_chunks=chunk_steps // log_every, log_every=log_every,
-                                     trace_metrics=trace_metrics).items()))
+  plan = stepper.plan(**solver_kwargs)  # validates the static options
+  if chunk_steps is None:  # about 10 chunks
+    units = plan.total // plan.granularity
+    chunk_steps = plan.granularity * _divisor_near(units, max(units // 10, 1))
+  if (isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1
+      or chunk_steps % plan.granularity or plan.total % chunk_steps):
+    raise ValueError(f"chunk_steps = {chunk_steps!r}: allowed: a multiple of {plan.granularity} that divides "
+                     f"{plan.total} (the solve's length)")
+  init_kwargs = plan.init_kwargs
+  advance_kwargs = tuple(sorted(plan.advance_kwargs + ((plan.chunk_arg, chunk_steps // plan.granularity),)))
   args = (values, problem, hparams, base_seed)
-  total = num_steps // chunk_steps
+  total = plan.total // chunk_steps
   fp = _fingerprint(*args, names, tuple(sorted(solver_kwargs.items())), chunk_steps)
   t_axis = len(names)
   done, state, rows = 0, None, None
@@ -220,18 +216,22 @@ def _run_chunked(stepper: Stepper, values, problem, hparams, base_seed, names, s
   bar = None
   if progress:
     from tqdm.auto import tqdm  # imported lazily: only progress bars need it
-    bar = tqdm(total=num_steps, initial=done * chunk_steps, unit="step", delay=2.0, dynamic_ncols=True,
-               desc=progress if isinstance(progress, str) else "sweep", leave=False)
+    bar = tqdm(total=plan.total, initial=int(np.max(np.asarray(stepper.units_done(state)))), delay=2.0,
+               unit="step", dynamic_ncols=True, desc=progress if isinstance(progress, str) else "sweep", leave=False)
   try:
     for c in range(done, total):
+      finished = np.asarray(stepper.finished(state, plan.total))
+      if finished.all():  # an early-stopping solver (L-BFGS) whose configurations have all stopped
+        break
       state, more = _advance_impl(state, *args, stepper=stepper, names=names, advance_kwargs=advance_kwargs)
       rows = _concat_rows(rows, more, t_axis)
       if checkpoint is not None:
         _save_checkpoint(Path(checkpoint), fp, c + 1, state, rows)
       if bar is not None:
-        finished = int(np.sum(np.asarray(state.diverged) | (np.asarray(state.step) >= num_steps)))
-        bar.set_postfix_str(f"configs {finished}/{n_configs} done", refresh=False)
-        bar.update(chunk_steps)
+        finished = np.asarray(stepper.finished(state, plan.total))
+        bar.set_postfix_str(f"configs {int(finished.sum())}/{n_configs} done", refresh=False)
+        reached = plan.total if finished.all() else int(np.max(np.asarray(stepper.units_done(state))))
+        bar.update(reached - bar.n)
   finally:
     if bar is not None:
       bar.close()
@@ -249,10 +249,11 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
     hparams: the base hyperparameters (fields replaced along their axes).
     axes: ordered mapping axis name -> 1-D values (outermost first).
     seed: the seed used when ``"seed"`` is not an axis.
-    chunk_steps: run a resumable solver (one with a ``stepper``, e.g.
-      :func:`ufm.solvers.gradient_descent`) in calls of this many steps (a multiple of
-      ``log_every`` dividing ``num_steps``). Default: one call, or 10 chunks when
-      ``checkpoint`` or ``progress`` is given.
+    chunk_steps: run a resumable solver (one with a ``stepper``:
+      :func:`ufm.solvers.gradient_descent`, :func:`ufm.solvers.lbfgs_reference`) in calls of
+      this many steps / iterations (GD: a multiple of ``log_every`` dividing ``num_steps``;
+      L-BFGS: a divisor of ``max_steps``; L-BFGS stops calling once every configuration has
+      stopped). Default: one call, or about 10 chunks when ``checkpoint`` or ``progress`` is given.
     checkpoint: a file path; the batched state is saved there after every chunk (atomically),
       and an existing checkpoint of the same sweep is resumed. The file is left in place
       (delete it when the result has been stored).
@@ -288,13 +289,9 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
   if chunk_steps is not None or checkpoint is not None or progress:
     if stepper is None:
       if chunk_steps is not None or checkpoint is not None:
-        raise ValueError(f"chunk_steps/checkpoint need a resumable solver (gradient_descent); "
-                         f"{getattr(solver, '__name__', solver)} runs in one call")
+        raise ValueError(f"chunk_steps/checkpoint need a resumable solver (one with a .stepper: gradient_descent, "
+                         f"lbfgs_reference); {getattr(solver, '__name__', solver)} runs in one call")
     else:
-      if chunk_steps is None:
-        num_steps, log_every = solver_kwargs.get("num_steps", 10_000), solver_kwargs.get("log_every", 100)
-        n_rows = max(num_steps // max(log_every, 1), 1)  # ~10 chunks; invalid options are reported below
-        chunk_steps = log_every * _divisor_near(n_rows, max(n_rows // 10, 1))
       problem, hparams = _canonical(problem, hparams)
       n_configs = int(np.prod([len(c) for c in coords.values()]))
       sol = _run_chunked(stepper, tuple(values), problem, hparams, base_seed, names, solver_kwargs,
