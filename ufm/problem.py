@@ -268,6 +268,12 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
                  **{k: cast_checked(k, v, dtype) for k, v in lams.items()})
 
 
+#: A :class:`Problem` or another problem class with its interface (``Y``, ``counts``, ``d``, ``loss``, ``bias``,
+#: ``K``, ``N``, ``labels``, ``dtype``, and ``value`` / ``init`` / ``SCALAR_LEAVES``), e.g.
+#: :class:`ufm.vicinity.VicinityProblem`. Solvers, sweeps and metrics accept any of them.
+ProblemLike = Any
+
+
 class Params(NamedTuple):
   """UFM parameters: classifier ``W`` (``K x d``), features ``H`` (``d x N``), bias ``b`` (``K``).
 

@@ -24,7 +24,7 @@ import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
 from ufm.objectives import objective
-from ufm.problem import Params, Problem, cast_checked, check_real, init_params
+from ufm.problem import Params, ProblemLike, cast_checked, check_real, init_params
 
 __all__ = [
     "GDHparams",
@@ -45,6 +45,7 @@ __all__ = [
     "gradient_descent",
     "lbfgs_hparams",
     "lbfgs_reference",
+    "scalar_leaves",
 ]
 
 OPTIMIZERS = ("sgd", "adam")
@@ -109,11 +110,32 @@ def lbfgs_hparams(*, init_scale=0.1, gtol=None, dtype=None) -> LBFGSHparams:
   return LBFGSHparams(init_scale=check_hparam("init_scale", init_scale, dtype), gtol=check_hparam("gtol", gtol, dtype))
 
 
-def _canonical(problem: Problem, hparams):
+def scalar_leaves(problem) -> tuple[str, ...]:
+  """The scalar hyperparameter leaves of a problem (sweepable): ``problem.SCALAR_LEAVES`` when the
+  problem class declares it (e.g. :class:`ufm.vicinity.VicinityProblem`), else the weight decays."""
+  return getattr(problem, "SCALAR_LEAVES", ("lam_W", "lam_H", "lam_b"))
+
+
+def _value(params: Params, problem) -> jax.Array:
+  """The objective: ``problem.value(params)`` for problem classes that define one, else
+  :func:`ufm.objectives.objective`."""
+  return problem.value(params) if hasattr(problem, "value") else objective(params, problem)
+
+
+def _init(key, problem, init_scale) -> Params:
+  return problem.init(key, init_scale) if hasattr(problem, "init") else init_params(key, problem, init_scale)
+
+
+def _project(problem, params: Params) -> Params:
+  """Projection onto the feasible set (identity for unconstrained problems)."""
+  return problem.project(params) if getattr(problem, "constrained", False) else params
+
+
+def _canonical(problem: ProblemLike, hparams):
   """Leaves as strong-typed arrays of the problem's dtype, so that a Python float, a weak-typed scalar
   or a new value never changes the jit cache key (no retrace)."""
   dt = problem.Y.dtype
-  problem = problem.replace(**{k: jnp.asarray(getattr(problem, k), dt) for k in ("lam_W", "lam_H", "lam_b")})
+  problem = problem.replace(**{k: jnp.asarray(getattr(problem, k), dt) for k in scalar_leaves(problem)})
   return problem, type(hparams)(*(jnp.asarray(x, dt) for x in hparams))
 
 
@@ -159,9 +181,9 @@ class Solution(NamedTuple):
   trace: Trace
 
 
-def _masked_grad(problem: Problem):
+def _masked_grad(problem: ProblemLike):
   """Gradient of the objective; the bias gradient is zero when the problem has no bias."""
-  grad = jax.grad(objective)
+  grad = jax.grad(_value)
 
   def fn(params):
     g = grad(params, problem)
@@ -203,8 +225,8 @@ def _check_gd_static(optimizer: str, num_steps: int, log_every: int):
 
 def _gd_init(key, problem, hparams, *, optimizer):
   opt, grad_fn = _make_optimizer(optimizer, hparams), _masked_grad(problem)
-  params0 = init_params(key, problem, hparams.init_scale)
-  f0, gn0 = objective(params0, problem), otu.tree_norm(grad_fn(params0))
+  params0 = _project(problem, _init(key, problem, hparams.init_scale))
+  f0, gn0 = _value(params0, problem), otu.tree_norm(grad_fn(params0))
   return GDState(params=params0, opt_state=opt.init(params0), step=jnp.zeros((), jnp.int32),
                  diverged=~(jnp.isfinite(f0) & jnp.isfinite(gn0)), objective=f0, grad_norm=gn0)
 
@@ -215,11 +237,11 @@ def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, tr
   def one_step(_, carry):
     params, opt_state = carry
     updates, opt_state = opt.update(grad_fn(params), opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    return _project(problem, optax.apply_updates(params, updates)), opt_state
 
   def chunk(s: GDState, _):
     new_params, new_opt = jax.lax.fori_loop(0, log_every, one_step, (s.params, s.opt_state))
-    new_f, new_gn = objective(new_params, problem), otu.tree_norm(grad_fn(new_params))
+    new_f, new_gn = _value(new_params, problem), otu.tree_norm(grad_fn(new_params))
     bad = s.diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
     params, opt_state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
                                             (new_params, new_opt, new_f, new_gn),
@@ -240,7 +262,7 @@ def _gd_finish(state: GDState, trace: Trace, hparams) -> "Solution":
 
 @_public
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "trace_metrics"))
-def gradient_descent(key: jax.Array, problem: Problem, hparams: GDHparams, *, optimizer: str = "sgd",
+def gradient_descent(key: jax.Array, problem: ProblemLike, hparams: GDHparams, *, optimizer: str = "sgd",
                      num_steps: int = 10_000, log_every: int = 100,
                      trace_metrics: tuple[str, ...] = ()) -> Solution:
   r"""Full-batch first-order descent on :func:`ufm.objectives.objective`.
@@ -350,14 +372,17 @@ def _check_lbfgs_static(max_steps: int, memory_size: int):
 
 
 def _lbfgs_parts(problem, memory_size):
-  f_fn = functools.partial(objective, problem=problem)
+  if getattr(problem, "constrained", False):
+    raise ValueError(f"lbfgs_reference does not handle the constrained {type(problem).__name__}; "
+                     "allowed: gradient_descent (projected gradient) or the penalty form")
+  f_fn = functools.partial(_value, problem=problem)
   opt = optax.lbfgs(memory_size=memory_size, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=50))
   return f_fn, _masked_grad(problem), opt
 
 
 def _lbfgs_init(key, problem, hparams, *, max_steps, memory_size):
   f_fn, grad_fn, opt = _lbfgs_parts(problem, memory_size)
-  params0 = init_params(key, problem, hparams.init_scale)
+  params0 = _init(key, problem, hparams.init_scale)
   f0, gn0 = f_fn(params0), otu.tree_norm(grad_fn(params0))
   nan_row = jnp.full((max_steps,), jnp.nan, problem.dtype)
   bad = ~jnp.isfinite(f0)
@@ -409,7 +434,7 @@ def _lbfgs_plan(max_steps: int = 3000, memory_size: int = 20) -> Plan:
 
 @_public
 @functools.partial(jax.jit, static_argnames=("max_steps", "memory_size"))
-def lbfgs_reference(key: jax.Array, problem: Problem, hparams: LBFGSHparams, *, max_steps: int = 3000,
+def lbfgs_reference(key: jax.Array, problem: ProblemLike, hparams: LBFGSHparams, *, max_steps: int = 3000,
                     memory_size: int = 20) -> Solution:
   r"""High-precision reference solve: L-BFGS (Nocedal & Wright 1999, Alg. 7.4–7.5) via ``optax.lbfgs``
   with a zoom line search (strong Wolfe), in a ``lax.while_loop`` that stops when

@@ -3,7 +3,8 @@ r"""Sweeps: nested ``vmap`` over named axes, one compilation per shape.
 ``sweep(solver, problem, hparams, axes={"lam_W": [...], "seed": [...]})`` solves the
 cartesian product of the axis values in one jitted call. Each axis name is ``"seed"``
 (integer seeds, turned into keys with ``jax.random.key`` inside the program), a weight
-decay of the :class:`~ufm.problem.Problem` (``lam_W``, ``lam_H``, ``lam_b``), or a field
+decay of the :class:`~ufm.problem.Problem` (``lam_W``, ``lam_H``, ``lam_b``; for other problem classes
+their ``SCALAR_LEAVES``, e.g. ``beta`` of :class:`ufm.vicinity.VicinityProblem`), or a field
 of the solver's hyperparameters (``lr``, ``momentum``, ``init_scale``, ...). The result
 has one leading array axis per named axis, outermost first (STYLE.md B.5), and records
 the names and values. Values are arguments of the compiled program, so a new value
@@ -29,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.problem import Problem, cast_checked, check_real, check_seed
-from ufm.solvers import HPARAM_RANGES, Stepper, _canonical
+from ufm.problem import ProblemLike, cast_checked, check_real, check_seed
+from ufm.solvers import HPARAM_RANGES, Stepper, _canonical, scalar_leaves
 
 __all__ = ["CheckpointError", "SweepResult", "sweep"]
 
@@ -40,7 +41,6 @@ _CKPT_FORMAT = "ufm-sweep-checkpoint/1"
 class CheckpointError(ValueError):
   """A checkpoint file that is unreadable, not a ufm checkpoint, or belongs to another sweep."""
 
-_PROBLEM_AXES = ("lam_W", "lam_H", "lam_b")
 
 
 class SweepResult(NamedTuple):
@@ -69,7 +69,7 @@ def _substitute(names, vals, problem, hparams, base_seed):
   for name, v in zip(names, vals):
     if name == "seed":
       seed = v
-    elif name in _PROBLEM_AXES:
+    elif name in scalar_leaves(problem):
       p = p.replace(**{name: v})
     else:
       h = h._replace(**{name: v})
@@ -238,7 +238,7 @@ def _run_chunked(stepper: Stepper, values, problem, hparams, base_seed, names, s
   return _finish_impl(state, rows, values, hparams, stepper=stepper, names=names)
 
 
-def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, Any], seed: int = 0,
+def sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: dict[str, Any], seed: int = 0,
           chunk_steps: int | None = None, checkpoint: str | os.PathLike | None = None,
           progress: bool | str = False, **solver_kwargs) -> SweepResult:
   """Solves the cartesian grid of ``axes`` with nested ``vmap`` in one jitted program.
@@ -265,7 +265,7 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
       values out of range (weight decays ``>= 0``, :data:`ufm.solvers.HPARAM_RANGES` for solver
     knobs, seeds integers in ``[0, 2**32)``), and values that overflow the problem's dtype.
   """
-  valid = ("seed",) + _PROBLEM_AXES + tuple(hparams._fields)
+  valid = ("seed",) + scalar_leaves(problem) + tuple(hparams._fields)
   names = tuple(axes)
   if not names:
     raise ValueError("axes is empty; give at least one of: " + ", ".join(valid))
@@ -281,7 +281,7 @@ def sweep(solver: Callable, problem: Problem, hparams: Any, *, axes: dict[str, A
     else:
       if name == "lam_b" and not problem.bias:
         raise ValueError("axis 'lam_b' has no effect on a problem without a bias; allowed: a bias=True problem")
-      bounds = dict(lo=0.0) if name in _PROBLEM_AXES else HPARAM_RANGES.get(name, {})
+      bounds = dict(lo=0.0) if name in scalar_leaves(problem) else HPARAM_RANGES.get(name, {})
       values.append(cast_checked(name, check_real(name, v, **bounds), problem.dtype))
     coords[name] = v
   base_seed = jnp.asarray(check_seed("seed", seed), jnp.uint32)

@@ -74,6 +74,11 @@ TOL = {
     "float32_argmin": (2e-3, 1e-5, "argmin in float32: sqrt(eps_32) = 3.5e-4 x condition (measured 4e-4)"),
     # Our metrics against rhubarbwu/neural-collapse run in float64 on the same arrays.
     "peer": (1e-10, 1e-12, "the same formulas in float64 in two libraries"),
+    # Singular values of the implicit Jacobian F = (beta/N)[Hess^-1]_HH at an exact stationary point (the vicinity
+    # base point is exact to 1e-16): one dense solve with a Hessian of condition <= 1e4 here. Measured 9e-16.
+    "implicit_map": (1e-12, 1e-12, "dense float64 solve, condition <= 1e4: 1e4 x eps = 2e-12 (measured 9e-16)"),
+    # Identities that hold for every W (e.g. Sigma_W(H*(W)) = A Sigma_W(H0) A): products and one d x d solve.
+    "identity_solve": (1e-12, 1e-14, "float64 d x d solves and products, condition <= 1e2 (measured 5e-16)"),
 }
 
 
