@@ -62,6 +62,10 @@ DEFAULT_EXAMPLES = 200
 EXPECTED = ("holds", "refuted")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _SOLVES_PER_BATCH = 8  # problems x inits per vmapped call; a fixed size, so one compilation per shape
+# Each compiled reference program maps ~580 memory regions on CPU (measured), and Linux allows 65530 per process
+# (vm.max_map_count): a full catalogue run (~150 shapes) died with "LLVM compilation error: Cannot allocate memory".
+# So JAX's compilation caches are dropped whenever this many reference programs are alive.
+_MAX_PROGRAMS = 40
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -218,7 +222,8 @@ def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
   """Reference solutions of ``specs`` (with a leading ``inits`` axis when ``claim.inits > 1``).
 
   Every solve of one shape, whatever the claim, goes through the same program: a flat batch of
-  ``_SOLVES_PER_BATCH`` solves (padded by repetition), so each shape compiles once per process.
+  ``_SOLVES_PER_BATCH`` solves (padded by repetition), so each shape compiles once (until the caches are
+  dropped, every ``_MAX_PROGRAMS`` programs).
   """
   out: list[Any] = [None] * len(specs)
   groups: dict[tuple, list[int]] = {}
@@ -226,6 +231,8 @@ def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
     groups.setdefault(s.shape_key, []).append(i)
   B, m = _SOLVES_PER_BATCH, claim.inits
   for idx in groups.values():
+    if _reference_batch._cache_size() >= _MAX_PROGRAMS:
+      jax.clear_caches()  # frees the compiled programs (and their memory maps); see _MAX_PROGRAMS
     template = specs[idx[0]].problem()
     dt = template.dtype
     solves = [(i, specs[i], k) for i in idx for k in _keys(specs[i], m)]  # flat: example x init
@@ -278,16 +285,16 @@ def _settings(examples: int, phases):
                                          HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
-def _draw(claim: Claim, examples: int, seed: int, max_shapes: int | None) -> list[ProblemSpec]:
+def _draw(claim: Claim, examples: int, seed: int, max_shapes: int | None, shapes: set) -> list[ProblemSpec]:
+  """The random examples (hypothesis, generate phase only); ``shapes`` collects the static shapes allowed."""
   drawn: list[ProblemSpec] = []
-  shapes: set = set()
 
   @_settings(examples, [Phase.generate])
   @hypothesis_seed(seed)
   @given(claim.problems)
   def collect(spec):
     if not isinstance(spec, ProblemSpec):
-      raise TypeError(f"claim {claim.name!r}: problems drew {type(spec).__name__}, not a ufm.testing.ProblemSpec")
+      raise ValueError(f"claim {claim.name!r}: problems drew {type(spec).__name__}, not a ufm.testing.ProblemSpec")
     if max_shapes is not None and spec.shape_key not in shapes:
       assume(len(shapes) < max_shapes)
       shapes.add(spec.shape_key)
@@ -334,7 +341,8 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
   tols = claim.resolved_tolerances()
   replay = store.counterexamples(claim.name) if store is not None else []
   t0 = time.perf_counter()
-  drawn = _draw(claim, examples, seed, max_shapes)
+  shapes: set = set()
+  drawn = _draw(claim, examples, seed, max_shapes, shapes)
   cache: dict[ProblemSpec, Outcome] = {}
 
   def evaluate_all(specs):
@@ -344,14 +352,15 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
     return [cache[s] for s in specs]
 
   replayed = evaluate_all(replay)  # stored counterexamples first
-  random = evaluate_all(drawn)
-  everything = replayed + random
+  fresh = evaluate_all(drawn)
+  everything = replayed + fresh
   failures = sum(not o.ok for o in everything)
 
   counterexample, shrink_calls = None, 0
-  first_bad = next((o for o in random if not o.ok), None)
+  first_bad = next((o for o in fresh if not o.ok), None)
   if first_bad is not None and shrink:
-    counterexample, shrink_calls = _shrink(claim, examples, seed, cache, evaluate_all)
+    allowed = shapes if max_shapes is not None else None
+    counterexample, shrink_calls = _shrink(claim, examples, seed, allowed, cache, evaluate_all)
   shrunk = counterexample is not None
   if counterexample is None and first_bad is not None:
     counterexample = first_bad
@@ -388,8 +397,9 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
   return result
 
 
-def _shrink(claim, examples, seed, cache, evaluate_all):
-  """Re-runs hypothesis with the same seed (it meets the same first failure, from the cache) and lets it shrink."""
+def _shrink(claim, examples, seed, allowed, cache, evaluate_all):
+  """Re-runs hypothesis with the same seed (it meets the same first failure, from the cache) and lets it shrink,
+  within the ``allowed`` shapes when the run was limited to some."""
   failing: list[Outcome] = []
   calls = [0]
 
@@ -397,6 +407,7 @@ def _shrink(claim, examples, seed, cache, evaluate_all):
   @hypothesis_seed(seed)
   @given(claim.problems)
   def check(spec):
+    assume(allowed is None or spec.shape_key in allowed)
     if spec not in cache:
       calls[0] += 1
     (out,) = evaluate_all([spec])
