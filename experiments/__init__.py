@@ -20,7 +20,8 @@ import importlib
 from types import ModuleType
 
 #: Registered experiments, in the order ``list`` prints them.
-EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram")
+EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
+               "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation")
 
 __all__ = ["EXPERIMENTS", "get"]
 

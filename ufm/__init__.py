@@ -6,7 +6,7 @@ strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executa
 The most used names are re-exported here.
 """
 
-from ufm import claims, metrics, objectives, problem, solvers, sweep, testing, theory
+from ufm import claims, metrics, objectives, problem, solvers, sweep, testing, theory, vicinity
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -53,4 +53,5 @@ __all__ = [
     "sweep",
     "testing",
     "theory",
+    "vicinity",
 ]

@@ -1,0 +1,145 @@
+r"""Within-class variability of the optimised features against the input's (Tirer, Huang, Niles-Weed 2023).
+
+``H0`` is a near-collapsed input: the collapsed minimiser of the ``beta = 0`` problem
+(:func:`ufm.theory.vicinity_base_point`'s scale, orthogonal frame) plus Gaussian within-class
+noise of standard deviation ``within`` (the swept noise level) and between-class noise
+``between``. For a grid of noise levels and :math:`\beta` (vmapped), the figure shows
+
+* along the gradient flow on the central path from :math:`H_0`
+  (:func:`ufm.vicinity.central_path_flow`): :math:`\mathrm{NC1} = \mathrm{tr}\Sigma_W/\mathrm{tr}\Sigma_B`
+  relative to the input's (claim 1 of the paper: it decreases);
+* at the minimiser (float64 L-BFGS): NC1 of :math:`H^\star` over NC1 of :math:`H_0`, and
+  :math:`\mathrm{tr}\Sigma_W(H^\star)/\mathrm{tr}\Sigma_W(H_0)` under the bound
+  :math:`(\beta/(\beta + \lambda_H))^2` of the contraction identity
+  (:func:`ufm.theory.contraction_map`).
+
+Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658 (within-class variability along the
+central path; model in the paper's normalisation, THEORY.md §3.4, §10).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import ufm
+from experiments import _common
+from ufm import theory, vicinity
+
+TITLE = "NC1 of the optimised features vs the input's, along the central-path flow and at the minimiser"
+PAPER = "Tirer, Huang & Niles-Weed 2023"
+FIGURE = "claim 1 (within-class variability decreases)"
+RUNTIME = "40 s"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: K = 4, d = 10, n = 10, lam_W = sqrt(2), lam_H = 0.3, 6 noise levels x 6 betas. ``"smoke"``: 2 x 2."""
+  c = ml_collections.ConfigDict()
+  c.K, c.d, c.n = 4, 10, 10
+  c.lam_W, c.lam_H = math.sqrt(2), 0.3
+  c.withins = (0.03, 0.06, 0.1, 0.2, 0.4, 0.8)
+  c.between = 0.05
+  c.betas = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+  c.seed = 0
+  c.flow_time, c.flow_steps, c.log_every = 20.0, 4000, 40
+  c.gtol = 1e-10
+  c.x64 = True
+  if arg == "smoke":
+    c.K, c.d, c.n, c.withins, c.betas = 2, 3, 2, (0.1, 0.3), (1.0, 10.0)
+    c.flow_time, c.flow_steps, c.log_every = 0.5, 40, 10
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def _positive(name, values):
+  vals = np.asarray([float(ufm.problem.check_real(name, v, lo=0.0, lo_open=True)) for v in values])
+  if vals.ndim != 1 or vals.size == 0:
+    raise ValueError(f"{name} = {values!r}: allowed: a non-empty tuple of positive numbers")
+  return vals
+
+
+def sweep(c) -> dict:
+  """The vmapped axes: noise level ``within`` (outer) and ``beta``."""
+  return {"within": _positive("withins", c.withins), "beta": _positive("betas", c.betas)}
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dims ``(within, beta, time)`` for the flow, ``(within, beta)`` for the minimiser."""
+  K = _common.check_int("K", c.K, lo=2)
+  d, n = _common.check_int("d", c.d, lo=K), _common.check_int("n", c.n, lo=2)
+  axes = sweep(c)
+  _common.check_int("flow_steps", c.flow_steps, hi=10**6)
+  _common.check_int("log_every", c.log_every)
+  if c.flow_steps % c.log_every:
+    raise ValueError(f"flow_steps = {c.flow_steps}, log_every = {c.log_every}: allowed: a multiple of log_every")
+  flow_time = float(ufm.problem.check_real("flow_time", c.flow_time, lo=0.0, lo_open=True))
+  between = float(ufm.problem.check_real("between", c.between, lo=0.0))
+  counts = ufm.balanced_counts(K, n)
+  bp = theory.vicinity_base_point(K, n, d, c.lam_W, c.lam_H)  # validates lam_W, lam_H (> 0, product < 1)
+  key = jax.random.key(_common.check_int("seed", c.seed, lo=0))
+  base = vicinity.make_vicinity_problem(bp.H0, counts, lam_W=c.lam_W, lam_H=c.lam_H, beta=1.0)
+  hp = ufm.lbfgs_hparams(init_scale=1e-6, gtol=c.gtol)
+  step = flow_time / c.flow_steps
+  if step * (1 + axes["beta"].max() + c.lam_H + bp.a2) > 1.0:  # explicit Euler: N dt x curvature < 2 with margin
+    raise ValueError(f"flow_time / flow_steps = {step:g} is too large for beta = {axes['beta'].max()}; "
+                     f"allowed: flow_steps >= {math.ceil(flow_time * (1 + axes['beta'].max() + c.lam_H + bp.a2))}")
+
+  def H0_of(within):
+    return vicinity.noisy_collapsed_features(key, counts, d, scale=math.sqrt(bp.b2), within=within, between=between)
+
+  def one(within, beta):
+    p = base.replace(H0=H0_of(within), beta=beta)
+    sol = ufm.lbfgs_reference(jax.random.key(0), p, hp)
+    _, tr = vicinity.central_path_flow(p, step_size=step, num_steps=c.flow_steps, log_every=c.log_every)
+    nc1 = lambda H: ufm.metrics.nc1_ratio(H, p.labels, K)
+    trw = lambda H: jnp.trace(vicinity.within_class_covariance(H, p.labels, K))
+    return dict(flow_nc1=tr.nc1_ratio, flow_objective=tr.objective, flow_tr_sigma_W=tr.tr_sigma_W,
+                nc1_H0=nc1(p.H0), nc1_star=nc1(sol.params.H), tr_sigma_W_H0=trw(p.H0),
+                tr_sigma_W_star=trw(sol.params.H), converged=sol.converged, grad_norm=sol.grad_norm)
+
+  dt = _common.dtype(c)
+  out = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(jnp.asarray(axes["within"], dt),
+                                                                 jnp.asarray(axes["beta"], dt))
+  dims2 = ("within", "beta")
+  data = {k: (dims2 + (("time",) if k.startswith("flow_") else ()), np.asarray(v)) for k, v in out.items()}
+  times = step * c.log_every * np.arange(c.flow_steps // c.log_every + 1)
+  ds = xr.Dataset(data, coords={"within": axes["within"], "beta": axes["beta"], "time": times})
+  ds["bound"] = ("beta", (axes["beta"] / (axes["beta"] + c.lam_H)) ** 2)
+  ds.attrs.update(K=K, d=d, n=n, lam_W=c.lam_W, lam_H=c.lam_H, between=between)
+  return ds
+
+
+def plot(results: xr.Dataset, c):
+  """Panels: NC1 along the flow (middle noise level); NC1(H*)/NC1(H0) vs noise; trace ratio vs beta."""
+  from matplotlib import pyplot as plt
+  from matplotlib.ticker import NullFormatter
+  fig, axs = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+  w_mid = results.within.values[len(results.within) // 2]
+  for i, beta in enumerate(results.beta.values):
+    r = results.sel(within=w_mid, beta=beta)
+    axs[0].plot(results.time.values, r.flow_nc1 / r.flow_nc1[0], color=f"C{i}", label=f"β={beta:g}")
+    rr = results.sel(beta=beta)
+    axs[1].plot(results.within.values, rr.nc1_star / rr.nc1_H0, "o-", color=f"C{i}", ms=4, label=f"β={beta:g}")
+  for j, w in enumerate(results.within.values):
+    rr = results.sel(within=w)
+    axs[2].plot(results.beta.values, rr.tr_sigma_W_star / rr.tr_sigma_W_H0, "o", color=f"C{j}", ms=4, mfc="none",
+                label=f"within={w:g}")
+  axs[2].plot(results.beta.values, results.bound.values, "k--", lw=1, label=r"bound $(\beta/(\beta+\lambda_H))^2$")
+  axs[0].set(xlabel="flow time", ylabel="NC1(H(t)) / NC1(H0)", xscale="symlog",
+             title=f"central-path flow from H0 (within = {w_mid:g})")
+  axs[1].set(xscale="log", xlabel="within-class noise of H0", ylabel="NC1(H*) / NC1(H0)",
+             title="at the minimiser (L-BFGS)")
+  axs[2].set(xscale="log", xlabel=r"$\beta$", ylabel=r"tr $\Sigma_W(H^*)$ / tr $\Sigma_W(H_0)$",
+             title="contraction of the within-class covariance")
+  axs[1].xaxis.set_minor_formatter(NullFormatter())
+  for ax in axs:
+    ax.legend(fontsize=7)
+  nonconv = int((~results.converged.values).sum())
+  fig.suptitle(f"Vicinity UFM (MSE), K={results.attrs['K']}, d={results.attrs['d']}, n={results.attrs['n']}, "
+               f"$\\lambda_W$={results.attrs['lam_W']:.3g}, $\\lambda_H$={results.attrs['lam_H']:g}; NC1 = tr Σ_W / "
+               f"tr Σ_B" + (f"; {nonconv} minimisers not converged" if nonconv else ""), fontsize=10)
+  return fig
