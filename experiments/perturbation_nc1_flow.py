@@ -99,7 +99,8 @@ def run(c, ctx=None) -> xr.Dataset:
     trw = lambda H: jnp.trace(vicinity.within_class_covariance(H, p.labels, K))
     return dict(flow_nc1=tr.nc1_ratio, flow_objective=tr.objective, flow_tr_sigma_W=tr.tr_sigma_W,
                 nc1_H0=nc1(p.H0), nc1_star=nc1(sol.params.H), tr_sigma_W_H0=trw(p.H0),
-                tr_sigma_W_star=trw(sol.params.H), converged=sol.converged, grad_norm=sol.grad_norm)
+                tr_sigma_W_star=trw(sol.params.H), converged=sol.converged, grad_norm=sol.grad_norm,
+                diverged=sol.diverged | ~jnp.all(jnp.isfinite(tr.objective)))
 
   dt = _common.dtype(c)
   out = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(jnp.asarray(axes["within"], dt),

@@ -81,6 +81,7 @@ def run(c, ctx=None) -> xr.Dataset:
     nc1 = jax.vmap(jax.vmap(lambda h: ufm.metrics.nc1_ratio(h, p.labels, K)))(H)
     ds[f"nc1_ratio_{tag}"] = (names, np.asarray(nc1) / nc1_H0)
     ds[f"converged_{tag}"] = (names, np.asarray(res.solution.converged))
+    ds[f"diverged_{tag}"] = (names, np.asarray(res.solution.diverged))
     ds[f"norm_W_sq_{tag}"] = (names, np.asarray((res.solution.params.W ** 2).sum(axis=(-1, -2))))
   ds.attrs.update(K=K, d=d, n=n, beta=c.beta, lam_W=c.lam_W, within=c.within, between=c.between, nc1_H0=nc1_H0)
   return ds

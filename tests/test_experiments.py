@@ -51,7 +51,9 @@ def test_experiment_smoke_end_to_end(name, tmp_path):
     v = ds[var].values
     if v.dtype.kind == "f" and not var.startswith("pred_"):  # predictions are NaN where theory fixes nothing
       assert np.all(np.isfinite(v)), var
-  assert not ds.diverged.values.any()
+  for var in ds.data_vars:  # every solver run is reported, and none diverged at the smoke config
+    if var.startswith("diverged"):
+      assert not ds[var].values.any(), var
   _assert_same(runner.load_results(record.path), ds)
   assert json.loads((record.path / "config.json").read_text()) == runner.config_dict(c)
   meta = json.loads((record.path / "meta.json").read_text())

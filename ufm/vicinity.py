@@ -263,7 +263,7 @@ def _linearised_map(problem, params):
   return dz[K * d:].reshape(d, N, d, N)
 
 
-def class_blocks(F: jax.Array, counts, k: int, k2: int) -> jax.Array:
+def class_blocks(F: jax.typing.ArrayLike, counts, k: int, k2: int) -> jax.typing.ArrayLike:
   """The ``(d n_k) x (d n_k2)`` block of ``F`` mapping class ``k2`` of ``H0`` to class ``k`` of ``H*``."""
   starts = np.concatenate([[0], np.cumsum(counts)])
   d = F.shape[0]
