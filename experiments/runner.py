@@ -43,6 +43,7 @@ import xarray as xr
 
 import experiments
 import ufm
+from ufm.sweep import atomic_write
 
 __all__ = ["Context", "ResultsError", "RunRecord", "apply_overrides", "config_dict", "config_hash",
            "default_figures_dir", "environment", "figure_paths", "load_results", "read_run", "run", "save_figure",
@@ -182,21 +183,8 @@ class Context:
 
 # ----------------------------------------------------------------------------------- storage
 
-def _atomic_write(path: Path, write) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def _write_json(path: Path, obj) -> None:
-  _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+  atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def _check_storable(name: str, a: np.ndarray):
@@ -217,7 +205,7 @@ def save_results(ds: xr.Dataset, directory: str | os.PathLike) -> None:
       arrays[key] = a
       schema[kind][str(name)] = {"dims": list(var.dims), "dtype": a.dtype.str, "shape": list(a.shape),
                                  "attrs": _jsonable(dict(var.attrs)), "key": key}
-  _atomic_write(directory / "results.npz", lambda f: np.savez(f, **arrays))
+  atomic_write(directory / "results.npz", lambda f: np.savez(f, **arrays))
   _write_json(directory / "results.json", schema)
 
 
@@ -404,7 +392,7 @@ def save_figure(fig, name: str, directories) -> list[Path]:
     Path(directory).mkdir(parents=True, exist_ok=True)
     for path in figure_paths(name, directory):
       fmt = path.suffix[1:]
-      _atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight",
+      atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight",
                                                          metadata={"Software": None} if fmt == "png"
                                                          else {"CreationDate": None}))
       paths.append(path)

@@ -28,6 +28,7 @@ import numpy as np
 from flax import struct
 
 __all__ = [
+    "ClassStructure",
     "LOSSES",
     "Params",
     "Problem",
@@ -176,29 +177,8 @@ def make_labels(counts, dtype=None) -> jax.Array:
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
 
 
-@struct.dataclass
-class Problem:
-  """One UFM instance; numeric hyperparameters are array leaves, shapes are static.
-
-  Attributes:
-    Y: one-hot labels, ``K x N``, columns grouped by class.
-    lam_W, lam_H, lam_b: weight decays (scalar arrays, or arrays with leading batch
-      axes when a batch of problems is built for ``vmap``).
-    counts: per-class sample counts ``(n_1, ..., n_K)`` (static).
-    d: feature dimension (static).
-    loss: ``"ce"`` (softmax cross-entropy) or ``"mse"`` (static).
-    bias: whether the classifier has a bias ``b`` (static).
-  """
-  # Leaves are typed Any, not jax.Array: vmap specs (``problem.replace(Y=None, lam_W=0)``) and
-  # batching placeholders pass through the constructor too.
-  Y: Any
-  lam_W: Any
-  lam_H: Any
-  lam_b: Any
-  counts: tuple[int, ...] = struct.field(pytree_node=False)
-  d: int = struct.field(pytree_node=False)
-  loss: str = struct.field(pytree_node=False, default="ce")
-  bias: bool = struct.field(pytree_node=False, default=False)
+class ClassStructure:
+  """Properties shared by problem classes that hold ``counts`` and one-hot labels ``Y`` (class-major columns)."""
 
   @property
   def K(self) -> int:
@@ -225,6 +205,32 @@ class Problem:
   @property
   def dtype(self):
     return self.Y.dtype
+
+
+@struct.dataclass
+class Problem(ClassStructure):
+  """One UFM instance; numeric hyperparameters are array leaves, shapes are static.
+
+  Attributes:
+    Y: one-hot labels, ``K x N``, columns grouped by class.
+    lam_W, lam_H, lam_b: weight decays (scalar arrays, or arrays with leading batch
+      axes when a batch of problems is built for ``vmap``).
+    counts: per-class sample counts ``(n_1, ..., n_K)`` (static).
+    d: feature dimension (static).
+    loss: ``"ce"`` (softmax cross-entropy) or ``"mse"`` (static).
+    bias: whether the classifier has a bias ``b`` (static).
+  """
+  # Leaves are typed Any, not jax.Array: vmap specs (``problem.replace(Y=None, lam_W=0)``) and
+  # batching placeholders pass through the constructor too.
+  Y: Any
+  lam_W: Any
+  lam_H: Any
+  lam_b: Any
+  counts: tuple[int, ...] = struct.field(pytree_node=False)
+  d: int = struct.field(pytree_node=False)
+  loss: str = struct.field(pytree_node=False, default="ce")
+  bias: bool = struct.field(pytree_node=False, default=False)
+
 
 
 def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, dtype=None) -> Problem:

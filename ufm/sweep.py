@@ -33,7 +33,7 @@ import numpy as np
 from ufm.problem import ProblemLike, cast_checked, check_real, check_seed
 from ufm.solvers import HPARAM_RANGES, Stepper, _canonical, scalar_leaves
 
-__all__ = ["CheckpointError", "SweepResult", "sweep"]
+__all__ = ["CheckpointError", "SweepResult", "atomic_write", "sweep"]
 
 _CKPT_FORMAT = "ufm-sweep-checkpoint/1"
 
@@ -139,10 +139,17 @@ def _save_checkpoint(path: Path, fingerprint: str, chunks_done: int, state, rows
   meta = dict(format=_CKPT_FORMAT, fingerprint=fingerprint, chunks_done=chunks_done, num_leaves=len(leaves))
   arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   path.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable) -> None:
+  """Writes a file atomically: ``write(f)`` into a temporary file beside ``path``, ``fsync``, then
+  ``os.replace``; a reader sees the old file or the new one, never a partial one."""
+  path = Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -37,8 +37,8 @@ import optax
 from flax import struct
 
 from ufm import metrics as _metrics
-from ufm.problem import (LOSSES, Params, Problem, _check_counts, _check_int, cast_checked, check_real,
-                         make_labels, make_problem)
+from ufm.problem import (LOSSES, ClassStructure, Params, Problem, _check_counts, _check_int, cast_checked,
+                         check_real, make_labels, make_problem)
 
 __all__ = ["FlowTrace", "VicinityProblem", "as_plain_problem", "central_path_flow", "central_path_objective",
            "class_blocks", "linearised_map", "make_vicinity_problem", "noisy_collapsed_features",
@@ -46,7 +46,7 @@ __all__ = ["FlowTrace", "VicinityProblem", "as_plain_problem", "central_path_flo
 
 
 @struct.dataclass
-class VicinityProblem:
+class VicinityProblem(ClassStructure):
   """A UFM whose features are kept near ``H0`` (see the module docstring for the objective).
 
   Attributes:
@@ -69,22 +69,6 @@ class VicinityProblem:
 
   SCALAR_LEAVES = ("lam_W", "lam_H", "beta", "eps")
   bias = False  # the paper's model is bias-free; Params.b stays 0
-
-  @property
-  def K(self) -> int:
-    return len(self.counts)
-
-  @property
-  def N(self) -> int:
-    return sum(self.counts)
-
-  @property
-  def labels(self) -> jax.Array:
-    return jnp.asarray(np.repeat(np.arange(self.K), self.counts))
-
-  @property
-  def dtype(self):
-    return self.Y.dtype
 
   def value(self, params: Params) -> jax.Array:
     r"""The objective :math:`f(W, H; H_0)` of the module docstring."""
