@@ -31,7 +31,7 @@ RUNTIME = "160 s"
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K = 4, n = 5, d in (K-1, K, 32), CE and MSE, 3 init scales x 400 seeds = 1200 inits, 5000 steps.
-  ``"smoke"``: K = 3, 2 init scales x 2 seeds, 40 steps."""
+  ``"smoke"``: K = 3, d = 2, 2 init scales x 2 seeds, 40 steps."""
   c = ml_collections.ConfigDict()
   c.losses = ("ce", "mse")
   c.bias = True  # both papers' UFM has a bias (unregularised here: lam_b = 0)
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.gap_tol = 1e-8  # the fraction of runs with gap below this is reported
   c.x64 = True
   if arg == "smoke":
-    c.K, c.n, c.ds, c.num_seeds, c.init_scales, c.num_steps, c.log_every = 3, 2, (2, 3), 2, (0.1, 1.0), 40, 20
+    c.K, c.n, c.ds, c.num_seeds, c.init_scales, c.num_steps, c.log_every = 3, 2, (2,), 2, (0.1, 1.0), 40, 20
   elif arg is not None:
     raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
   return c

@@ -161,7 +161,8 @@ class _Kill(Exception):
 
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
   name = "etf_emergence"
-  c = runner.apply_overrides(experiments.get(name).get_config("smoke"), ["settings=('ce', 'mse+bias')"])
+  c = experiments.get(name).get_config("smoke")  # settings ("ce", "mse+bias"), 4 chunks of 10 steps each
+  assert c.settings == ("ce", "mse+bias") and c.num_steps == 40 and c.log_every == 10
   clean = runner.run(name, c, out=tmp_path / "clean", chunk_steps=10)
   real = ufm.sweep._advance_impl
   count = {"n": 0}
