@@ -20,6 +20,7 @@ residual ``grad_norm`` (the largest final gradient norm of its reference solves)
 ``Claim.gtol``: a comparison with an unconverged solve decides nothing, so it counts as a failure.
 """
 
+import collections
 import dataclasses
 import functools
 import importlib
@@ -218,7 +219,26 @@ def _keys(spec: ProblemSpec, inits: int) -> jax.Array:
   return key[None] if inits == 1 else jax.random.split(key, inits)
 
 
+# Solutions already computed in this process, keyed by (problem, inits, gtol, max_steps): claims that draw the same
+# problems (the catalogue's CE claims share a strategy) reuse them instead of solving (and maybe compiling) again.
+_SOLUTIONS: "collections.OrderedDict[tuple, Solution]" = collections.OrderedDict()
+_MAX_SOLUTIONS = 2048  # ~50 kB each (the NaN-padded L-BFGS trace dominates)
+
+
 def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
+  """Reference solutions of ``specs``: from :data:`_SOLUTIONS` when solved before, else :func:`_solve_new`."""
+  tag = (claim.inits, float(claim.gtol), claim.max_steps)
+  todo = [s for s in dict.fromkeys(specs) if (s, *tag) not in _SOLUTIONS]
+  fresh = dict(zip(todo, _solve_new(todo, claim)))
+  out = [fresh[s] if s in fresh else _SOLUTIONS[(s, *tag)] for s in specs]
+  for s, sol in fresh.items():
+    _SOLUTIONS[(s, *tag)] = sol
+    while len(_SOLUTIONS) > _MAX_SOLUTIONS:
+      _SOLUTIONS.popitem(last=False)
+  return out
+
+
+def _solve_new(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
   """Reference solutions of ``specs`` (with a leading ``inits`` axis when ``claim.inits > 1``).
 
   Every solve of one shape, whatever the claim, goes through the same program: a flat batch of
