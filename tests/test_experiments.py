@@ -207,6 +207,20 @@ def test_chunked_sweep_with_progress_equals_one_call_bit_for_bit(solver, tmp_pat
     ufm.sweep.sweep(fn, p, hp, axes=axes, chunk_steps=7, **kw)
 
 
+def test_a_diverged_chunked_sweep_keeps_its_full_trace(tmp_path):
+  """Every configuration diverges in the first chunk: gradient descent's chunks still all run (its trace rows
+  are part of the result), so the output equals the one-call sweep, flagged diverged."""
+  p = ufm.make_problem(ufm.balanced_counts(3, 2), d=3, lam_W=1e-2, lam_H=1e-2, loss="mse", bias=False)
+  hp, kw = ufm.gd_hparams(1e4, init_scale=1.0), dict(axes={"seed": [0, 1]}, num_steps=60, log_every=10)
+  whole = ufm.sweep.sweep(ufm.gradient_descent, p, hp, **kw)
+  parts = ufm.sweep.sweep(ufm.gradient_descent, p, hp, chunk_steps=20, checkpoint=tmp_path / "ck.npz", **kw)
+  assert np.asarray(parts.solution.diverged).all()
+  assert parts.solution.trace.objective.shape == (2, 6)
+  same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True), whole.solution,
+                      parts.solution)
+  assert all(jax.tree.leaves(same))
+
+
 def test_a_checkpoint_of_another_sweep_is_refused(tmp_path):
   p = ufm.make_problem(ufm.balanced_counts(3, 2), d=3, lam_W=1e-2, lam_H=1e-2, loss="ce", bias=False)
   kw = dict(axes={"seed": [0, 1]}, num_steps=20, log_every=10, checkpoint=tmp_path / "ck.npz")

@@ -306,12 +306,15 @@ class Plan(NamedTuple):
     total: units of work of a whole solve (steps for gradient descent, iterations for L-BFGS).
     granularity: a chunk must be a multiple of it that divides ``total`` (GD: ``log_every``; L-BFGS: 1).
     chunk_arg: the name of ``advance``'s chunk-length argument; its value is ``chunk // granularity``.
+    early_stop: chunks may stop once every configuration is ``finished`` (the output does not depend
+      on the number of chunks run: L-BFGS); false when every chunk adds trace rows (gradient descent).
   """
   init_kwargs: tuple
   advance_kwargs: tuple
   total: int
   granularity: int
   chunk_arg: str
+  early_stop: bool = False
 
 
 class Stepper(NamedTuple):
@@ -429,7 +432,8 @@ def _lbfgs_finish(state: LBFGSState, rows, hparams) -> "Solution":
 def _lbfgs_plan(max_steps: int = 3000, memory_size: int = 20) -> Plan:
   _check_lbfgs_static(max_steps, memory_size)
   kw = (("max_steps", max_steps), ("memory_size", memory_size))
-  return Plan(init_kwargs=kw, advance_kwargs=kw, total=max_steps, granularity=1, chunk_arg="num_iters")
+  return Plan(init_kwargs=kw, advance_kwargs=kw, total=max_steps, granularity=1, chunk_arg="num_iters",
+              early_stop=True)
 
 
 @_public

@@ -227,9 +227,8 @@ def _run_chunked(stepper: Stepper, values, problem, hparams, base_seed, names, s
                unit="step", dynamic_ncols=True, desc=progress if isinstance(progress, str) else "sweep", leave=False)
   try:
     for c in range(done, total):
-      finished = np.asarray(stepper.finished(state, plan.total))
-      if finished.all():  # an early-stopping solver (L-BFGS) whose configurations have all stopped
-        break
+      if plan.early_stop and np.asarray(stepper.finished(state, plan.total)).all():
+        break  # L-BFGS: every configuration has stopped; the remaining chunks would change nothing
       state, more = _advance_impl(state, *args, stepper=stepper, names=names, advance_kwargs=advance_kwargs)
       rows = _concat_rows(rows, more, t_axis)
       if checkpoint is not None:
