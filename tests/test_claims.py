@@ -217,7 +217,8 @@ def test_catalogue_covers_every_closed_form_of_ufm_theory():
   """Every closed form of ufm.theory is the expected side of some claim; every tolerance is a TOL entry."""
   import inspect
   cat = inspect.getsource(sys.modules["ufm.claims.catalogue"])
-  for fn in ("ce_balanced", "collapse_threshold", "mse_minimiser", "orthogonal_frame", "etf_target"):
+  for fn in ("ce_balanced", "collapse_threshold", "mse_minimiser", "orthogonal_frame", "etf_target",
+             "vicinity_base_point", "vicinity_linearised_map", "contraction_map"):
     assert f"theory.{fn}(" in cat, fn
   assert sum(c.theory is theory.predict for c in claims.CATALOGUE.values()) >= 4  # predict, with its metrics
   for c in claims.CATALOGUE.values():
