@@ -5,7 +5,7 @@ import xarray as xr
 
 import jax.numpy as jnp
 import ufm
-from ufm.problem import check_seed
+from ufm.problem import _check_int, check_seed
 
 #: Setting label -> (loss, bias) for the four balanced UFM variants.
 SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
@@ -17,11 +17,12 @@ def dtype(config):
 
 
 def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
-  """``value`` as an int in ``[lo, hi]``; ``ValueError`` naming ``name`` and the range otherwise."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
-    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-    raise ValueError(f"{name} = {value!r} is out of range; allowed: an integer {rng}")
-  return int(value)
+  """``value`` as an int in ``[lo, hi]`` (:func:`ufm.problem._check_int` plus an upper bound); ``ValueError``
+  naming ``name`` and the range otherwise."""
+  value = _check_int(name, value, lo=lo)
+  if hi is not None and value > hi:
+    raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers in [{lo}, {hi}]")
+  return value
 
 
 def check_steps(config):
@@ -83,8 +84,8 @@ def final_metrics(res: ufm.sweep.SweepResult, problem, names) -> dict:
   return {k: (res.axes, np.asarray(v)) for k, v in out.items()}
 
 
-def predicted(problem) -> dict:
-  """``ufm.theory.predict`` as plain floats: objective, norms, and every fixed NC-metric target."""
+def predicted(problem) -> tuple[dict, "ufm.theory.Prediction"]:
+  """``ufm.theory.predict`` as plain floats (objective, norms, every fixed NC-metric target), and the prediction."""
   p = ufm.theory.predict(problem)
   out = {"objective": p.objective, "norm_W_sq": p.norm_W_sq, "norm_H_sq": p.norm_H_sq, "norm_b": p.norm_b}
   out.update(p.metrics)

@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 
 import hypothesis
 import numpy as np
