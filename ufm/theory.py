@@ -15,6 +15,7 @@ Derivations that go beyond (or correct) ``THEORY.md`` are written out in the
 docstrings of :func:`mse_minimiser` and :func:`ce_balanced`.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -683,9 +684,14 @@ def mixup_same_class_scale(K: int, *, lam_H, rho=1.0) -> jax.Array:
   feature decay :math:`\mu` = ``lam_H``.
   """
   _check_mixup_args(K, rho, lam_H, "ce")
+  dt = jnp.result_type(float)
+  return _same_class_scale(jnp.asarray(lam_H, dt), jnp.asarray(rho, dt), K=int(K))
+
+
+@functools.partial(jax.jit, static_argnames=("K",))
+def _same_class_scale(lam_H, rho, *, K: int):
   kappa = mixup_kappa(K, lam_H=lam_H, rho=rho)
-  beta = jnp.asarray(rho) ** 2 * K / (K - 1)
-  return _same_class_margin(K, kappa) / beta
+  return _same_class_margin(K, kappa) / (rho**2 * K / (K - 1))
 
 
 def _reduced_value_grad_hess(uv, lam, K, kappa):
@@ -714,7 +720,7 @@ def _reduced_newton(lam, K: int, kappa, num_iters: int = 80):
   """Damped Newton (Armijo backtracking over 2^-j, j = 0..30, evaluated at once) on the strictly convex G."""
   lam, kappa = jnp.broadcast_arrays(jnp.asarray(lam), jnp.asarray(kappa))
   uv0 = jnp.zeros(lam.shape + (2,), lam.dtype)
-  ts = 0.5 ** jnp.arange(31, dtype=lam.dtype)
+  ts = (0.5 ** jnp.arange(31, dtype=lam.dtype)).reshape((1,) * lam.ndim + (31,))  # [..., t]
 
   def step(uv, _):
     G, g, (huu, hvv, huv) = _reduced_value_grad_hess(uv, lam, K, kappa)
@@ -723,10 +729,10 @@ def _reduced_newton(lam, K: int, kappa, num_iters: int = 80):
     dv = -(huu * g[..., 1] - huv * g[..., 0]) / det
     d = jnp.stack([du, dv], -1)
     slope = jnp.sum(g * d, -1)
-    cand = uv[..., None, :] + ts[:, None] * d[..., None, :]  # [..., t, 2]
+    cand = uv[..., None, :] + ts[..., None] * d[..., None, :]  # [..., t, 2]
     Gc = _reduced_value_grad_hess(cand, lam[..., None], K, kappa[..., None])[0]
     ok = (Gc <= G[..., None] + 1e-4 * ts * slope[..., None]) & (Gc < G[..., None])  # strict: rounding is no decrease
-    t = jnp.where(jnp.any(ok, -1), ts[jnp.argmax(ok, -1)], 0.0)
+    t = jnp.where(jnp.any(ok, -1), 0.5 ** jnp.argmax(ok, -1).astype(lam.dtype), 0.0)
     # Once the decrease of G is below ulp(G), Armijo cannot see it: in the local regime (|grad|^2 < eps^(3/4),
     # 1.8e-12 in float64) take the full Newton step whenever it lowers the gradient norm.
     g_full = _reduced_value_grad_hess(uv + d, lam, K, kappa)[1]
@@ -806,7 +812,13 @@ def mixup_optimal_feature(lam, K: int, *, lam_H, rho=1.0, loss: str = "ce", mixu
     :class:`MixupFeature` with fields shaped like ``lam`` (broadcast with ``lam_H``, ``rho``).
   """
   _check_mixup_args(K, rho, lam_H, loss, lam)
-  lam, lam_H, rho = (jnp.asarray(x, jnp.result_type(float)) for x in (lam, lam_H, rho))
+  dt = jnp.result_type(float)
+  return _mixup_feature(jnp.asarray(lam, dt), jnp.asarray(lam_H, dt), jnp.asarray(rho, dt), K=int(K), loss=loss,
+                        mixup=bool(mixup))
+
+
+@functools.partial(jax.jit, static_argnames=("K", "loss", "mixup"))
+def _mixup_feature(lam, lam_H, rho, *, K: int, loss: str, mixup: bool) -> MixupFeature:
   lam, lam_H, rho = jnp.broadcast_arrays(lam, lam_H, rho)
   beta = rho**2 * K / (K - 1)
   zero = jnp.zeros_like(lam)
