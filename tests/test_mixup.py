@@ -69,7 +69,7 @@ def _soft_labels(K, c, c2, lam):
   return jnp.asarray(lam[None, :] * E[:, c][:, None] + (1 - lam[None, :]) * E[:, c2][:, None])
 
 
-@pytest.mark.parametrize("K,mu,rho", [(2, 0.1, 1.0), (4, 0.1, 1.0), (10, 0.01, 2.0)])
+@pytest.mark.parametrize("K,mu,rho", [(2, 0.1, 1.0), (4, 0.1, 1.0), (10, 0.01, 2.0)])  # K = 4: LAMS, compiled once
 def test_reduced_solution_is_the_stationary_point_of_the_full_problem_with_its_symmetries(K, mu, rho):
   f = theory.mixup_optimal_feature(LAMS, K, lam_H=mu, rho=rho)
   W = _etf(K, K + 1, rho)
@@ -103,26 +103,25 @@ def test_reduced_solution_is_the_stationary_point_of_the_full_problem_with_its_s
 
 def test_reduced_solution_reproduces_the_independent_float64_profile():
   """THEORY.md §11 B.2 (K = 4, rho = 1, mu = 0.1): a separate SciPy/Newton computation, printed to 10 digits."""
-  lam = np.array([0.1, 0.25, 0.4, 0.5, 1.0])
+  lam = np.array([0.1, 0.25, 0.4, 0.5, 1.0, 0.0, 0.6, 0.75, 0.9])  # the shape of LAMS: no new compilation
   f = theory.mixup_optimal_feature(lam, 4, lam_H=0.1)
-  np.testing.assert_allclose(f.a, [0.4738065777, 0.9187802995, 1.2175352808, 1.3763224375, 2.0871368173], atol=1e-10)
-  np.testing.assert_allclose(f.prob_c, [0.112354, 0.223888, 0.346608, 0.431184, 0.843465], atol=1e-6)
+  np.testing.assert_allclose(f.a[:5], [0.4738065777, 0.9187802995, 1.2175352808, 1.3763224375, 2.0871368173],
+                             atol=1e-10)
+  np.testing.assert_allclose(f.prob_c[:5], [0.112354, 0.223888, 0.346608, 0.431184, 0.843465], atol=1e-6)
 
 
 def test_mixup_confidence_tends_to_the_mixing_proportion_when_weakly_regularised():
   """Stationarity gives p_c = lam + p_o - mu a (THEORY.md §11 B.1), so with mu -> 0 (kappa -> inf) the mixup-CE
   confidence tends to max(lam, 1 - lam): calibrated on mixed examples; the interpolated plain-CE features are
-  overconfident (K = 3, mu = 1e-3: 0.956 at lam = 1/4)."""
-  lam = np.linspace(0, 1, 21)
-  conf = theory.mixup_confidence(lam, 3, lam_H=1e-3)
-  assert float(jnp.abs(conf - np.maximum(lam, 1 - lam)).max()) < 0.01
-  plain = theory.mixup_confidence(lam, 3, lam_H=1e-3, mixup=False)
-  assert float(plain[5]) > 0.95 and float(jnp.abs(plain - np.maximum(lam, 1 - lam)).max()) > 0.2
+  overconfident (K = 4, mu = 1e-3: 0.95 at lam = 1/4)."""
+  conf = theory.mixup_confidence(LAMS, 4, lam_H=1e-3)
+  assert float(jnp.abs(conf - np.maximum(LAMS, 1 - LAMS)).max()) < 0.01
+  plain = theory.mixup_confidence(LAMS, 4, lam_H=1e-3, mixup=False)
+  assert float(plain[2]) > 0.95 and float(jnp.abs(plain - np.maximum(LAMS, 1 - LAMS)).max()) > 0.2
 
 
-@pytest.mark.parametrize("K", [2, 4])
-def test_mse_mixed_features_are_exactly_linear_in_lambda(K):
-  mu, rho = 0.1, 1.5
+def test_mse_mixed_features_are_exactly_linear_in_lambda():
+  K, mu, rho = 4, 0.1, 1.5
   W = _etf(K, K + 1, rho)
   H = mixup.mse_mixup_features(W, 0, 1, jnp.asarray(LAMS), mu)
   line = LAMS[None, :] * H[:, -1:] + (1 - LAMS[None, :]) * H[:, :1]
@@ -142,8 +141,8 @@ def test_theory_refuses_bad_arguments_and_vmaps_over_lambda():
     theory.mixup_confidence(0.5, 1, lam_H=0.1)
   with pytest.raises(ValueError, match="loss"):
     theory.mixup_confidence(0.5, 3, lam_H=0.1, loss="hinge")
-  v = jax.vmap(lambda lam: theory.mixup_confidence(lam, 5, lam_H=0.05))(jnp.asarray(LAMS))
-  assert_close(v, theory.mixup_confidence(LAMS, 5, lam_H=0.05), "exact")
+  v = jax.vmap(lambda lam: theory.mixup_confidence(lam, 4, lam_H=0.05))(jnp.asarray(LAMS))
+  assert_close(v, theory.mixup_confidence(LAMS, 4, lam_H=0.05), "exact")
   # the confidence falls monotonically towards lam = 1/2 (the calibration mechanism)
   assert np.all(np.diff(np.asarray(v)[:5]) < 0) and np.all(np.diff(np.asarray(v)[4:]) > 0)
 
@@ -190,7 +189,7 @@ def test_mse_closed_form_is_the_stationary_point_of_the_input_mixup_objective():
   p = mixup.make_input_mixup_problem(3, d=4, lam_H=0.2, lam_grid=LAMS, loss="mse", key=jax.random.key(2))
   cols = [mixup.mse_mixup_features(p.W0, c, c2, jnp.asarray(LAMS), 0.2) for c, c2 in mixup.class_pairs(3)]
   params = ufm.Params(W=p.W0, H=jnp.concatenate(cols, 1), b=jnp.zeros(3))
-  g = jax.grad(p.value)(params)
+  g = _value_and_grad(p, params)[1]
   assert float(jnp.abs(g.H).max()) <= 1e-15 and float(jnp.abs(g.W).max()) == 0.0
 
 
@@ -202,29 +201,40 @@ def _random_params(key, K, d, N):
   return ufm.Params(W=jax.random.normal(kW, (K, d)), H=jax.random.normal(kH, (d, N)), b=jax.random.normal(kb, (K,)))
 
 
-@pytest.mark.parametrize("loss,bias", [("ce", False), ("ce", True), ("mse", True)])
+@jax.jit
+def _value_and_grad(problem, params):
+  """Value and gradient of a problem class's objective, one compilation per problem structure."""
+  return jax.value_and_grad(lambda q: problem.value(q))(params)
+
+
+_plain_value_and_grad = jax.jit(jax.value_and_grad(ufm.objective))
+
+
+@pytest.mark.parametrize("loss,bias", [("ce", True), pytest.param("mse", False, marks=pytest.mark.slow)])
 def test_lambda_in_0_1_reduces_exactly_to_the_plain_ufm(loss, bias, getkey):
   counts = (2, 3, 2)
   kw = dict(d=4, lam_W=0.03, lam_H=0.02, lam_b=0.05 if bias else 0.0, loss=loss, bias=bias)
   plain = ufm.make_problem(counts, **kw)
   params = _random_params(getkey(), 3, 4, 7)
+  f_plain, g_plain = _plain_value_and_grad(params, plain)
   for m in (mixup.make_manifold_mixup_problem(counts, lam_grid=(0.0, 1.0), **kw),
             mixup.make_manifold_mixup_problem(counts, lam_grid=(1.0, 0.0), lam_weights=(2.0, 2.0), **kw)):
-    assert_close(m.value(params), ufm.objective(params, plain), "exact")
-    assert_close(jax.grad(m.value)(params).H, jax.grad(ufm.objective)(params, plain).H, "exact")
+    f, g = _value_and_grad(m, params)
+    assert_close(f, f_plain, "exact")
+    assert_close(g.H, g_plain.H, "exact")
+    assert_close(g.W, g_plain.W, "exact")
   m0 = mixup.make_manifold_mixup_problem(counts, alpha=0.0, num_lam=4, **kw)  # Beta(0, 0) = (delta_0 + delta_1)/2
-  assert_close(m0.value(params), ufm.objective(params, plain), "exact")
+  f0, _ = _value_and_grad(m0, params)
+  assert_close(f0, f_plain, "exact")
+  assert abs(float(_value_and_grad(m0.replace(alpha=1.0), params)[0] - f_plain)) > 1e-3  # mixing changes it
   inp = mixup.make_input_mixup_problem(3, lam_grid=(0.0, 1.0), fixed_W=False, **kw)
   plain_in, perm = mixup.input_as_plain_problem(inp)
   p_in = _random_params(getkey(), 3, 4, inp.N)
   p_plain = p_in._replace(H=p_in.H[:, perm])
-  assert_close(inp.value(p_in), ufm.objective(p_plain, plain_in), "exact")
-  g_in, g_plain = jax.grad(inp.value)(p_in), jax.grad(ufm.objective)(p_plain, plain_in)
-  assert_close(g_in.H[:, perm], g_plain.H, "exact")
-  assert_close(g_in.W, g_plain.W, "exact")
-  # and a real mixing grid is a different objective (the check can fail)
-  mixed = mixup.make_manifold_mixup_problem(counts, alpha=1.0, num_lam=4, **kw)
-  assert abs(float(mixed.value(params) - ufm.objective(params, plain))) > 1e-3
+  (f_in, g_in), (f_pl, g_pl) = _value_and_grad(inp, p_in), _plain_value_and_grad(p_plain, plain_in)
+  assert_close(f_in, f_pl, "exact")
+  assert_close(g_in.H[:, perm], g_pl.H, "exact")
+  assert_close(g_in.W, g_pl.W, "exact")
 
 
 # ----------------------------------------------------------------------------- stochastic vs quadrature
@@ -260,13 +270,14 @@ def test_sampled_objective_and_gradient_are_unbiased_for_the_quadrature_objectiv
   assert max(abs(float(zv)), float(jnp.abs(zg).max())) > zmax
 
 
+@pytest.mark.slow
 def test_input_mixup_sampled_objective_is_unbiased():
   zmax = TOL["mixup_sampling_z"][0]
   p = mixup.make_input_mixup_problem(3, d=3, lam_H=0.1, lam_W=0.01, fixed_W=False, alpha=0.5, num_lam=4)
   params = _random_params(jax.random.key(5), 3, 3, p.N)
   keys = jax.random.split(jax.random.key(6), 4000)
-  vals = jax.vmap(lambda k: p.sample_value(k, params, 4))(keys)
-  assert abs(float(_z_scores(vals, p.value(params)))) <= zmax
+  vals = jax.jit(jax.vmap(lambda k: p.sample_value(k, params, 4)))(keys)
+  assert abs(float(_z_scores(vals, _value_and_grad(p, params)[0]))) <= zmax
 
 
 @pytest.mark.slow
@@ -297,7 +308,8 @@ def test_averaged_sgd_matches_the_quadrature_minimiser_within_the_polyak_juditsk
 
 
 def test_sweep_vmaps_mixup_sgd_over_alpha_and_seeds_like_a_loop_without_retracing():
-  p = mixup.make_manifold_mixup_problem((2, 2), d=2, lam_W=0.01, lam_H=0.01, alpha=1.0, num_lam=4)
+  """Input mixup with a learned classifier (its quadrature weights, hence SGD, depend on alpha)."""
+  p = mixup.make_input_mixup_problem(2, d=2, lam_H=0.05, lam_W=0.01, fixed_W=False, alpha=1.0, num_lam=3)
   hp = ufm.gd_hparams(0.2, init_scale=0.1)
   kw = dict(num_steps=40, log_every=20, batch_size=4)
   res = ufm.sweep.sweep(mixup.mixup_sgd, p, hp, axes={"alpha": [0.2, 2.0], "seed": [0, 1]}, **kw)
@@ -305,13 +317,26 @@ def test_sweep_vmaps_mixup_sgd_over_alpha_and_seeds_like_a_loop_without_retracin
   assert res.solution.trace.objective.shape == (2, 2, 2) and not bool(res.solution.diverged.any())
   one = mixup.mixup_sgd(jax.random.key(1), p.replace(alpha=2.0), hp, **kw)
   assert_close(res.sel(alpha=1, seed=1).params.H, one.params.H, "exact")
+  assert_close(res.sel(alpha=1, seed=1).trace.objective, one.trace.objective, "exact")
   n = mixup.mixup_sgd._cache_size()
   mixup.mixup_sgd(jax.random.key(1), p.replace(alpha=0.7), hp, **kw)
   assert mixup.mixup_sgd._cache_size() == n  # a new alpha is a new value, not a new program
+  assert float(jnp.abs(res.solution.params.H[0] - res.solution.params.H[1]).max()) > 1e-6  # alpha matters
+
+
+@pytest.mark.slow
+def test_chunked_sweeps_and_the_core_solvers_run_mixup_problems():
+  p = mixup.make_manifold_mixup_problem((2, 2), d=2, lam_W=0.01, lam_H=0.01, alpha=1.0, num_lam=4)
+  hp = ufm.gd_hparams(0.2, init_scale=0.1)
+  kw = dict(num_steps=40, log_every=20, batch_size=4)
+  res = ufm.sweep.sweep(mixup.mixup_sgd, p, hp, axes={"alpha": [0.2, 2.0], "seed": [0, 1]}, **kw)
   chunked = ufm.sweep.sweep(mixup.mixup_sgd, p, hp, axes={"alpha": [0.2, 2.0], "seed": [0, 1]}, chunk_steps=20, **kw)
   assert_close(chunked.solution.params.H, res.solution.params.H, "exact")
   gd = ufm.sweep.sweep(ufm.gradient_descent, p, hp, axes={"alpha": [0.2, 2.0]}, num_steps=40, log_every=20)
   assert np.all(np.diff(np.asarray(gd.solution.trace.objective), axis=-1) < 0)
+  lb = ufm.sweep.sweep(ufm.lbfgs_reference, p, ufm.lbfgs_hparams(), axes={"alpha": [0.2, 2.0]})
+  assert bool(lb.solution.converged.all())
+  assert np.all(np.asarray(lb.solution.objective) <= np.asarray(gd.solution.objective) + 1e-12)
 
 
 @pytest.mark.parametrize("call,match", [
@@ -341,8 +366,7 @@ def test_bad_arguments_raise_value_errors_naming_the_parameter(call, match):
 
 
 def test_float32_problems_stay_float32():
-  p = mixup.make_manifold_mixup_problem((2, 2), d=2, lam_W=0.01, lam_H=0.01, num_lam=4, dtype=jnp.float32)
+  p = mixup.make_input_mixup_problem(2, d=2, lam_H=0.05, lam_W=0.01, fixed_W=False, num_lam=3, dtype=jnp.float32)
   params = p.init(jax.random.key(0), 0.1)
-  assert params.H.dtype == jnp.float32 and p.value(params).dtype == jnp.float32
-  assert p.sample_value(jax.random.key(1), params, 3).dtype == jnp.float32
-  assert mixup.beta_quadrature(jnp.float32(0.5), 4)[0].dtype == jnp.float32
+  f, g = _value_and_grad(p, params)
+  assert params.H.dtype == jnp.float32 and f.dtype == jnp.float32 and g.H.dtype == jnp.float32
