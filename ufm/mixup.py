@@ -524,7 +524,8 @@ class MixupSGDState(NamedTuple):
   Attributes:
     params: the current iterate (last finite).
     opt_state: optax state.
-    key: the sampling key (split every step; jax-md's ``NVTLangevinState.rng``).
+    key: the sampling key as raw key data (``jax.random.key_data``, so that checkpoints store plain integers),
+      split every step (jax-md's ``NVTLangevinState.rng``).
     step: steps taken. diverged: a non-finite value met (the run stopped at the chunk start).
     avg_params, avg_count: the running Polyak–Ruppert average of the iterates from ``average_from`` on.
     objective, grad_norm: the deterministic (quadrature) objective and its gradient norm at the output parameters
@@ -571,7 +572,8 @@ def _sgd_init(key, problem, hparams, *, optimizer):
   params = problem.init(k_init, hparams.init_scale)
   f, g = problem.value(params), _grad_fn(lambda p: problem.value(p), problem)(params)
   gn = otu.tree_norm(g)
-  return MixupSGDState(params=params, opt_state=opt.init(params), key=k_sample, step=jnp.zeros((), jnp.int32),
+  return MixupSGDState(params=params, opt_state=opt.init(params), key=jax.random.key_data(k_sample),
+                       step=jnp.zeros((), jnp.int32),
                        diverged=~(jnp.isfinite(f) & jnp.isfinite(gn)), avg_params=jax.tree.map(jnp.zeros_like, params),
                        avg_count=jnp.zeros((), jnp.int32), objective=f, grad_norm=gn)
 
@@ -583,7 +585,8 @@ def _sgd_advance(state, problem, hparams, *, optimizer, batch_size, average_from
 
   def one_step(_, carry):
     params, opt_state, key, step, avg, count = carry
-    key, sub = jax.random.split(key)
+    key, sub = jax.random.split(jax.random.wrap_key_data(key))
+    key = jax.random.key_data(key)
     updates, opt_state = opt.update(sample_grad(params, sub), opt_state, params)
     params = optax.apply_updates(params, updates)
     step = step + 1
