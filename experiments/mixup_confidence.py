@@ -32,7 +32,7 @@ from ufm import mixup, theory
 TITLE = "Confidence of mixed examples vs lambda: mixup CE, plain CE, MSE, against the closed forms"
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = "Fisher et al. Sec. 3 / calibration: confidence on mixed examples"
-RUNTIME = "90 s"
+RUNTIME = "175 s"
 
 _SETTINGS = ("mixup_ce", "plain_ce", "mixup_mse")
 
@@ -160,7 +160,8 @@ def plot(results: xr.Dataset, c):
     col, label = _STYLE[str(s)]
     r = results.sel(setting=s).isel(lam_H=i_main)
     Y = r.confidence.values.reshape(-1, lam.size)
-    ax.errorbar(lam, Y.mean(0), yerr=[Y.mean(0) - Y.min(0), Y.max(0) - Y.mean(0)], fmt="o", ms=4, color=col,
+    yerr = np.maximum([Y.mean(0) - Y.min(0), Y.max(0) - Y.mean(0)], 0.0)  # rounding can make a spread of 0 negative
+    ax.errorbar(lam, Y.mean(0), yerr=yerr, fmt="o", ms=4, color=col,
                 label=f"{label}: trained")
     ax.plot(lam_fine, r.theory_fine, color=col, lw=1.2, label=f"{label}: closed form")
   ax.plot(lam_fine, calib, "k:", lw=1, label=r"mixing proportion $\max(\lambda, 1-\lambda)$")

@@ -42,8 +42,10 @@ the normalisation of :mod:`ufm.objectives`.
 
 **Mapping to the paper.** The paper's text was not available to us (THEORY.md §2.1, §9.6: "UFM + mixup loss + fixed
 simplex-ETF classifier" confirmed; the regulariser form, bias and normalisation unverified). :class:`InputMixupProblem`
-with ``fixed_W=True, bias=False`` is our reading of it; under a norm constraint instead of the decay, the optimal
-features would differ by the Lagrange multiplier only (one scalar :math:`\mu` per problem). The expectation over
+with ``fixed_W=True, bias=False`` is our reading of it. Had the paper used a constraint on the total feature energy,
+:math:`\mathbb E\|h\|^2 \le E_H`, instead of the decay, the stationarity equations would be the same with
+:math:`\mu` the (single) Lagrange multiplier, so the optimal features are the same family, indexed by :math:`\mu`;
+a per-feature norm constraint would instead give one multiplier per feature. The expectation over
 :math:`\lambda` only weights the per-node problems, so with a fixed classifier the optimal mixed features do not
 depend on :math:`\alpha` (or on the grid): :math:`\alpha` matters through a learned ``W`` or through shared features
 (manifold mixup).
