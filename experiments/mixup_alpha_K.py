@@ -89,39 +89,40 @@ def _validate(c):
   return models, Ks, axes, problems
 
 
+def _distinct_pairs(K: int) -> tuple[np.ndarray, np.ndarray]:
+  A, B = np.nonzero(~np.eye(K, dtype=bool))
+  return A, B
+
+
 def _input_measures(params, problem, alpha):
   """ETF error and mean row norm of W, and over the pairs c != c' at the middle node (lam = 1/2): the confidence,
-  the relative out-of-plane residual, and the logit gap |z_c - z_c'| / |z_c|."""
+  the relative out-of-plane residual (all nodes), and the logit gap |z_c - z_c'| / |z_c|. Vectorised over pairs."""
   p = problem.replace(alpha=alpha)
   W, K, Q = params.W, problem.K, problem.num_lam
   Hm = params.H.reshape(problem.d, K, K, Q)
   mid = Q // 2
-  conf, resid, gap = [], [], []
-  for a in range(K):
-    for b in range(K):
-      if a == b:
-        continue
-      h = Hm[:, a, b, :]
-      z = W @ h[:, mid]
-      conf.append(jnp.max(jax.nn.softmax(z)))
-      gap.append(jnp.abs(z[a] - z[b]) / jnp.abs(z[a]))
-      resid.append(jnp.max(mixup.plane_coordinates(W, a, b, h)[2]))
+  A, B = _distinct_pairs(K)
+
+  def one(a, b):
+    h = Hm[:, a, b, :]
+    z = W @ h[:, mid]
+    return jnp.max(jax.nn.softmax(z)), jnp.abs(z[a] - z[b]) / jnp.abs(z[a]), jnp.max(
+        mixup.plane_coordinates(W, a, b, h)[2])
+
+  conf, gap, resid = jax.vmap(one)(jnp.asarray(A), jnp.asarray(B))
   lam_mid = mixup.mixed_features(params, p)[1][mid]
   return dict(etf_error_W=metrics.etf_error(W.T), rho=jnp.mean(jnp.linalg.norm(W, axis=1)),
-              confidence_half=jnp.mean(jnp.stack(conf)), resid=jnp.max(jnp.stack(resid)),
-              gap_half=jnp.max(jnp.stack(gap)), lam_mid=lam_mid)
+              confidence_half=jnp.mean(conf), resid=jnp.max(resid), gap_half=jnp.max(gap), lam_mid=lam_mid)
 
 
 def _manifold_measures(params, problem):
   W, H, K = params.W, params.H, problem.K
   labels = problem.labels
   M, _, _ = metrics.class_means(H, labels, K)
-  conf = []
-  for a in range(K):
-    for b in range(a + 1, K):
-      conf.append(jnp.max(jax.nn.softmax(W @ (0.5 * (M[:, a] + M[:, b])))))
+  A, B = np.triu_indices(K, 1)
+  Z = W @ (0.5 * (M[:, A] + M[:, B]))  # logits of the midpoints of two class means, K x pairs
   return dict(nc1=metrics.nc1(H, labels, K), etf_error_W=metrics.etf_error(W.T),
-              rho=jnp.mean(jnp.linalg.norm(W, axis=1)), confidence_half=jnp.mean(jnp.stack(conf)))
+              rho=jnp.mean(jnp.linalg.norm(W, axis=1)), confidence_half=jnp.mean(jnp.max(jax.nn.softmax(Z, axis=0), 0)))
 
 
 def run(c, ctx=None) -> xr.Dataset:
@@ -163,7 +164,7 @@ def plot(results: xr.Dataset, c):
                                                                       r"$\|w_k\|$", False),
              ("input_confidence_half", r"input mixup: confidence at $\lambda=1/2$", False)] if has_in else []) + \
            ([("manifold_nc1", "manifold mixup: NC1 of $H$", True),
-             ("manifold_confidence_half", r"manifold mixup: confidence of $\frac12(\bar h_c + \bar h_{c'})$", False)]
+             ("manifold_confidence_half", r"manifold mixup: confidence of $(\bar h_c + \bar h_{c'})/2$", False)]
             if has_man else [])
   fig, axs = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.2), constrained_layout=True, squeeze=False)
   alpha = results.alpha.values
