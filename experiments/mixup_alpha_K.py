@@ -176,6 +176,10 @@ def plot(results: xr.Dataset, c):
       if var == "input_confidence_half":
         ax.plot(alpha, results["input_theory_confidence_half"].sel(K=K).values.mean(-1), "x--", color=col, lw=1,
                 label=f"K={K}: fixed-ETF theory at measured $\\rho$")
+    if var == "input_confidence_half":
+      ok = results["input_converged"].values
+      dev = np.abs(results[var].values - results["input_theory_confidence_half"].values)[ok]
+      title = f"{title}\nmax |measured - theory| = {dev.max():.1e} ({ok.sum()}/{ok.size} converged runs)"
     ax.set(xscale="log", xlabel=r"$\alpha$ (Beta($\alpha, \alpha$))", title=title)
     if logy:
       ax.set_yscale("log")
