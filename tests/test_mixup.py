@@ -307,6 +307,7 @@ def test_averaged_sgd_matches_the_quadrature_minimiser_within_the_polyak_juditsk
 # ----------------------------------------------------------------------------- solvers, sweeps, validation
 
 
+@pytest.mark.slow  # two SGD programs (~8 s of compilation); mixup_sgd runs in the default suite via the smoke configs
 def test_sweep_vmaps_mixup_sgd_over_alpha_and_seeds_like_a_loop_without_retracing():
   """Input mixup with a learned classifier (its quadrature weights, hence SGD, depend on alpha)."""
   p = mixup.make_input_mixup_problem(2, d=2, lam_H=0.05, lam_W=0.01, fixed_W=False, alpha=1.0, num_lam=3)
@@ -366,7 +367,9 @@ def test_bad_arguments_raise_value_errors_naming_the_parameter(call, match):
 
 
 def test_float32_problems_stay_float32():
-  p = mixup.make_input_mixup_problem(2, d=2, lam_H=0.05, lam_W=0.01, fixed_W=False, num_lam=3, dtype=jnp.float32)
+  assert mixup.beta_quadrature(jnp.float32(0.5), 3)[0].dtype == jnp.float32
+  p = mixup.make_input_mixup_problem(2, d=2, lam_H=0.05, lam_W=0.01, fixed_W=False, lam_grid=(0.0, 0.5, 1.0),
+                                     dtype=jnp.float32)
   params = p.init(jax.random.key(0), 0.1)
   f, g = _value_and_grad(p, params)
   assert params.H.dtype == jnp.float32 and f.dtype == jnp.float32 and g.H.dtype == jnp.float32
