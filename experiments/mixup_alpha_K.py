@@ -179,7 +179,8 @@ def plot(results: xr.Dataset, c):
     if var == "input_confidence_half":
       ok = results["input_converged"].values
       dev = np.abs(results[var].values - results["input_theory_confidence_half"].values)[ok]
-      title = f"{title}\nmax |measured - theory| = {dev.max():.1e} ({ok.sum()}/{ok.size} converged runs)"
+      shown = f"{dev.max():.1e}" if dev.size else "n/a"
+      title = f"{title}\nmax |measured - theory| = {shown} ({ok.sum()}/{ok.size} converged runs)"
     ax.set(xscale="log", xlabel=r"$\alpha$ (Beta($\alpha, \alpha$))", title=title)
     if logy:
       ax.set_yscale("log")
