@@ -309,10 +309,14 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
 def compute(params: Params, problem: ProblemLike, names=None) -> dict[str, jax.Array]:
   """Evaluates the metrics ``names`` (default: all of :data:`METRICS`) on ``params``.
 
-  Raises ``ValueError`` listing the valid names for an unknown one.
+  A problem class may add metrics of its own as a ``METRICS`` attribute (name -> ``(params, problem) ->
+  array``), e.g. the per-layer metrics of :class:`ufm.deep.DeepProblem`; they are valid names for that
+  problem only (the default stays :data:`METRICS`). Raises ``ValueError`` listing the valid names for an
+  unknown one.
   """
+  table = {**METRICS, **getattr(problem, "METRICS", {})}
   names = tuple(METRICS) if names is None else tuple(names)
-  unknown = [n for n in names if n not in METRICS]
+  unknown = [n for n in names if n not in table]
   if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(METRICS)}")
-  return {n: METRICS[n](params, problem) for n in names}
+    raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(table)}")
+  return {n: table[n](params, problem) for n in names}
