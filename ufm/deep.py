@@ -374,6 +374,7 @@ def balanced_factorisation(Zbar: jax.Array, problem: DeepProblem) -> DeepParams:
   # Z = Zbar E with E (K x N) the class indicator; SVD through Zbar D^{1/2} (D = diag(n_k)).
   sqrt_n = jnp.sqrt(jnp.asarray(problem.counts, dt))
   U, s, Vt = jnp.linalg.svd(jnp.asarray(Zbar, dt) * sqrt_n[None, :])
+  s = jnp.where(s > K * jnp.finfo(dt).eps * s[0], s, 0.0)  # round-off singular values are exact zeros
   r = s ** (1.0 / (M + 1))
   VN = (Vt / sqrt_n[None, :])[:, problem.labels]  # K x N, orthonormal rows: V^T of Z
   eye = lambda d: jnp.eye(d, K, dtype=dt)

@@ -79,6 +79,12 @@ TOL = {
     "implicit_map": (1e-12, 1e-12, "dense float64 solve, condition <= 1e4: 1e4 x eps = 2e-12 (measured 9e-16)"),
     # Identities that hold for every W (e.g. Sigma_W(H*(W)) = A Sigma_W(H0) A): products and one d x d solve.
     "identity_solve": (1e-12, 1e-14, "float64 d x d solves and products, condition <= 1e2 (measured 5e-16)"),
+    # Deep linear UFM (issue 8): float64 L-BFGS to |grad| <= 1e-11 against ufm.theory.deep_mse_minimiser. The
+    # product of M + 1 factors squares nothing but the Hessian's smallest non-zero eigenvalue shrinks with the
+    # depth; measured 1.5e-9 (Grams, relative to the largest entry) for M <= 3, widths 6, lam ~ 1e-3.
+    "deep_reference": (1e-7, 1e-9, "float64 L-BFGS (|grad| <= 1e-11) on the deep UFM; measured <= 2e-9 at M <= 4"),
+    # A scalar minimised on a uniform grid of spacing h (brute force) against the bisection root: |z - z*| <= h.
+    "brute_force_grid": (2e-5, 1e-12, "grid of 10^5 points on [0, sigma]: spacing 1e-5 sigma, twice for margin"),
 }
 
 

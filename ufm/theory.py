@@ -15,6 +15,7 @@ Derivations that go beyond (or correct) ``THEORY.md`` are written out in the
 docstrings of :func:`mse_minimiser` and :func:`ce_balanced`.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.problem import Problem
+from ufm.problem import Problem, ProblemLike
 
 __all__ = [
     "CEBalanced",
@@ -397,7 +398,7 @@ def _balanced_targets(K: int, *, etf_W: bool, orthogonal_W: bool) -> dict:
   return m
 
 
-def predict(problem: Problem) -> Prediction:
+def predict(problem: "Problem | ProblemLike") -> Prediction:
   """The closed-form global minimiser of a concrete problem, or :class:`NoClosedFormError`.
 
   Covered: balanced CE (bias-free, or with bias), ``d >= K-1`` (:func:`ce_balanced`);
@@ -642,6 +643,7 @@ def deep_threshold_ratio(M: int) -> float:
   return 1.0 if M == 1 else (M - 1) ** ((M - 1) / M) / M
 
 
+@functools.partial(jax.jit, static_argnames=("M", "iters"))
 def deep_largest_root(ratio, M: int, *, iters: int = 200):
   r"""The largest root :math:`x_+` of :math:`\varphi_M(x) = \text{ratio}` (``NaN`` where none exists), by
   bisection; vmappable (``ratio`` may be traced, ``M`` static).
@@ -669,7 +671,7 @@ def deep_largest_root(ratio, M: int, *, iters: int = 200):
   x = 0.5 * (lo + hi)
   if M == 1:  # closed form x = ratio^{-1/2} - 1 (root of 1/(x+1)^2 = ratio); negative -> no positive root
     x = jax.lax.rsqrt(safe) - 1.0
-    exists = exists & (x > 0)
+    exists = exists & (x >= 0)
   return jnp.where(exists, x, jnp.nan)
 
 
@@ -680,6 +682,7 @@ def deep_class_objective(x, ratio, M: int):
   return 1.0 / (x**M + 1.0) + ratio * x
 
 
+@functools.partial(jax.jit, static_argnames=("M", "rule"))
 def deep_x(ratio, M: int, *, rule: str = "global"):
   r"""The per-class optimum :math:`x_k`: ``rule="global"`` takes the global minimiser of
   :func:`deep_class_objective` among :math:`\{0, x_+\}` (ties go to 0); ``rule="largest"`` is Dang et al.'s
@@ -763,7 +766,15 @@ def deep_mse_minimiser(counts, lam_W, lam_H, *, M: int, bias: bool, rule: str = 
   :math:`b/n < \rho_M` (:func:`deep_threshold_ratio`). ``M = 1`` reproduces :func:`mse_minimiser`.
   """
   _check_K(M, lo=1)
-  n_K = jnp.asarray(counts, jnp.result_type(float))
+  if rule not in ("global", "largest"):
+    raise ValueError(f"rule = {rule!r}; allowed: 'global', 'largest'")
+  dt = jnp.result_type(float)
+  return _deep_mse_impl(jnp.asarray(counts, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), M=M, bias=bool(bias),
+                        rule=rule)
+
+
+@functools.partial(jax.jit, static_argnames=("M", "bias", "rule"))
+def _deep_mse_impl(n_K, lam_W, lam_H, *, M, bias, rule):
   K = n_K.shape[0]
   N = jnp.sum(n_K)
   lam_bar, lam = _geo_mean_lams(lam_W, M)
@@ -813,6 +824,7 @@ def deep_collapse_lambda(counts, M: int, *, bias: bool = False, ratio_H: float =
   eye = jnp.eye(K, dtype=n_K.dtype)
   P = eye - jnp.outer(n_K / N, jnp.ones_like(n_K)) if bias else eye
   sig = jnp.linalg.svd(P * jnp.sqrt(n_K)[None, :], compute_uv=False)
+  sig = jnp.where(sig > 1e-12 * jnp.max(sig), sig, 0.0)  # as in deep_mse_minimiser: round-off is 0
   return (deep_threshold_ratio(M) * sig**2 / (M * N * (N * ratio_H) ** (1.0 / M))) ** (M / (M + 1.0))
 
 
@@ -867,6 +879,12 @@ def deep_ce_etf(K: int, n, M: int, lam_W, lam_H) -> DeepCE:
   (:func:`ce_balanced`)."""
   _check_K(K)
   _check_K(M, lo=1)
+  dt = jnp.result_type(float)
+  return _deep_ce_etf_impl(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M)
+
+
+@functools.partial(jax.jit, static_argnames=("K", "M"))
+def _deep_ce_etf_impl(n, lam_W, lam_H, *, K, M):
   c = _ce_c(K, n, M, lam_W, lam_H)
   q = 2.0 / (M + 1)
   fn = lambda t: jnp.log1p((K - 1) * jnp.exp(-t)) + c * (K - 1) * t**q
@@ -889,6 +907,12 @@ def deep_ce_block(K: int, n, M: int, lam_W, lam_H) -> DeepCE:
   _check_K(M, lo=1)
   if K % 2:
     raise ValueError(f"K = {K}: the block construction needs an even K; allowed: K even >= 2")
+  dt = jnp.result_type(float)
+  return _deep_ce_block_impl(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M)
+
+
+@functools.partial(jax.jit, static_argnames=("K", "M"))
+def _deep_ce_block_impl(n, lam_W, lam_H, *, K, M):
   c = _ce_c(K, n, M, lam_W, lam_H)
   q = 2.0 / (M + 1)
   fn = lambda a: jnp.log(1 + jnp.exp(-2 * a) + (K - 2) * jnp.exp(-a)) + c * (K / 2) * (2 * a) ** q
@@ -935,14 +959,17 @@ def predict_deep(problem) -> Prediction:
     if min(problem.widths) < rank:
       raise NoClosedFormError(f"widths = {problem.widths} < rank {rank} of the minimiser: the deep rank "
                               "truncation is not derived; allowed: every width >= the rank")
+    pi = np.asarray(counts, np.float64) / problem.N
+    bias_rel = float(np.linalg.norm(sol.logits_M @ pi + sol.b))
     if rank == 0:
       geometry, metrics = "zero", {}
     elif problem.balanced and (rank == K - 1 if problem.bias else rank == K):
       geometry = "simplex ETF" if problem.bias else "orthogonal frame"
       metrics = _balanced_targets(K, etf_W=problem.bias, orthogonal_W=not problem.bias)
+      metrics["bias_relation"] = bias_rel
     else:
       geometry = "general orthogonal frame" if not problem.bias else "imbalanced (centred SVD frame)"
-      metrics = {"nc1": 0.0, "nc1_ratio": 0.0}
+      metrics = {"nc1": 0.0, "nc1_ratio": 0.0, "bias_relation": bias_rel}
     norm_W_sq = float(np.sum(sol.product_singular_values**2))
     norm_H_sq = float(np.sum(sol.factor_singular_values[0] ** 2))
     return Prediction(geometry=geometry, source=(
