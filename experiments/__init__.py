@@ -22,7 +22,9 @@ from types import ModuleType
 #: Registered experiments, in the order ``list`` prints them.
 EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
                "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
-               "minority_collapse", "seli_distance")
+               "minority_collapse", "seli_distance",
+               # issue 8: deep linear UFM
+               "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank")
 
 __all__ = ["EXPERIMENTS", "get"]
 
