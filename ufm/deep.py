@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.typing
 import numpy as np
 import optax
 from flax import struct
@@ -298,7 +299,7 @@ DEEP_METRICS = {
 }
 
 
-def centred_gram(G: jax.Array, pi: jax.Array) -> jax.Array:
+def centred_gram(G: jax.typing.ArrayLike, pi: jax.typing.ArrayLike) -> jax.Array:
   r"""The Gram of the centred means from the uncentred Gram: with :math:`\mu_G = \bar H\pi`
   (:math:`\pi = (n_k/N)_k`), :math:`(\bar H - \mu_G\mathbf 1^\top)^\top(\bar H - \mu_G\mathbf 1^\top)
   = (I - \mathbf 1\pi^\top)G(I - \pi\mathbf 1^\top)`."""
@@ -307,14 +308,15 @@ def centred_gram(G: jax.Array, pi: jax.Array) -> jax.Array:
   return P.T @ G @ P
 
 
-def gram_error(G: jax.Array, T: jax.Array) -> jax.Array:
+def gram_error(G: jax.typing.ArrayLike, T: jax.typing.ArrayLike) -> jax.Array:
   r""":math:`\|G/\|G\|_F - T/\|T\|_F\|_F`: the NC2 distance of a Gram to a target Gram (the ETF
   :math:`I - \frac1K\mathbf 1\mathbf 1^\top`, the orthogonal frame :math:`I`, or a general orthogonal frame
   :math:`\mathrm{diag}(\cdot)`; THEORY.md §0.2, Dang et al.'s ``compute_NC2_W``)."""
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T / jnp.linalg.norm(T))
 
 
-def self_duality_from_grams(C_gram: jax.Array, M_gram: jax.Array, cross_trace: jax.Array) -> jax.Array:
+def self_duality_from_grams(C_gram: jax.typing.ArrayLike, M_gram: jax.typing.ArrayLike,
+                            cross_trace: jax.typing.ArrayLike) -> jax.Array:
   r"""NC3 :math:`\|C^\top/\|C\|_F - \bar H/\|\bar H\|_F\|_F = \sqrt{2 - 2\,\mathrm{tr}(C\bar H)/(\|C\|_F\|\bar H\|_F)}`
   (Papyan et al. 2020's self-duality, per layer: classifier :math:`C_m` against layer ``m``'s means), from
   :math:`CC^\top`, :math:`\bar H^\top\bar H` and :math:`\mathrm{tr}(C\bar H)`. Note :math:`C_m\bar H_m = \bar Z`
@@ -350,7 +352,7 @@ def layer_metrics(params: DeepParams, problem: DeepProblem, *, centred: bool) ->
 # ----------------------------------------------------------------------------- constructions
 
 
-def balanced_factorisation(Zbar: jax.Array, problem: DeepProblem) -> DeepParams:
+def balanced_factorisation(Zbar: jax.typing.ArrayLike, problem: DeepProblem) -> DeepParams:
   r"""Parameters realising the class-level logits ``Zbar`` (``K x K``, column ``k`` the logits of every sample
   of class ``k``) with the smallest regulariser: NC1 (:math:`h_{k,i} = \bar h_k`) and the balanced SVD
   factorisation of :math:`Z = \bar Z\,\mathrm{blockdiag}(\mathbf 1_{n_k}^\top) = U\Sigma V^\top`,
