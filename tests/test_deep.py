@@ -223,10 +223,14 @@ def test_counterexample_dang_largest_root_is_not_the_global_minimiser(ratio_swee
 @pytest.mark.parametrize("counts", [(5, 5, 5, 5), (12, 6, 3, 3)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_lbfgs_meets_the_deep_closed_form_grid(M, counts, bias):
-  """Depth 1-4, balanced and imbalanced, bias-free and with an unregularised bias, unequal layer decays."""
+  """Depth 1-4, balanced and imbalanced, bias-free and with an unregularised bias, unequal layer decays. The best
+  of 4 starts: for M >= 2 single starts can end at spurious local minima (measured: (12, 6, 3, 3) bias-free M = 3
+  and with bias M = 4 from one start at scale 0.3 stopped at 4.1x and 4.6x the global objective, |grad| <= 1e-11)."""
   lam = [2e-3, 1e-3, 3e-3, 1.5e-3][:M]
   p = _problem(counts, M, lam, 1e-3, bias=bias, width=5)
-  sol = ufm.lbfgs_reference(jax.random.key(0), p, ufm.lbfgs_hparams(init_scale=0.3, gtol=1e-11), max_steps=20000)
+  res = ufm.sweep.sweep(ufm.lbfgs_reference, p, ufm.lbfgs_hparams(init_scale=1.0, gtol=1e-11),
+                        axes={"seed": np.arange(4)}, max_steps=20000)
+  sol = jax.tree.map(lambda a: a[int(np.argmin(np.asarray(res.solution.objective)))], res.solution)
   assert bool(sol.converged)
   th = theory.deep_mse_minimiser(counts, lam, 1e-3, M=M, bias=bias)
   assert rel_error(sol.objective, th.objective, "deep_reference") <= 1e-7
