@@ -22,7 +22,11 @@ from types import ModuleType
 #: Registered experiments, in the order ``list`` prints them.
 EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
                "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
-               "minority_collapse", "seli_distance", "mixup_geometry", "mixup_confidence", "mixup_alpha_K")
+               "minority_collapse", "seli_distance",
+               # issue 5: mixup UFM
+               "mixup_geometry", "mixup_confidence", "mixup_alpha_K",
+               # issue 8: deep linear UFM
+               "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank")
 
 __all__ = ["EXPERIMENTS", "get"]
 

@@ -68,3 +68,15 @@ def test_bad_input_in_a_real_process_has_no_traceback(extra, message):
                      capture_output=True, text=True)
   assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
   assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_solve_deep_flags_build_a_deep_problem_and_validate():
+  """--depth / --widths (issue 8): a deep linear UFM beside its closed form; bad values exit 2 with one line."""
+  rec = cli.solve(cli._parser().parse_args(["solve", "--loss", "mse", "--counts", "3,2", "--widths", "3,2",
+                                            "--lam-W", "1e-2", "--lam-H", "1e-2", "--x64", "--init-scale", "1.0"]))
+  assert rec["config"]["d"] == 3 and rec["theory"]["geometry"] == "general orthogonal frame"
+  assert abs(rec["objective"] - rec["theory"]["objective"]) <= 1e-8 * rec["theory"]["objective"]
+  for extra, msg in ((["--widths", "3,x"], "widths"), (["--widths", "3,3", "--depth", "3"], "depth = 3"),
+                     (["--d", "2", "--widths", "3,3"], "d = 2"), (["--d", "2", "--depth", "0"], "depth = 0")):
+    with pytest.raises(ValueError, match=msg):
+      cli.solve(cli._parser().parse_args(["solve", "--K", "3", "--n", "2", *extra]))

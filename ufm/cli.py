@@ -32,7 +32,11 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--K", type=int, help="number of classes (with --n)")
   s.add_argument("--n", type=int, help="samples per class (balanced)")
   s.add_argument("--counts", type=str, help="comma-separated class counts, e.g. 20,10,5,5")
-  s.add_argument("--d", type=int, required=True, help="feature dimension")
+  s.add_argument("--d", type=int, default=None, help="feature dimension (required unless --widths is given)")
+  s.add_argument("--depth", type=int, default=1,
+                 help="number of linear layers M of the deep linear UFM (ufm.deep; 1 = the plain UFM)")
+  s.add_argument("--widths", type=str, default=None,
+                 help="comma-separated layer widths d_1,...,d_M of the deep linear UFM (sets the depth and d)")
   s.add_argument("--lam-W", type=float, default=5e-3, dest="lam_W")
   s.add_argument("--lam-H", type=float, default=5e-3, dest="lam_H")
   s.add_argument("--lam-b", type=float, default=0.0, dest="lam_b")
@@ -85,6 +89,27 @@ def _counts(args):
   return balanced_counts(args.K, args.n)
 
 
+def _widths(args):
+  """``None`` for the plain UFM (``--depth 1`` without ``--widths``), else the deep UFM's layer widths."""
+  from ufm.problem import _check_int
+  spec, depth = getattr(args, "widths", None), getattr(args, "depth", 1)
+  if spec is not None:
+    try:
+      widths = tuple(int(w) for w in spec.split(","))
+    except ValueError:
+      raise ValueError(f"widths = {spec!r} is not a comma-separated list of integers; "
+                       "allowed: integers >= 1, one per layer") from None
+    if depth not in (1, len(widths)):
+      raise ValueError(f"depth = {depth} does not match the {len(widths)} entries of --widths")
+    if args.d is not None and args.d != widths[0]:
+      raise ValueError(f"d = {args.d} does not match the first width {widths[0]} (d is d_1)")
+    return widths
+  if args.d is None:
+    raise ValueError("give --d (feature dimension) or --widths")
+  depth = _check_int("depth", depth, lo=1)
+  return None if depth == 1 else (args.d,) * depth
+
+
 MAX_STEPS = 10_000_000
 
 
@@ -108,8 +133,14 @@ def solve(args) -> dict:
   from ufm.problem import check_seed, make_problem
   dtype = "float64" if args.x64 else "float32"
   counts = _counts(args)
-  problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
-                         loss=args.loss, bias=args.bias, dtype=dtype)
+  widths = _widths(args)
+  if widths is None:
+    problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
+                           loss=args.loss, bias=args.bias, dtype=dtype)
+  else:
+    from ufm.deep import make_deep_problem
+    problem = make_deep_problem(counts, widths=widths, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
+                                loss=args.loss, bias=args.bias, dtype=dtype)
   key = jax.random.key(int(check_seed("seed", args.seed)))
   if args.solver == "lbfgs":
     steps = _check_steps(3000 if args.steps is None else args.steps)
@@ -123,7 +154,7 @@ def solve(args) -> dict:
   t0 = time.perf_counter()
   sol = jax.block_until_ready(run())
   wall = time.perf_counter() - t0
-  W, H, b = (np.asarray(x, np.float64) for x in sol.params)
+  W, H, b = (np.asarray(x, np.float64) for x in (sol.params.W, sol.params.H, sol.params.b))
   got = {"objective": float(sol.objective), "norm_W_sq": float(np.sum(W**2)), "norm_H_sq": float(np.sum(H**2)),
          "norm_b": float(np.linalg.norm(b))}
   got_metrics = {k: float(v) for k, v in jax.jit(metrics.compute)(sol.params, problem).items()}
@@ -138,6 +169,7 @@ def solve(args) -> dict:
           "diverged": bool(sol.diverged), "converged": bool(sol.converged), "grad_norm": float(sol.grad_norm),
           "num_steps": int(sol.num_steps), "wall_time_s": wall,
           "config": {**{k: v for k, v in vars(args).items() if k not in ("command", "json")}, "counts": list(counts),
+                     "d": problem.d,
                      "dtype": dtype, "backend": jax.default_backend()}}
 
 
@@ -164,7 +196,8 @@ def format_table(rec: dict) -> str:
     lines.append(f"{name:<24}{v:18.10g}{ts:>18}{es:>12}")
   c = rec["config"]
   status = "DIVERGED" if rec["diverged"] else ("converged" if rec["converged"] else "not converged")
-  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, d={c['d']}, "
+  deep_s = f", widths={c['widths']}" if c.get("widths") else (f", depth={c['depth']}" if c.get("depth", 1) > 1 else "")
+  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, d={c['d']}{deep_s}, "
           f"lam_W={c['lam_W']:g}, lam_H={c['lam_H']:g}, lam_b={c['lam_b']:g}, {c['solver']}, {c['dtype']}\n"
           f"{status}: |grad| = {rec['grad_norm']:.2e} after {rec['num_steps']} steps ({rec['wall_time_s']:.1f} s)")
   geo = f"theory: {th['geometry']} — {th['source']}" if th else f"theory: none ({rec['theory_note']})"

@@ -26,7 +26,7 @@ import jax.typing
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ufm.problem import Params, Problem, ProblemLike
+from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 
 __all__ = [
     "METRICS",
@@ -238,23 +238,23 @@ def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array
   return jnp.linalg.norm(W @ jnp.mean(H, axis=1) + b)
 
 
-def _norm_W_sq(params: Params, problem: ProblemLike) -> jax.Array:
+def _norm_W_sq(params: ParamsLike, problem: ProblemLike) -> jax.Array:
   r""":math:`\|W\|_F^2` (Zhu et al. 2021, Thm. 3.1 fixes it at the minimiser; see :func:`ufm.theory.predict`)."""
   return jnp.sum(params.W**2)
 
 
-def _norm_H_sq(params: Params, problem: ProblemLike) -> jax.Array:
+def _norm_H_sq(params: ParamsLike, problem: ProblemLike) -> jax.Array:
   r""":math:`\|H\|_F^2` (fixed at the minimiser; see :func:`ufm.theory.predict`)."""
   return jnp.sum(params.H**2)
 
 
-def _norm_b(params: Params, problem: ProblemLike) -> jax.Array:
+def _norm_b(params: ParamsLike, problem: ProblemLike) -> jax.Array:
   r""":math:`\|b\|_2` (0 for a problem without a bias)."""
   return jnp.linalg.norm(params.b) if problem.bias else jnp.zeros((), params.b.dtype)
 
 
 def _on_problem(fn_kind: str, fn: Callable, pairwise_std: bool = False) -> Callable[[Params, Problem], jax.Array]:
-  def metric(params: Params, problem: ProblemLike) -> jax.typing.ArrayLike:
+  def metric(params: ParamsLike, problem: ProblemLike) -> jax.typing.ArrayLike:
     W, H, K, y = params.W, params.H, problem.K, problem.labels
     b = params.b if problem.bias else jnp.zeros_like(params.b)  # the objective ignores b without a bias
     kw = {"ddof": 1 if K > 2 else 0} if pairwise_std else {}  # one pair when K = 2
@@ -306,13 +306,17 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
 }
 
 
-def compute(params: Params, problem: ProblemLike, names=None) -> dict[str, jax.Array]:
+def compute(params: ParamsLike, problem: ProblemLike, names=None) -> dict[str, jax.Array]:
   """Evaluates the metrics ``names`` (default: all of :data:`METRICS`) on ``params``.
 
-  Raises ``ValueError`` listing the valid names for an unknown one.
+  A problem class may add metrics of its own as a ``METRICS`` attribute (name -> ``(params, problem) ->
+  array``), e.g. the per-layer metrics of :class:`ufm.deep.DeepProblem`; they are valid names for that
+  problem only (the default stays :data:`METRICS`). Raises ``ValueError`` listing the valid names for an
+  unknown one.
   """
+  table = {**METRICS, **getattr(problem, "METRICS", {})}
   names = tuple(METRICS) if names is None else tuple(names)
-  unknown = [n for n in names if n not in METRICS]
+  unknown = [n for n in names if n not in table]
   if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(METRICS)}")
-  return {n: METRICS[n](params, problem) for n in names}
+    raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(table)}")
+  return {n: table[n](params, problem) for n in names}

@@ -279,6 +279,10 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
 #: :class:`ufm.vicinity.VicinityProblem`. Solvers, sweeps and metrics accept any of them.
 ProblemLike = Any
 
+#: :class:`Params` or the parameter pytree of another problem class (e.g. :class:`ufm.deep.DeepParams`, which
+#: also has ``W``, ``H`` and ``b``); what the solvers and metrics accept.
+ParamsLike = Any
+
 
 class Params(NamedTuple):
   """UFM parameters: classifier ``W`` (``K x d``), features ``H`` (``d x N``), bias ``b`` (``K``).

@@ -24,7 +24,7 @@ import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
 from ufm.objectives import objective
-from ufm.problem import Params, ProblemLike, cast_checked, check_real, init_params
+from ufm.problem import Params, ParamsLike, ProblemLike, cast_checked, check_real, init_params
 
 __all__ = [
     "GDHparams",
@@ -116,17 +116,17 @@ def scalar_leaves(problem) -> tuple[str, ...]:
   return getattr(problem, "SCALAR_LEAVES", ("lam_W", "lam_H", "lam_b"))
 
 
-def _value(params: Params, problem) -> jax.Array:
+def _value(params: ParamsLike, problem) -> jax.Array:
   """The objective: ``problem.value(params)`` for problem classes that define one, else
   :func:`ufm.objectives.objective`."""
   return problem.value(params) if hasattr(problem, "value") else objective(params, problem)
 
 
-def _init(key, problem, init_scale) -> Params:
+def _init(key, problem, init_scale) -> ParamsLike:
   return problem.init(key, init_scale) if hasattr(problem, "init") else init_params(key, problem, init_scale)
 
 
-def _project(problem, params: Params) -> Params:
+def _project(problem, params: ParamsLike) -> ParamsLike:
   """Projection onto the feasible set (identity for unconstrained problems)."""
   return problem.project(params) if getattr(problem, "constrained", False) else params
 
