@@ -46,8 +46,10 @@ def test_k_equals_2d_gives_the_cross_polytope(d):
   P = spherical.normalise(sol.params, p)
   G = np.asarray(P.W @ P.W.T)
   X = theory.cross_polytope(d)
-  assert_close(np.sort(G, axis=1), np.sort(np.asarray(X.T @ X), axis=1), "reference")
-  assert_close(P.H, P.W.T @ p.Y, "reference")
+  # Grams to TOL["reference_metric"]: at tau = 0.2 the objective is ~1e-4 and its curvature small, so |grad| <= 1e-10
+  # pins the iterate to ~1e-8 (measured 5e-9 for d = 4).
+  assert_close(np.sort(G, axis=1), np.sort(np.asarray(X.T @ X), axis=1), "reference_metric")
+  assert_close(P.H, P.W.T @ p.Y, "reference_metric")
   assert_close(sol.objective, theory.spherical_ce_collapsed(X.T @ X, tau), "reference")
 
 
