@@ -22,7 +22,7 @@ from types import ModuleType
 #: Registered experiments, in the order ``list`` prints them.
 EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
                "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
-               "minority_collapse", "seli_distance")
+               "minority_collapse", "seli_distance", "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class")
 
 __all__ = ["EXPERIMENTS", "get"]
 
