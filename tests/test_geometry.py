@@ -29,7 +29,8 @@ CONFIGS = {  # name -> (configuration d x K, closed-form metrics, closed-form en
                  lambda s: theory.riesz_energy_regular_polygon(7, s)),
     "orthoplex3": (lambda: theory.cross_polytope(3), lambda: theory.cross_polytope_metrics(3),
                    lambda s: theory.riesz_energy_cross_polytope(3, s)),
-    "etf5": (lambda: theory.simplex_etf(5), lambda: theory.simplex_metrics(5), lambda s: theory.riesz_energy_simplex(5, s)),
+    "etf5": (lambda: theory.simplex_etf(5), lambda: theory.simplex_metrics(5),
+             lambda s: theory.riesz_energy_simplex(5, s)),
 }
 
 

@@ -3,11 +3,14 @@
 Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
 :mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`, :mod:`ufm.convex` (the convex reference of the
 imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.testing` (hypothesis
-strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executable checks).
+strategies, the tolerance table), :mod:`ufm.claims` (theory claims as executable checks),
+:mod:`ufm.spherical` (the spherical temperature-scaled UFM, any K and d), :mod:`ufm.geometry` (softmax codes,
+minimal-energy configurations, fixed classifiers) and :mod:`ufm.tiled` (the metrics in memory linear in K).
 The most used names are re-exported here.
 """
 
-from ufm import claims, convex, metrics, objectives, problem, solvers, sweep, testing, theory, vicinity
+from ufm import (claims, convex, geometry, metrics, objectives, problem, solvers, spherical, sweep, testing, theory,
+                 tiled, vicinity)
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -36,6 +39,7 @@ __all__ = [
     "claims",
     "convex",
     "gd_hparams",
+    "geometry",
     "gradient_descent",
     "init_params",
     "lbfgs_hparams",
@@ -51,9 +55,11 @@ __all__ = [
     "problem",
     "run_claim",
     "solvers",
+    "spherical",
     "step_counts",
     "sweep",
     "testing",
     "theory",
+    "tiled",
     "vicinity",
 ]

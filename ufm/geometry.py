@@ -455,7 +455,8 @@ def sparse_etf(key: jax.Array, K: int, d: int, *, sparsity: float = 0.6, num_ste
   """
   K, d = _check_shape(K, d)
   if d < K - 1:
-    raise ValueError(f"d = {d} is out of range for a sparse simplex ETF of K = {K} classes; allowed: d >= K-1 = {K - 1}")
+    raise ValueError(f"d = {d} is out of range for a sparse simplex ETF of K = {K} classes; "
+                     f"allowed: d >= K-1 = {K - 1}")
   sparsity = float(check_real("sparsity", sparsity, lo=0.0, hi=1.0, hi_open=True))
   num_steps = _check_int("num_steps", num_steps, lo=1)
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))

@@ -614,7 +614,7 @@ def cross_polytope(d: int, dtype=None) -> jax.Array:
 
 
 def _polygon_chords(K: int) -> np.ndarray:
-  """Chord lengths 2 sin(pi j / K), j = 1..K-1: every distance class of the regular K-gon, each met by K ordered pairs."""
+  """Chord lengths 2 sin(pi j / K), j = 1..K-1: the distance classes of the regular K-gon (K ordered pairs each)."""
   return 2 * np.sin(np.pi * np.arange(1, K) / K)
 
 

@@ -123,8 +123,8 @@ def max_angle(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.
 
 
 def _gram_target_error(A_dxK, B_dxK, target, block):
-  r""":math:`\|A^\top B/\|A^\top B\|_F - T\|_F` over tiles; :math:`\|A^\top B\|_F^2 = \mathrm{tr}(AA^\top\,BB^\top)` from
-  ``d x d`` products. ``target(rows)`` gives the ``block x K`` tile of ``T``."""
+  r""":math:`\|A^\top B/\|A^\top B\|_F - T\|_F` over tiles; the normalisation
+  :math:`\|A^\top B\|_F^2 = \mathrm{tr}(AA^\top\,BB^\top)` from ``d x d`` products. ``target(rows)`` gives the ``block x K`` tile of ``T``."""
   K = A_dxK.shape[1]
   norm = jnp.sqrt(jnp.sum((A_dxK @ A_dxK.T) * (B_dxK @ B_dxK.T)))
   ss = _pair_sum(lambda rows: (A_dxK[:, rows].T @ B_dxK / norm - target(rows)) ** 2, K, block, upper=False)
@@ -137,7 +137,8 @@ def _etf_tile(K, dtype):
 
 
 def etf_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
-  r"""Tiled :func:`ufm.metrics.etf_error`: :math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
+  r"""Tiled :func:`ufm.metrics.etf_error`:
+  :math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
   K = X_dxK.shape[1]
   return _gram_target_error(X_dxK, X_dxK, _etf_tile(K, X_dxK.dtype), block)
 
@@ -150,8 +151,10 @@ def of_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.t
   return _gram_target_error(X_dxK, X_dxK, eye, block)
 
 
-def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
-  r"""Tiled :func:`ufm.metrics.self_duality_etf`: :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
+def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *,
+                     block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
+  r"""Tiled :func:`ufm.metrics.self_duality_etf`:
+  :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
   K = W.shape[0]
   return _gram_target_error(W.T, M_dxK, _etf_tile(K, W.dtype), block)
 
