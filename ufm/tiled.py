@@ -124,7 +124,8 @@ def max_angle(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.
 
 def _gram_target_error(A_dxK, B_dxK, target, block):
   r""":math:`\|A^\top B/\|A^\top B\|_F - T\|_F` over tiles; the normalisation
-  :math:`\|A^\top B\|_F^2 = \mathrm{tr}(AA^\top\,BB^\top)` from ``d x d`` products. ``target(rows)`` gives the ``block x K`` tile of ``T``."""
+  :math:`\|A^\top B\|_F^2 = \mathrm{tr}(AA^\top\,BB^\top)` from ``d x d`` products. ``target(rows)`` gives the
+  ``block x K`` tile of ``T``."""
   K = A_dxK.shape[1]
   norm = jnp.sqrt(jnp.sum((A_dxK @ A_dxK.T) * (B_dxK @ B_dxK.T)))
   ss = _pair_sum(lambda rows: (A_dxK[:, rows].T @ B_dxK / norm - target(rows)) ** 2, K, block, upper=False)
