@@ -33,7 +33,8 @@ ALIGNMENT = ("cos_mean", "cos_min", "accuracy", "margin")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K = 10, d = 9, balanced (n = 5) and long-tailed (n_max = 20, rho = 10) counts, tau = 0.2, 4 seeds,
-  3000 steps; EBV alpha = 0.15, sparse ETF sparsity 0.6. ``"smoke"``: K = 4, d = 3, balanced only, 2 seeds, 20 steps."""
+  3000 steps; EBV alpha = 0.15, sparse ETF sparsity 0.5 (0.6 leaves a row with one entry at d = 9).
+  ``"smoke"``: K = 4, d = 3, balanced only, 2 seeds, 20 steps."""
   c = ml_collections.ConfigDict()
   c.K, c.d = 10, 9
   c.profiles = ("balanced", "long-tailed")
@@ -42,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tau = 0.2
   c.seed, c.num_seeds = 0, 4
   c.lr, c.momentum, c.num_steps, c.log_every = 0.1, 0.9, 3000, 50
-  c.ebv_alpha, c.sparsity, c.sparse_steps = 0.15, 0.6, 1000
+  c.ebv_alpha, c.sparsity, c.sparse_steps = 0.15, 0.5, 1000
   c.x64 = True
   if arg == "smoke":
     c.K, c.d, c.profiles, c.num_seeds, c.num_steps, c.log_every = 4, 3, ("balanced",), 2, 20, 10

@@ -100,25 +100,34 @@ def run(c, ctx=None) -> xr.Dataset:
 
 
 def plot(results: xr.Dataset, c):
-  """GNC2 against K/d per d: learned means (dots, every seed) and classifiers (crosses), minimal log energy (line,
-  band: spread over restarts) and the ETF value (dashed; attainable only for K <= d + 1)."""
+  """Top: GNC2 against K/d per d: learned means (dots, every seed) and classifiers (crosses), minimal log energy (line)
+  and the ETF value (dashed; attainable only for K <= d + 1). Bottom: learned minus minimal-energy GNC2 (symlog), with
+  the spread of the energy over restarts as a band."""
   from matplotlib import pyplot as plt
   ds_ = sorted(set(results.d.values.tolist()))
-  fig, axs = plt.subplots(1, len(ds_), figsize=(4.6 * len(ds_), 3.8), squeeze=False, constrained_layout=True)
-  for ax, d in zip(axs[0], ds_):
+  fig, axs = plt.subplots(2, len(ds_), figsize=(4.6 * len(ds_), 6.6), squeeze=False, constrained_layout=True)
+  for ax, gap_ax, d in zip(axs[0], axs[1], ds_):
     r = results.where(results.d == d, drop=True)
     ratio = r.K.values / d
     o = np.argsort(ratio)
+    e, sp = r.energy_gnc2.values[o], r.energy_spread.values[o]
     for j in range(r.sizes["seed"]):
       ax.scatter(ratio, r.gnc2_M.values[:, j], s=14, color="C0", label="learned means" if j == 0 else None)
       ax.scatter(ratio, r.gnc2_W.values[:, j], s=18, marker="x", color="C2", label="learned W" if j == 0 else None)
-    e, sp = r.energy_gnc2.values[o], r.energy_spread.values[o]
+      gap_ax.scatter(ratio[o], r.gnc2_M.values[o, j] - e, s=14, color="C0", label="learned means" if j == 0 else None)
     ax.plot(ratio[o], e, color="C3", label="min log energy / pairs")
-    ax.fill_between(ratio[o], e, e + sp, color="C3", alpha=0.2, lw=0)
     ax.plot(ratio[o], r.etf_gnc2.values[o], color="k", ls="--", lw=1, label="simplex ETF value")
-    ax.axvline((d + 1) / d, color="0.6", lw=0.8, ls=":")
-    ax.set(xscale="log", xlabel="K / d", ylabel="GNC2 (lower = more uniform)", title=f"d = {d}")
+    gap_ax.fill_between(ratio[o], 0 * sp, sp, color="C3", alpha=0.3, lw=0, label="energy spread over restarts")
+    for a in (ax, gap_ax):
+      a.axvline((d + 1) / d, color="0.6", lw=0.8, ls=":")
+      a.set(xscale="log", xlabel="K / d")
+    ax.set(ylabel="GNC2 (lower = more uniform)", title=f"d = {d}")
+    gap_ax.set_yscale("symlog", linthresh=1e-8)
+    gap_ax.set_ylim(-1e-6, 1e-3)
+    gap_ax.set(ylabel="GNC2(learned) - GNC2(min energy)", title=f"d = {d}: gap to the most uniform configuration")
     ax.legend(fontsize=7)
+    gap_ax.legend(fontsize=7)
   fig.suptitle(f"Spherical CE-UFM, tau={results.attrs['tau']:g}, n={results.attrs['n']}, {results.attrs['num_steps']} "
-               f"steps, {results.sizes['seed']} seeds; dotted: K = d + 1", fontsize=10)
+               f"steps, {results.sizes['seed']} seeds; minimal energy: best of {results.attrs['num_restarts']} restarts; "
+               "dotted: K = d + 1", fontsize=10)
   return fig

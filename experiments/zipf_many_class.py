@@ -31,7 +31,7 @@ TRACE_METRICS = ("gnc2", "unc3", "cdnv", "nc1_ratio")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Full: K = 512, Zipf counts n_k = max(1, floor(20/(k+1))) (N = 563), d = 4, 8, 16, 32, tau = 0.1, 2 seeds,
+  """Full: K = 512, Zipf counts n_k = max(1, floor(20/(k+1))) (N = 558), d = 4, 8, 16, 32, tau = 0.1, 2 seeds,
   4000 steps logged every 100. ``"smoke"``: K = 24, d = 3, 2 seeds, 20 steps."""
   c = ml_collections.ConfigDict()
   c.K, c.n_max, c.zipf_a = 512, 20, 1.0

@@ -31,11 +31,15 @@ from jaxtyping import Array, Float, Int
 from ufm import metrics as _m
 from ufm.problem import Params, ProblemLike, _check_int, check_real
 
-__all__ = ["DEFAULT_BLOCK", "cdnv", "compute", "equiangularity", "etf_error", "gnc2", "gnc2_var", "max_angle", "nc4",
+__all__ = ["DEFAULT_BLOCK", "TILED", "cdnv", "compute", "equiangularity", "etf_error", "gnc2", "gnc2_var", "max_angle", "nc4",
            "of_error", "self_duality_etf", "zipf_counts"]
 
 #: Default tile height (classes per row block, or samples per block for NC4).
 DEFAULT_BLOCK = 128
+
+#: The names of :data:`ufm.metrics.METRICS` computed here in tiles; the others call :mod:`ufm.metrics` directly.
+TILED = ("cdnv", "equiangularity_W", "equiangularity_M", "max_angle_W", "max_angle_M", "etf_error_W", "etf_error_M",
+         "of_error_W", "of_error_M", "self_duality_etf", "gnc2", "gnc2_var", "nc4")
 
 
 def zipf_counts(K, *, n_max, a=1.0) -> tuple[int, ...]:
