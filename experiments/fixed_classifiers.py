@@ -24,7 +24,7 @@ from ufm import geometry, spherical
 TITLE = "Learned vs fixed classifiers (ETF, d-simplex, EBV, sparse ETF) on the spherical CE-UFM"
 PAPER = "Pernici et al. 2022; Shen et al. 2023; Xiao et al. 2024 (FedLoGe); Jiang et al. 2024"
 FIGURE = "learned vs fixed classifier (UFM analogue of the papers' comparisons)"
-RUNTIME = "90 s (measured under load from other jobs)"
+RUNTIME = "50 s CPU; 210 s wall measured under load from other jobs"
 
 CLASSIFIERS = ("learned", "etf", "d_simplex", "ebv", "sparse_etf")
 TRACE_METRICS = ("nc1_ratio", "gnc2", "self_duality_classwise")

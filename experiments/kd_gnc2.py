@@ -22,7 +22,7 @@ from ufm import geometry, spherical
 TITLE = "GNC2 vs K/d: spherical CE-UFM against the minimal log-energy configuration and the ETF value"
 PAPER = "Wu & Papyan 2024; Liu et al. 2023; Jiang et al. 2024"
 FIGURE = "GNC2 vs K/d (Linguistic Collapse Fig. 2 regime, UFM version)"
-RUNTIME = "170 s (measured under load from other jobs)"
+RUNTIME = "130 s CPU; 440 s wall measured under load from other jobs"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

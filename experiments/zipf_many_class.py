@@ -25,7 +25,7 @@ from ufm import spherical, tiled
 TITLE = "K >> d with Zipfian counts: GNC2, UNC3, CDNV of the spherical CE-UFM vs training length and d"
 PAPER = "Wu & Papyan 2024 (Linguistic Collapse); Jiang et al. 2024"
 FIGURE = "Linguistic Collapse Figs. (GNC2 / UNC3 / CDNV vs training and scale), UFM analogue"
-RUNTIME = "120 s (measured under load from other jobs)"
+RUNTIME = "150 s CPU; 340 s wall measured under load from other jobs"
 
 TRACE_METRICS = ("gnc2", "unc3", "cdnv", "nc1_ratio")
 
