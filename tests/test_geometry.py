@@ -57,6 +57,7 @@ def test_polygon_closed_forms_agree_with_their_own_identities():
   assert_close(np.asarray(theory.regular_polygon_metrics(4)), np.asarray(theory.cross_polytope_metrics(2)), "exact")
 
 
+@pytest.mark.slow
 def test_minimal_log_energy_in_d2_is_the_regular_polygon(getkey):
   K = 5
   r = geometry.minimal_energy(getkey(), K, 2, s=0.0, num_restarts=3, num_steps=800)
@@ -97,7 +98,7 @@ def _unit_norms(W):
   assert_close(jnp.linalg.norm(W, axis=1), np.ones(W.shape[0]), "closed_form_metric")
 
 
-@pytest.mark.parametrize("K, d", [(5, 4), (5, 9)])
+@pytest.mark.parametrize("K, d", [(5, 9)])  # d > K - 1: the d-simplex is padded; d = K - 1 is in the ETF closed forms
 def test_etf_and_d_simplex_have_equal_norms_and_cosines_minus_one_over_k_minus_one(K, d):
   for W in (geometry.fixed_classifier("etf", K, d), geometry.fixed_classifier("d_simplex", K, d)):
     assert W.shape == (K, d)
