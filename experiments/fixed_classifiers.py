@@ -11,6 +11,8 @@ class-wise self-duality; at the end, :func:`ufm.geometry.classifier_alignment` (
 with its classifier, accuracy, margin on the sphere).
 """
 
+import functools
+
 import ml_collections
 import numpy as np
 import xarray as xr
@@ -34,7 +36,7 @@ ALIGNMENT = ("cos_mean", "cos_min", "accuracy", "margin")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K = 10, d = 9, balanced (n = 5) and long-tailed (n_max = 20, rho = 10) counts, tau = 0.2, 4 seeds,
   3000 steps; EBV alpha = 0.15, sparse ETF sparsity 0.5 (0.6 leaves a row with one entry at d = 9).
-  ``"smoke"``: K = 4, d = 3, balanced only, 2 seeds, 20 steps."""
+  ``"smoke"``: K = 4, d = 3, balanced only, ETF and d-simplex only, 2 seeds, 20 steps."""
   c = ml_collections.ConfigDict()
   c.K, c.d = 10, 9
   c.profiles = ("balanced", "long-tailed")
@@ -47,6 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.x64 = True
   if arg == "smoke":
     c.K, c.d, c.profiles, c.num_seeds, c.num_steps, c.log_every = 4, 3, ("balanced",), 2, 20, 10
+    c.classifiers = ("etf", "d_simplex")  # one compiled program (the fixed classifiers share it); EBV, sparse ETF:
+    # tests/test_geometry.py
     c.ebv_alpha, c.sparsity, c.sparse_steps = 0.5, 0.1, 10
   elif arg is not None:
     raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
@@ -102,8 +106,7 @@ def run(c, ctx=None) -> xr.Dataset:
       res = ctx.sweep(f"fixed_classifiers[{p},{name}]", ufm.gradient_descent, prob, hp, axes=axes,
                       num_steps=c.num_steps, log_every=c.log_every, trace_metrics=TRACE_METRICS)
       ds = _common.sweep_dataset(res, log_every=c.log_every)
-      al = jax.vmap(lambda P, prob=prob: geometry.classifier_alignment(P.W, P.H, prob.labels, prob.K))(
-          res.solution.params)
+      al = _alignment(res.solution.params, prob.labels, K=prob.K)
       for k in ALIGNMENT:
         ds[k] = ("seed", np.asarray(al[k]))
       per.append(ds)
@@ -113,6 +116,12 @@ def run(c, ctx=None) -> xr.Dataset:
   out["pred_max_cos"] = ("classifier", np.asarray(maxcos))  # NaN for the learned classifier (nothing fixed)
   out.attrs.update(K=c.K, d=c.d, tau=c.tau, counts=[list(counts[p]) for p in profiles])
   return out
+
+
+@functools.partial(jax.jit, static_argnames="K")
+def _alignment(params, labels, *, K):
+  """:func:`ufm.geometry.classifier_alignment` of every seed's solution."""
+  return jax.vmap(lambda P: geometry.classifier_alignment(P.W, P.H, labels, K))(params)
 
 
 def plot(results: xr.Dataset, c):
