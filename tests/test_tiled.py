@@ -70,17 +70,30 @@ def test_temporary_memory_grows_linearly_not_quadratically_in_K():
 
 @pytest.mark.slow
 def test_fifty_thousand_classes_with_zipf_counts(getkey):
-  """The language-model regime: K = 50 000 classes, Zipf counts (N = 60 020), d = 16: every metric is finite, and
-  the temporary memory of the whole tiled metric set stays below that of a single K x K matrix."""
+  """The language-model regime: K = 50 000 classes, Zipf counts (n_max = 2 000, a = 1: N = 63 518, 49 000 classes
+  with one sample), d = 16, random features and classifiers, labels without a dense one-hot Y (ClassLabels): every
+  metric is finite, and the temporary memory of the whole tiled metric set stays below that of one K x K matrix."""
   K, d = 50_000, 16
-  counts = tiled.zipf_counts(K, n_max=5_000, a=0.6)
-  p = spherical.make_spherical_problem(counts, d=d, tau=0.1)
-  params = p.init(getkey(), 1.0)
-  v = tiled.compute(params, p, block=256)
+  counts = tiled.zipf_counts(K, n_max=2_000, a=1.0)
+  labels = tiled.ClassLabels.make(counts)
+  params = ufm.Params(W=jax.random.normal(getkey(), (K, d)), H=jax.random.normal(getkey(), (d, labels.N)),
+                      b=jnp.zeros(K))
+  v = tiled.compute(params, labels, block=256)
   assert all(np.isfinite(float(x)) for x in v.values()), v
   spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-  temp = jax.jit(lambda q: tiled.compute(q, p, block=256)).lower(spec).compile().memory_analysis().temp_size_in_bytes
+  compiled = jax.jit(lambda q: tiled.compute(q, labels, block=256)).lower(spec).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
   assert temp < K * K * 8
+
+
+def test_class_labels_give_the_same_metrics_as_the_problem(getkey):
+  counts = tiled.zipf_counts(9, n_max=4)
+  p = ufm.make_problem(counts, d=3, lam_W=0.1, lam_H=0.1)
+  params = ufm.init_params(getkey(), p, 1.0)
+  names = ("gnc2", "unc3", "cdnv", "nc1")
+  a, b = tiled.compute(params, p, names, block=4), tiled.compute(params, tiled.ClassLabels.make(counts), names, block=4)
+  for n in names:
+    assert_close(a[n], b[n], "tiled", n)
 
 
 def test_zipf_counts_and_validation():
