@@ -33,9 +33,8 @@ from jaxtyping import Array, Float, Int
 from ufm import metrics as _m
 from ufm.problem import ClassStructure, Params, ProblemLike, _check_counts, _check_int, check_real
 
-__all__ = ["ClassLabels", "DEFAULT_BLOCK", "TILED", "cdnv", "compute", "equiangularity", "etf_error", "gnc2", "gnc2_var",
-           "max_angle", "nc4",
-           "of_error", "self_duality_etf", "zipf_counts"]
+__all__ = ["ClassLabels", "DEFAULT_BLOCK", "TILED", "cdnv", "compute", "equiangularity", "etf_error", "gnc2",
+           "gnc2_var", "max_angle", "nc4", "of_error", "self_duality_etf", "zipf_counts"]
 
 #: Default tile height (classes per row block, or samples per block for NC4).
 DEFAULT_BLOCK = 128
