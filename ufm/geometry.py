@@ -243,8 +243,36 @@ def _one_vs_rest(X, *, num_iters):
   return _distances_given(X, _hull_weights(X, A0, num_iters))
 
 
-@functools.partial(jax.jit, static_argnames=("K", "d", "num_steps", "inner_iters", "final_iters"))
-def _softmax_code_solve(keys, lr, beta0, beta1, *, K, d, num_steps, inner_iters, final_iters):
+def _polish(X, A, eta0, eps0, *, polish_steps, inner_iters):
+  """Steepest ascent for the max-min (Demyanov & Malozemov 1974, "Introduction to Minimax", Ch. III; Kiwiel 1985):
+  the ascent direction is the min-norm point of the convex hull of the tangent gradients of the active
+  :math:`\rho_k` (those within ``eps`` of the minimum; ``eps`` and the step shrink geometrically). The min-norm point
+  is a simplex-constrained QP, solved by projected gradient. Returns the last iterate and its hull weights."""
+  K = X.shape[1]
+  dtype = X.dtype
+
+  def step(carry, t):
+    X, A = carry
+    A = _hull_weights(X, A, inner_iters)
+    rho_fn = lambda Y: _distances_given(Y, jax.lax.stop_gradient(A))
+    rho = rho_fn(X)
+    J = jax.vmap(lambda G: _tangent(X, G))(jax.jacrev(rho_fn)(X))  # K x d x K: the gradient of each rho_k
+    frac = t / polish_steps
+    active = rho <= jnp.min(rho) + eps0 * 1e-4**frac
+    G = jnp.einsum("kij,lij->kl", J, J)
+    L = jnp.linalg.norm(G, ord=2) + 1e-30
+    lam = jax.lax.fori_loop(0, 200, lambda _, v: _project_simplex(v - G @ v / L, active),
+                            _project_simplex(jnp.ones(K, dtype), active))
+    direction = jnp.einsum("k,kij->ij", lam, J)
+    X = unit_columns(X + eta0 * 1e-3**frac * direction / (jnp.linalg.norm(direction) + 1e-30))
+    return (X, A), None
+
+  (X, A), _ = jax.lax.scan(step, (X, A), jnp.arange(polish_steps, dtype=dtype))
+  return X, A
+
+
+@functools.partial(jax.jit, static_argnames=("K", "d", "num_steps", "inner_iters", "final_iters", "polish_steps"))
+def _softmax_code_solve(keys, lr, beta0, beta1, *, K, d, num_steps, inner_iters, final_iters, polish_steps):
   dtype = lr.dtype
   opt = optax.adam(optax.cosine_decay_schedule(1.0, num_steps, alpha=1e-3))
 
@@ -263,15 +291,19 @@ def _softmax_code_solve(keys, lr, beta0, beta1, *, K, d, num_steps, inner_iters,
       return (unit_columns(X + lr * u), A, st), None
 
     (X, A, _), _ = jax.lax.scan(step, (X0, A0, opt.init(X0)), jnp.arange(num_steps, dtype=dtype))
-    rho = _distances_given(X, _hull_weights(X, A, final_iters))
-    return X, jnp.min(rho)
+    rho = jnp.min(_distances_given(X, _hull_weights(X, A, final_iters)))
+    if polish_steps:
+      Xp, Ap = _polish(X, A, lr, 0.05, polish_steps=polish_steps, inner_iters=max(inner_iters, 50))
+      rho_p = jnp.min(_distances_given(Xp, _hull_weights(Xp, Ap, final_iters)))
+      X, rho = jnp.where(rho_p > rho, Xp, X), jnp.maximum(rho, rho_p)
+    return X, rho
 
   return jax.vmap(one)(keys)
 
 
 def softmax_code(key: jax.Array, K: int, d: int, *, num_restarts: int = 8, num_steps: int = 2000,
                  lr: float = 0.02, beta: tuple[float, float] = (20.0, 2000.0), inner_iters: int = 20,
-                 final_iters: int = 3000, dtype=None) -> OptimisedGeometry:
+                 final_iters: int = 3000, polish_steps: int = 2000, dtype=None) -> OptimisedGeometry:
   r"""A softmax code: ``K`` unit vectors in :math:`\mathbb R^d` maximising the minimal one-vs-rest distance
 
   .. math:: \max_{\|x_k\| = 1}\ \min_k\ \operatorname{dist}\big(x_k, \operatorname{conv}\{x_j : j \ne k\}\big)
@@ -280,21 +312,24 @@ def softmax_code(key: jax.Array, K: int, d: int, *, num_restarts: int = 8, num_s
   CE-UFM classifier as :math:`\tau \to 0`). Solved by Riemannian Adam on the soft minimum
   :math:`-\beta^{-1}\log\sum_k e^{-\beta\rho_k}` with :math:`\beta` annealed geometrically over
   ``beta``; :math:`\nabla\rho_k` by Danskin's theorem at the hull weights, which warm-started FISTA
-  (``inner_iters`` per step; :func:`one_vs_rest_distances`) keeps up to date. ``num_restarts``
-  uniform random starts are vmapped; ``value`` is the best :math:`\min_k\rho_k`, evaluated with
-  ``final_iters`` FISTA iterations.
+  (``inner_iters`` per step; :func:`one_vs_rest_distances`) keeps up to date. The soft minimum is biased at
+  non-smooth maxima (the octahedron, the icosahedron), so ``polish_steps`` steps of steepest ascent for the
+  max-min follow (min-norm point of the convex hull of the active gradients; the better of the two iterates is
+  kept). ``num_restarts`` uniform random starts are vmapped; ``value`` is the best :math:`\min_k\rho_k`,
+  evaluated with ``final_iters`` FISTA iterations.
   """
   K, d = _check_shape(K, d, lo_K=3)
   num_restarts = _check_int("num_restarts", num_restarts, lo=1)
   num_steps = _check_int("num_steps", num_steps, lo=1)
   inner_iters = _check_int("inner_iters", inner_iters, lo=1)
   final_iters = _check_int("final_iters", final_iters, lo=1)
+  polish_steps = _check_int("polish_steps", polish_steps, lo=0)
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))
   b0, b1 = (float(check_real("beta", b, lo=0.0, lo_open=True)) for b in beta)
   dtype = jnp.dtype(dtype or jnp.result_type(float))
   X, rho = _softmax_code_solve(jax.random.split(key, num_restarts), jnp.asarray(lr, dtype), jnp.asarray(b0, dtype),
                                jnp.asarray(b1, dtype), K=K, d=d, num_steps=num_steps, inner_iters=inner_iters,
-                               final_iters=final_iters)
+                               final_iters=final_iters, polish_steps=polish_steps)
   best = jnp.argmax(rho)
   return OptimisedGeometry(X=X[best], value=rho[best], values=rho, spread=jnp.max(rho) - jnp.min(rho))
 
