@@ -83,7 +83,7 @@ def test_minimal_energy_reaches_known_minimisers(K, d, s, expected, getkey):
     (7, 2, lambda: theory.regular_polygon_metrics(7).one_vs_rest, 1e-9),
     (4, 3, lambda: theory.simplex_metrics(4).one_vs_rest, 1e-9),
     # K = 2d: the cross-polytope's rho = 1 is a non-smooth maximum (the hull of the others contains 0); the soft-min
-    # ascent stops at 0.9994 (its bias), the steepest-ascent polish that follows reaches 0.99999 (measured 1.4e-5 below).
+    # ascent stops at 0.9994 (its bias), the steepest-ascent polish that follows gets to 1.4e-5 below it (measured).
     (6, 3, lambda: theory.cross_polytope_metrics(3).one_vs_rest, 2e-4)])
 def test_softmax_code_reaches_known_codes(K, d, expected, tol, getkey):
   r = geometry.softmax_code(getkey(), K, d, num_restarts=4, num_steps=1500)
