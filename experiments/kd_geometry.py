@@ -25,7 +25,7 @@ from ufm import geometry, spherical
 TITLE = "Spherical CE-UFM for K > d + 1: learned classifiers beside softmax codes and minimal-energy configurations"
 PAPER = "Jiang et al. 2024 (arXiv 2310.05351)"
 FIGURE = "Jiang et al. Fig. 1-2 (softmax codes, d = 2, 3)"
-RUNTIME = "120 s CPU; 390 s wall measured under load from other jobs"
+RUNTIME = "140 s CPU; 280 s wall measured under load from other jobs"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
