@@ -30,7 +30,7 @@ RUNTIME = "140 s CPU; 280 s wall measured under load from other jobs"
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: d = 2 with K = 4, 5, 7, 9 and d = 3 with K = 5, 6, 8, 12; n = 1; tau = 0.5, 0.1; 4 seeds; 6000 steps.
-  ``"smoke"``: d = 2, K = 4; 2 seeds; 20 steps."""
+  ``"smoke"``: d = 2, K = 4; 2 seeds; 20 steps; no polish of the softmax code."""
   c = ml_collections.ConfigDict()
   c.shapes = ((2, 4), (2, 5), (2, 7), (2, 9), (3, 5), (3, 6), (3, 8), (3, 12))
   c.n = 1
@@ -39,10 +39,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lr, c.momentum = 0.1, 0.9
   c.num_steps = 6000
   c.num_restarts, c.code_steps, c.energy_steps = 6, 2000, 2000
+  c.polish_steps = 2000  # steepest-ascent polish of the softmax codes (ufm.geometry.softmax_code)
   c.x64 = True
   if arg == "smoke":
     c.shapes, c.num_seeds, c.num_steps, c.taus = ((2, 4),), 2, 20, (0.5,)
-    c.num_restarts, c.code_steps, c.energy_steps = 2, 10, 10
+    c.num_restarts, c.code_steps, c.energy_steps, c.polish_steps = 2, 10, 10, 0  # no polish: one program less
   elif arg is not None:
     raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
   return c
@@ -85,7 +86,7 @@ def run(c, ctx=None) -> xr.Dataset:
                     num_steps=c.num_steps, log_every=c.num_steps)
     W = np.asarray(res.solution.params.W)  # (tau, seed, K, d), unit rows
     code = geometry.softmax_code(jax.random.fold_in(key, 1000 * d + K), K, d, num_restarts=c.num_restarts,
-                                 num_steps=c.code_steps, dtype=dt)
+                                 num_steps=c.code_steps, polish_steps=c.polish_steps, dtype=dt)
     energy = geometry.minimal_energy(jax.random.fold_in(key, 2000 * d + K), K, d, s=0.0,
                                      num_restarts=c.num_restarts, num_steps=c.energy_steps, dtype=dt)
     # rho and GNC2 of the learned classifiers and of the two references in one compiled call
