@@ -26,7 +26,9 @@ EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_
                # issue 5: mixup UFM
                "mixup_geometry", "mixup_confidence", "mixup_alpha_K",
                # issue 8: deep linear UFM
-               "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank")
+               "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank",
+               # issue 12: K > d, spherical UFM, fixed classifiers
+               "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class")
 
 __all__ = ["EXPERIMENTS", "get"]
 

@@ -3,12 +3,14 @@
 Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
 :mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`, :mod:`ufm.deep` (the deep linear UFM),
 :mod:`ufm.convex` (the convex reference of the imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.mixup`
-(input- and manifold-mixup UFMs), :mod:`ufm.testing` (hypothesis
-strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executable checks).
-The most used names are re-exported here.
+(input- and manifold-mixup UFMs), :mod:`ufm.spherical` (the spherical temperature-scaled UFM, any K and d),
+:mod:`ufm.geometry` (softmax codes, minimal-energy configurations, fixed classifiers), :mod:`ufm.tiled` (the metrics
+in memory linear in K), :mod:`ufm.testing` (hypothesis strategies, the tolerance table) and :mod:`ufm.claims`
+(theory claims as executable checks). The most used names are re-exported here.
 """
 
-from ufm import claims, convex, deep, metrics, mixup, objectives, problem, solvers, sweep, testing, theory, vicinity
+from ufm import (claims, convex, deep, geometry, metrics, mixup, objectives, problem, solvers, spherical, sweep,
+                 testing, theory, tiled, vicinity)
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -38,6 +40,7 @@ __all__ = [
     "convex",
     "deep",
     "gd_hparams",
+    "geometry",
     "gradient_descent",
     "init_params",
     "lbfgs_hparams",
@@ -54,9 +57,11 @@ __all__ = [
     "problem",
     "run_claim",
     "solvers",
+    "spherical",
     "step_counts",
     "sweep",
     "testing",
     "theory",
+    "tiled",
     "vicinity",
 ]

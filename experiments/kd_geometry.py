@@ -1,0 +1,176 @@
+r"""Learned classifier geometry for ``K > d + 1`` (d = 2 and d = 3) beside the reference geometries.
+
+Spherical temperature-scaled CE-UFM (:mod:`ufm.spherical`; Jiang et al. 2024, "Generalized Neural
+Collapse for a Large Number of Classes", arXiv 2310.05351, problem (3)), solved by Riemannian gradient
+descent with momentum, ``num_seeds`` seeds and the temperatures ``taus`` vmapped per ``(d, K)``. Beside
+each learned classifier: the softmax code (:func:`ufm.geometry.softmax_code`, the :math:`\tau \to 0`
+limit Jiang et al. prove) and the minimal log-energy configuration (:func:`ufm.geometry.minimal_energy`,
+the optimum of GNC2), each the best of ``num_restarts`` vmapped restarts.
+
+Reported per ``(d, K, tau, seed)``: the minimal one-vs-rest distance :math:`\rho` of the learned
+classifier and GNC2 of its rows, against :math:`\rho` and GNC2 of the two references. For ``d = 2``
+every one of them is the regular ``K``-gon (THEORY.md §5.7).
+"""
+
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import jax
+import ufm
+from experiments import _common
+from experiments.runner import Context
+from ufm import geometry, spherical
+
+TITLE = "Spherical CE-UFM for K > d + 1: learned classifiers beside softmax codes and minimal-energy configurations"
+PAPER = "Jiang et al. 2024 (arXiv 2310.05351)"
+FIGURE = "Jiang et al. Fig. 1-2 (softmax codes, d = 2, 3)"
+RUNTIME = "140 s CPU; 280 s wall measured under load from other jobs"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: d = 2 with K = 4, 5, 7, 9 and d = 3 with K = 5, 6, 8, 12; n = 1; tau = 0.5, 0.1; 4 seeds; 6000 steps.
+  ``"smoke"``: d = 2, K = 4; 2 seeds; 20 steps; no polish of the softmax code."""
+  c = ml_collections.ConfigDict()
+  c.shapes = ((2, 4), (2, 5), (2, 7), (2, 9), (3, 5), (3, 6), (3, 8), (3, 12))
+  c.n = 1
+  c.taus = (0.5, 0.1)
+  c.seed, c.num_seeds = 0, 4
+  c.lr, c.momentum = 0.1, 0.9
+  c.num_steps = 6000
+  c.num_restarts, c.code_steps, c.energy_steps = 6, 2000, 2000
+  c.polish_steps = 2000  # steepest-ascent polish of the softmax codes (ufm.geometry.softmax_code)
+  c.x64 = True
+  if arg == "smoke":
+    c.shapes, c.num_seeds, c.num_steps, c.taus = ((2, 4),), 2, 20, (0.5,)
+    c.num_restarts, c.code_steps, c.energy_steps, c.polish_steps = 2, 10, 10, 0  # no polish: one program less
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def sweep(c) -> dict:
+  """The vmapped axes: temperature, then seeds ((d, K) change shapes: a Python loop)."""
+  return {"tau": np.asarray(c.taus, np.float64), "seed": _common.seeds(c)}
+
+
+def _check(c):
+  shapes = tuple((int(d), int(K)) for d, K in c.shapes)
+  if not shapes:
+    raise ValueError("shapes is empty; allowed: a non-empty tuple of (d, K) pairs with d in {2, 3}, K >= 3")
+  for d, K in shapes:
+    if d not in (2, 3) or K < 3:
+      raise ValueError(f"shapes contains (d, K) = ({d}, {K}); allowed: d in {{2, 3}} and K >= 3")
+  _common.check_int("n", c.n)
+  _common.check_int("num_steps", c.num_steps, hi=10**7)
+  return shapes
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dims ``(shape, tau, seed)`` for the learned rho and GNC2, ``(shape, tau, seed, k, x)`` for the learned classifier
+  (zero-padded to the largest K and to 3 coordinates), ``(shape, k, x)`` for the references."""
+  ctx = ctx or Context()
+  shapes = _check(c)
+  dt = _common.dtype(c)
+  problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, c.n), d=d, tau=c.taus[0], dtype=dt)
+              for d, K in shapes]
+  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
+  axes = sweep(c)
+  Kmax = max(K for _, K in shapes)
+  T, S = len(c.taus), int(c.num_seeds)
+  out = {k: [] for k in ("rho", "gnc2", "W", "code_W", "code_rho", "code_spread", "energy_W", "energy_rho",
+                         "energy_gnc2", "energy_spread", "code_gnc2", "diverged", "objective")}
+  key = jax.random.key(int(c.seed))
+  for (d, K), problem in zip(shapes, problems):
+    res = ctx.sweep(f"kd_geometry[d={d},K={K}]", ufm.gradient_descent, problem, hp, axes=axes,
+                    num_steps=c.num_steps, log_every=c.num_steps)
+    W = np.asarray(res.solution.params.W)  # (tau, seed, K, d), unit rows
+    code = geometry.softmax_code(jax.random.fold_in(key, 1000 * d + K), K, d, num_restarts=c.num_restarts,
+                                 num_steps=c.code_steps, polish_steps=c.polish_steps, dtype=dt)
+    energy = geometry.minimal_energy(jax.random.fold_in(key, 2000 * d + K), K, d, s=0.0,
+                                     num_restarts=c.num_restarts, num_steps=c.energy_steps, dtype=dt)
+    # rho and GNC2 of the learned classifiers and of the two references in one compiled call
+    batch = np.concatenate([W.reshape(T * S, K, d), np.asarray(code.X).T[None], np.asarray(energy.X).T[None]])
+    rho, g2 = (np.asarray(a) for a in _stats(batch))
+    pad = np.zeros((T, S, Kmax, 3))
+    pad[:, :, :K, :d] = W
+    out["W"].append(pad)
+    out["rho"].append(rho[:-2].reshape(T, S))
+    out["gnc2"].append(g2[:-2].reshape(T, S))
+    out["diverged"].append(np.asarray(res.solution.diverged))
+    out["objective"].append(np.asarray(res.solution.objective))
+    for i, (name, geo) in enumerate((("code", code), ("energy", energy))):
+      P = np.zeros((Kmax, 3))
+      P[:K, :d] = np.asarray(geo.X).T
+      out[f"{name}_W"].append(P)
+      out[f"{name}_spread"].append(float(geo.spread))
+      out[f"{name}_rho"].append(float(rho[T * S + i]))
+      out[f"{name}_gnc2"].append(float(g2[T * S + i]))
+  dims = {"rho": ("shape", "tau", "seed"), "gnc2": ("shape", "tau", "seed"), "diverged": ("shape", "tau", "seed"),
+          "objective": ("shape", "tau", "seed"), "W": ("shape", "tau", "seed", "k", "x"),
+          "code_W": ("shape", "k", "x"), "energy_W": ("shape", "k", "x")}
+  data = {k: (dims.get(k, ("shape",)), np.asarray(v)) for k, v in out.items()}
+  data["d"] = ("shape", np.asarray([d for d, _ in shapes]))
+  data["K"] = ("shape", np.asarray([K for _, K in shapes]))
+  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "tau": axes["tau"],
+                                "seed": axes["seed"]})
+  ds.attrs.update(n=c.n, num_steps=c.num_steps, num_restarts=c.num_restarts)
+  return ds
+
+
+@jax.jit
+def _stats(W_bxKxd):
+  """Minimal one-vs-rest distance and GNC2 (log energy over pairs of the unit rows) of a batch of classifiers."""
+  one = lambda w: (geometry.one_vs_rest_distances(w.T).min(), ufm.metrics.gnc2(w.T))
+  return jax.vmap(one)(W_bxKxd)
+
+
+def plot(results: xr.Dataset, c):
+  """Top: the d = 2 classifiers (seed 0, smallest tau) on the circle beside the softmax code. Bottom: rho and GNC2
+  of the learned classifiers (all seeds, per tau) against the softmax code and the minimal-energy configuration."""
+  from matplotlib import pyplot as plt
+  shapes = list(results.shape.values)
+  two = [s for s in shapes if int(results.d.sel(shape=s)) == 2]
+  ncol = max(len(two), 2)
+  fig = plt.figure(figsize=(3.2 * ncol, 7.2), constrained_layout=True)
+  gs = fig.add_gridspec(2, ncol)
+  ti = int(np.argmin(results.tau.values))
+  for j, s in enumerate(two):
+    ax = fig.add_subplot(gs[0, j])
+    r = results.sel(shape=s)
+    K = int(r.K)
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(t), np.sin(t), color="0.8", lw=1)
+    W = r.W.values[ti, 0, :K, :2]
+    C = r.code_W.values[:K, :2]
+    ax.scatter(C[:, 0], C[:, 1], s=120, facecolors="none", edgecolors="C1", label="softmax code")
+    ax.scatter(W[:, 0], W[:, 1], s=25, color="C0", label=f"learned, tau={results.tau.values[ti]:g}")
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"d=2, K={K}: gap err {_gap_error(W):.1e}", fontsize=9)
+    if j == 0:
+      ax.legend(fontsize=7, loc="lower left")
+  x = np.arange(len(shapes))
+  for col, (var, ref, label) in enumerate((("rho", "rho", r"min one-vs-rest distance $\rho$"),
+                                           ("gnc2", "gnc2", "GNC2 of the classifier rows"))):
+    ax = fig.add_subplot(gs[1, col * ncol // 2:(col + 1) * ncol // 2])
+    for i, tau in enumerate(results.tau.values):
+      v = results[var].values[:, i, :]
+      ax.scatter(np.repeat(x, v.shape[1]) + 0.08 * (i - 0.5), v.ravel(), s=12, color=f"C{i}",
+                 label=f"learned, tau={tau:g}")
+    ax.scatter(x, results[f"code_{ref}"].values, marker="_", s=300, color="k", label="softmax code (best restart)")
+    ax.scatter(x, results[f"energy_{ref}"].values, marker="x", s=40, color="C3", label="min log-energy (best restart)")
+    ax.set_xticks(x, shapes, rotation=45, fontsize=8)
+    ax.set_title(label, fontsize=10)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"Spherical CE-UFM (n={results.attrs['n']}, {results.attrs['num_steps']} Riemannian GD steps, "
+               f"{results.sizes['seed']} seeds) vs references ({results.attrs['num_restarts']} restarts each)",
+               fontsize=10)
+  return fig
+
+
+def _gap_error(W):
+  ang = np.sort(np.mod(np.arctan2(W[:, 1], W[:, 0]), 2 * np.pi))
+  gaps = np.diff(np.concatenate([ang, ang[:1] + 2 * np.pi]))
+  return float(np.max(np.abs(gaps - 2 * np.pi / len(ang))))

@@ -1,0 +1,133 @@
+r"""GNC2 (hyperspherical uniformity) against ``K/d``: the spherical CE-UFM beside the minimal log-energy bound.
+
+For ``K <= d + 1`` the class means of the spherical CE-UFM form a simplex ETF and GNC2 equals
+:math:`-\frac12\log\frac{2K}{K-1}` (THEORY.md §0.3); past ``K = d + 1`` no ETF exists and GNC2 is bounded
+below by the minimal logarithmic energy of ``K`` points on :math:`S^{d-1}` divided by the number of pairs
+(:func:`ufm.geometry.minimal_energy` with ``s = 0``, best of ``num_restarts`` vmapped restarts). GNC2 of
+the learned centred class means (Wu & Papyan 2024, arXiv 2405.17767; Liu et al. 2023, arXiv 2303.06484)
+and of the classifier rows is plotted against ``K/d`` with both references; the gap measures how far
+the softmax-code geometry that CE selects (Jiang et al. 2024, arXiv 2310.05351) is from the most uniform one.
+"""
+
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import jax
+import ufm
+from experiments import _common
+from experiments.runner import Context
+from ufm import geometry, spherical
+
+TITLE = "GNC2 vs K/d: spherical CE-UFM against the minimal log-energy configuration and the ETF value"
+PAPER = "Wu & Papyan 2024; Liu et al. 2023; Jiang et al. 2024"
+FIGURE = "GNC2 vs K/d (Linguistic Collapse Fig. 2 regime, UFM version)"
+RUNTIME = "130 s CPU; 440 s wall measured under load from other jobs"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: d = 2, 4, 8; K/d-ratios giving K = d+1, 2d, 4d, 8d; n = 1; tau = 0.2; 4 seeds; 4000 steps; 6 restarts.
+  ``"smoke"``: d = 2, K = 3 only (one shape); 2 seeds; 20 steps."""
+  c = ml_collections.ConfigDict()
+  c.dims = (2, 4, 8)
+  c.multiples = (2, 4, 8)  # K = m d, besides K = d + 1
+  c.n = 1
+  c.tau = 0.2
+  c.seed, c.num_seeds = 0, 4
+  c.lr, c.momentum, c.num_steps = 0.1, 0.9, 4000
+  c.num_restarts, c.energy_steps = 6, 3000
+  c.x64 = True
+  if arg == "smoke":
+    c.dims, c.multiples, c.num_seeds, c.num_steps, c.num_restarts, c.energy_steps = (2,), (), 2, 20, 2, 10
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def sweep(c) -> dict:
+  """The vmapped axis: seeds ((d, K) are a Python loop)."""
+  return {"seed": _common.seeds(c)}
+
+
+def _shapes(c):
+  dims = tuple(_common.check_int("dims[i]", d, lo=2) for d in c.dims)
+  mults = tuple(_common.check_int("multiples[i]", m, lo=2) for m in c.multiples)
+  if not dims:
+    raise ValueError("dims is empty; allowed: a non-empty tuple of integers >= 2 (multiples may be empty)")
+  return [(d, K) for d in dims for K in sorted({d + 1, *(m * d for m in mults)})]
+
+
+@jax.jit
+def _gnc2_pair(params_W, params_H, labels):
+  """GNC2 of the centred class means and of the classifier rows (vmapped over seeds by the caller)."""
+  K = params_W.shape[0]
+  M = ufm.metrics.class_means(params_H, labels, K)[0]
+  return ufm.metrics.gnc2(M - params_H.mean(axis=1, keepdims=True)), ufm.metrics.gnc2(params_W.T)
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dims ``(shape, seed)`` for the learned GNC2 values, ``(shape,)`` for the references."""
+  ctx = ctx or Context()
+  shapes = _shapes(c)
+  _common.check_int("num_steps", c.num_steps, hi=10**7)
+  dt = _common.dtype(c)
+  problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, _common.check_int("n", c.n)), d=d, tau=c.tau,
+                                               dtype=dt) for d, K in shapes]
+  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
+  axes = sweep(c)
+  key = jax.random.key(int(c.seed))
+  rows = {k: [] for k in ("gnc2_M", "gnc2_W", "objective", "diverged", "energy_gnc2", "energy_spread", "etf_gnc2")}
+  for (d, K), p in zip(shapes, problems):
+    res = ctx.sweep(f"kd_gnc2[d={d},K={K}]", ufm.gradient_descent, p, hp, axes=axes, num_steps=c.num_steps,
+                    log_every=c.num_steps)
+    gM, gW = jax.vmap(_gnc2_pair, in_axes=(0, 0, None))(res.solution.params.W, res.solution.params.H, p.labels)
+    e = geometry.minimal_energy(jax.random.fold_in(key, 1000 * d + K), K, d, s=0.0, num_restarts=c.num_restarts,
+                                num_steps=c.energy_steps, dtype=dt)
+    P = K * (K - 1) / 2
+    rows["gnc2_M"].append(np.asarray(gM))
+    rows["gnc2_W"].append(np.asarray(gW))
+    rows["objective"].append(np.asarray(res.solution.objective))
+    rows["diverged"].append(np.asarray(res.solution.diverged))
+    rows["energy_gnc2"].append(float(e.value) / P)
+    rows["energy_spread"].append(float(e.spread) / P)
+    rows["etf_gnc2"].append(-0.5 * np.log(2 * K / (K - 1)))
+  data = {k: (("shape", "seed") if np.ndim(v[0]) else ("shape",), np.asarray(v)) for k, v in rows.items()}
+  data["d"] = ("shape", np.asarray([d for d, _ in shapes]))
+  data["K"] = ("shape", np.asarray([K for _, K in shapes]))
+  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "seed": axes["seed"]})
+  ds.attrs.update(n=c.n, tau=c.tau, num_steps=c.num_steps, num_restarts=c.num_restarts)
+  return ds
+
+
+def plot(results: xr.Dataset, c):
+  """Top: GNC2 against K/d per d: learned means (dots, every seed) and classifiers (crosses), minimal log energy (line)
+  and the ETF value (dashed; attainable only for K <= d + 1). Bottom: learned minus minimal-energy GNC2 (symlog), with
+  the spread of the energy over restarts as a band."""
+  from matplotlib import pyplot as plt
+  ds_ = sorted(set(results.d.values.tolist()))
+  fig, axs = plt.subplots(2, len(ds_), figsize=(4.6 * len(ds_), 6.6), squeeze=False, constrained_layout=True)
+  for ax, gap_ax, d in zip(axs[0], axs[1], ds_):
+    r = results.where(results.d == d, drop=True)
+    ratio = r.K.values / d
+    o = np.argsort(ratio)
+    e, sp = r.energy_gnc2.values[o], r.energy_spread.values[o]
+    for j in range(r.sizes["seed"]):
+      ax.scatter(ratio, r.gnc2_M.values[:, j], s=14, color="C0", label="learned means" if j == 0 else None)
+      ax.scatter(ratio, r.gnc2_W.values[:, j], s=18, marker="x", color="C2", label="learned W" if j == 0 else None)
+      gap_ax.scatter(ratio[o], r.gnc2_M.values[o, j] - e, s=14, color="C0", label="learned means" if j == 0 else None)
+    ax.plot(ratio[o], e, color="C3", label="min log energy / pairs")
+    ax.plot(ratio[o], r.etf_gnc2.values[o], color="k", ls="--", lw=1, label="simplex ETF value")
+    gap_ax.fill_between(ratio[o], 0 * sp, sp, color="C3", alpha=0.3, lw=0, label="energy spread over restarts")
+    for a in (ax, gap_ax):
+      a.axvline((d + 1) / d, color="0.6", lw=0.8, ls=":")
+      a.set(xscale="log", xlabel="K / d")
+    ax.set(ylabel="GNC2 (lower = more uniform)", title=f"d = {d}")
+    gap_ax.set_yscale("symlog", linthresh=1e-8)
+    gap_ax.set_ylim(-1e-6, 1e-3)
+    gap_ax.set(ylabel="GNC2(learned) - GNC2(min energy)", title=f"d = {d}: gap to the most uniform configuration")
+    ax.legend(fontsize=7)
+    gap_ax.legend(fontsize=7)
+  fig.suptitle(f"Spherical CE-UFM, tau={results.attrs['tau']:g}, n={results.attrs['n']}, {results.attrs['num_steps']} "
+               f"steps, {results.sizes['seed']} seeds; minimal energy: best of {results.attrs['num_restarts']} restarts; "
+               "dotted: K = d + 1", fontsize=10)
+  return fig

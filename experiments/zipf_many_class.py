@@ -1,0 +1,102 @@
+r"""The language-model regime in the UFM: ``K >> d`` classes with Zipfian counts; GNC2, UNC3, CDNV vs training and d.
+
+Wu & Papyan (2024, "Linguistic Collapse", arXiv 2405.17767) track, in causal language models whose
+vocabulary is the class set (``K >> d``, Zipf-distributed token counts), hyperspherical uniformity
+(GNC2), uniform duality (UNC3) and the class-distance normalised variance (CDNV) over training and
+model size, finding that they improve with both. This experiment asks the same of the spherical
+temperature-scaled CE-UFM (:mod:`ufm.spherical`; Jiang et al. 2024, arXiv 2310.05351): ``K`` classes
+with counts :func:`ufm.tiled.zipf_counts`, feature dimensions ``dims`` (a Python loop), Riemannian
+gradient descent with ``num_seeds`` seeds vmapped; the three metrics (THEORY.md §0.3, as
+:mod:`ufm.metrics` defines them) are traced every ``log_every`` steps, and the final values are
+recomputed with the tiled metrics of :mod:`ufm.tiled` (memory linear in ``K``; their largest
+difference from the untiled values is stored as ``tiled_max_abs_diff``).
+"""
+
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import jax
+import ufm
+from experiments import _common
+from experiments.runner import Context
+from ufm import spherical, tiled
+
+TITLE = "K >> d with Zipfian counts: GNC2, UNC3, CDNV of the spherical CE-UFM vs training length and d"
+PAPER = "Wu & Papyan 2024 (Linguistic Collapse); Jiang et al. 2024"
+FIGURE = "Linguistic Collapse Figs. (GNC2 / UNC3 / CDNV vs training and scale), UFM analogue"
+RUNTIME = "150 s CPU; 340 s wall measured under load from other jobs"
+
+TRACE_METRICS = ("gnc2", "unc3", "cdnv", "nc1_ratio")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: K = 512, Zipf counts n_k = max(1, floor(20/(k+1))) (N = 558), d = 4, 8, 16, 32, tau = 0.1, 2 seeds,
+  4000 steps logged every 100. ``"smoke"``: K = 24, d = 3, 2 seeds, 20 steps."""
+  c = ml_collections.ConfigDict()
+  c.K, c.n_max, c.zipf_a = 512, 20, 1.0
+  c.dims = (4, 8, 16, 32)
+  c.tau = 0.1
+  c.seed, c.num_seeds = 0, 2
+  c.lr, c.momentum, c.num_steps, c.log_every = 0.05, 0.9, 4000, 100
+  c.block = 128
+  c.x64 = True
+  if arg == "smoke":
+    c.K, c.n_max, c.dims, c.num_steps, c.log_every, c.block = 24, 4, (3,), 20, 10, 8
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def sweep(c) -> dict:
+  """The vmapped axis: seeds (d changes shapes: a Python loop)."""
+  return {"seed": _common.seeds(c)}
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dims ``(d, seed, step)`` for the traces, ``(d, seed)`` for the final tiled metrics."""
+  ctx = ctx or Context()
+  counts = tiled.zipf_counts(c.K, n_max=c.n_max, a=c.zipf_a)
+  dims = tuple(_common.check_int("dims[i]", d, lo=2) for d in c.dims)
+  if not dims:
+    raise ValueError("dims is empty; allowed: a non-empty tuple of integers >= 2")
+  _common.check_steps(c)
+  block = _common.check_int("block", c.block)
+  dt = _common.dtype(c)
+  problems = {d: spherical.make_spherical_problem(counts, d=d, tau=c.tau, dtype=dt) for d in dims}
+  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
+  axes = sweep(c)
+  parts = []
+  for d, p in problems.items():
+    res = ctx.sweep(f"zipf_many_class[d={d}]", ufm.gradient_descent, p, hp, axes=axes, num_steps=c.num_steps,
+                    log_every=c.log_every, trace_metrics=TRACE_METRICS)
+    ds = _common.sweep_dataset(res, log_every=c.log_every)
+    fin = jax.vmap(lambda P, p=p: tiled.compute(P, p, TRACE_METRICS, block=block))(res.solution.params)
+    for k in TRACE_METRICS:
+      ds[f"final_{k}"] = ("seed", np.asarray(fin[k]))
+    ds["tiled_max_abs_diff"] = ("seed", np.max(np.stack([np.abs(np.asarray(fin[k]) - ds[f"trace_{k}"].values[:, -1])
+                                                         for k in TRACE_METRICS]), axis=0))
+    parts.append(ds)
+  out = xr.concat(parts, dim=xr.DataArray(list(dims), dims="d", name="d"))
+  out.attrs.update(K=c.K, N=sum(counts), n_max=c.n_max, zipf_a=c.zipf_a, tau=c.tau, n_min=min(counts))
+  return out
+
+
+def plot(results: xr.Dataset, c):
+  """GNC2, UNC3, CDNV and the NC1 ratio against the step (mean and min-max over seeds), one colour per d."""
+  from matplotlib import pyplot as plt
+  cols = (("gnc2", "GNC2 (lower = more uniform)", False), ("unc3", "UNC3 (CoV of cos(w_k, mu_k))", True),
+          ("cdnv", "CDNV", True), ("nc1_ratio", r"tr$\Sigma_W$/tr$\Sigma_B$", True))
+  fig, axs = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False, constrained_layout=True)
+  x = results.step.values
+  for i, d in enumerate(results.d.values):
+    r = results.sel(d=d)
+    for ax, (var, title, logy) in zip(axs[0], cols):
+      _common.spread(ax, x, r[f"trace_{var}"].values, color=f"C{i}", label=f"d={d}", logy=logy, floor=1e-16)
+      ax.set(xscale="log", yscale="log" if logy else "linear", xlabel="step", title=title)
+  axs[0][0].legend(fontsize=8)
+  a = results.attrs
+  fig.suptitle(f"Spherical CE-UFM, K={a['K']} classes, Zipf counts (a={a['zipf_a']:g}, n_max={a['n_max']}, "
+               f"N={a['N']}), tau={a['tau']:g}, {results.sizes['seed']} seeds; final values recomputed tiled "
+               f"(max |tiled - untiled| = {float(results.tiled_max_abs_diff.max()):.1e})", fontsize=10)
+  return fig
