@@ -2,12 +2,12 @@
 
 Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
 :mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`, :mod:`ufm.convex` (the convex reference of the
-imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.testing` (hypothesis
+imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.mixup` (mixup UFMs, issue 5), :mod:`ufm.testing` (hypothesis
 strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executable checks).
 The most used names are re-exported here.
 """
 
-from ufm import claims, convex, metrics, objectives, problem, solvers, sweep, testing, theory, vicinity
+from ufm import claims, convex, metrics, mixup, objectives, problem, solvers, sweep, testing, theory, vicinity
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -44,6 +44,7 @@ __all__ = [
     "make_labels",
     "make_problem",
     "metrics",
+    "mixup",
     "mse_loss",
     "objective",
     "objectives",

@@ -1,0 +1,187 @@
+r"""Effect of the mixup parameter alpha and of K on the geometry of the mixup UFM, vmapped over alpha and seeds.
+
+For each ``K`` (a Python loop: shapes change), float64 L-BFGS (:func:`ufm.solvers.lbfgs_reference`) on the
+Gauss–Jacobi quadrature objectives of :mod:`ufm.mixup` (``Q`` nodes of Beta(alpha, alpha); ``Q`` odd so that
+:math:`\lambda = 1/2` is a node), vmapped over ``alpha`` (a leaf: the nodes and weights are computed from it inside
+the program) and seeds through :func:`ufm.sweep.sweep`:
+
+* **input mixup, learned classifier** (bias-free CE): the ETF error of ``W``, its mean row norm :math:`\rho`, the
+  out-of-plane part of the mixed features, and the confidence of the mixed feature at :math:`\lambda = 1/2`, against
+  :func:`ufm.theory.mixup_confidence` evaluated at the *measured* :math:`\rho`. Derived prediction: each mixed feature
+  solves its own problem given ``W``, so alpha acts only through ``W``; if ``W`` stays a simplex ETF, the geometry is the
+  fixed-ETF theory at :math:`\rho(\alpha)`.
+* **manifold mixup** (learned ``W``, shared sample features ``H``): NC1 of ``H``, the ETF error of ``W`` and the
+  confidence of the midpoint :math:`\tfrac12(\bar h_c + \bar h_{c'})` of two class means.
+
+Source: Fisher, Meng, Papyan (ICLR 2024, arXiv 2402.06171): mixup's effect on the last-layer geometry and its
+dependence on alpha; the objectives and the derivation are in :mod:`ufm.mixup` and THEORY.md §2, §11 Part B.
+"""
+
+import ml_collections
+import numpy as np
+import xarray as xr
+
+import jax
+import jax.numpy as jnp
+import ufm
+from experiments import _common
+from experiments.runner import Context
+from ufm import metrics, mixup, theory
+
+TITLE = "Mixup UFM geometry against alpha and K (input and manifold mixup, learned classifier)"
+PAPER = "Fisher, Meng, Papyan 2024"
+FIGURE = "Fisher et al.: effect of alpha on the last-layer geometry"
+RUNTIME = "150 s"
+
+_MODELS = ("input", "manifold")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Full: K in {3, 5, 10}, alpha in {0.1, 0.2, 0.5, 1, 2, 5}, Q = 9, 2 seeds, lam_W = 5e-3, lam_H = 0.05."""
+  c = ml_collections.ConfigDict()
+  c.models = _MODELS
+  c.Ks = (3, 5, 10)
+  c.alphas = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+  c.num_lam = 9
+  c.n = 2                     # samples per class (manifold mixup)
+  c.lam_W, c.lam_H = 5e-3, 0.05
+  c.lam_H_manifold = 5e-3     # the manifold objective has the plain UFM normalisation (lam_H/2 ||H||_F^2)
+  c.seed, c.num_seeds = 0, 2
+  c.max_steps, c.init_scale = 2000, 0.5
+  c.x64 = True
+  if arg == "smoke":
+    c.models, c.Ks, c.alphas, c.num_lam, c.num_seeds, c.max_steps = ("input",), (3,), (0.5, 2.0), 3, 1, 30
+  elif arg is not None:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: smoke")
+  return c
+
+
+def sweep(c) -> dict:
+  """The vmapped axes: ``alpha`` and seeds (``K`` is a Python loop)."""
+  alphas = ufm.problem.check_real("alphas", c.alphas, lo=0.0, lo_open=True)
+  if alphas.ndim != 1 or alphas.size == 0:
+    raise ValueError(f"alphas = {c.alphas!r}: allowed: a non-empty sequence of values > 0")
+  return {"alpha": alphas, "seed": _common.seeds(c)}
+
+
+def _validate(c):
+  models = _common.check_settings(c.models, allowed=_MODELS, key="models")
+  axes = sweep(c)
+  Ks = tuple(_common.check_int("Ks", K, lo=2, hi=20) for K in c.Ks)
+  if not Ks or len(set(Ks)) != len(Ks):
+    raise ValueError(f"Ks = {c.Ks!r}: allowed: distinct integers in [2, 20]")
+  q = _common.check_int("num_lam", c.num_lam, lo=1)
+  if q % 2 == 0:
+    raise ValueError(f"num_lam = {q}: allowed: odd (lambda = 1/2 must be a node)")
+  _common.check_int("n", c.n)
+  _common.check_int("max_steps", c.max_steps, hi=10**6)
+  for name in ("lam_W", "lam_H", "lam_H_manifold", "init_scale"):
+    ufm.problem.check_real(name, c[name], lo=0.0, lo_open=True)
+  dt = _common.dtype(c)
+  problems = {}
+  for K in Ks:
+    if "input" in models:
+      problems[("input", K)] = mixup.make_input_mixup_problem(K, d=K, lam_H=c.lam_H, lam_W=c.lam_W, fixed_W=False,
+                                                              alpha=1.0, num_lam=q, dtype=dt)
+    if "manifold" in models:
+      problems[("manifold", K)] = mixup.make_manifold_mixup_problem(
+          ufm.balanced_counts(K, c.n), d=K, lam_W=c.lam_W, lam_H=c.lam_H_manifold, alpha=1.0, num_lam=q, dtype=dt)
+  return models, Ks, axes, problems
+
+
+def _input_measures(params, problem, alpha):
+  """ETF error and mean row norm of W, and over the pairs c != c' at the middle node (lam = 1/2): the confidence,
+  the relative out-of-plane residual, and the logit gap |z_c - z_c'| / |z_c|."""
+  p = problem.replace(alpha=alpha)
+  W, K, Q = params.W, problem.K, problem.num_lam
+  Hm = params.H.reshape(problem.d, K, K, Q)
+  mid = Q // 2
+  conf, resid, gap = [], [], []
+  for a in range(K):
+    for b in range(K):
+      if a == b:
+        continue
+      h = Hm[:, a, b, :]
+      z = W @ h[:, mid]
+      conf.append(jnp.max(jax.nn.softmax(z)))
+      gap.append(jnp.abs(z[a] - z[b]) / jnp.abs(z[a]))
+      resid.append(jnp.max(mixup.plane_coordinates(W, a, b, h)[2]))
+  lam_mid = mixup.mixed_features(params, p)[1][mid]
+  return dict(etf_error_W=metrics.etf_error(W.T), rho=jnp.mean(jnp.linalg.norm(W, axis=1)),
+              confidence_half=jnp.mean(jnp.stack(conf)), resid=jnp.max(jnp.stack(resid)),
+              gap_half=jnp.max(jnp.stack(gap)), lam_mid=lam_mid)
+
+
+def _manifold_measures(params, problem):
+  W, H, K = params.W, params.H, problem.K
+  labels = problem.labels
+  M, _, _ = metrics.class_means(H, labels, K)
+  conf = []
+  for a in range(K):
+    for b in range(a + 1, K):
+      conf.append(jnp.max(jax.nn.softmax(W @ (0.5 * (M[:, a] + M[:, b])))))
+  return dict(nc1=metrics.nc1(H, labels, K), etf_error_W=metrics.etf_error(W.T),
+              rho=jnp.mean(jnp.linalg.norm(W, axis=1)), confidence_half=jnp.mean(jnp.stack(conf)))
+
+
+def run(c, ctx=None) -> xr.Dataset:
+  """Dataset with dims ``(K, alpha, seed)``: ``input_*`` and ``manifold_*`` measures, the solver flags, and
+  ``input_theory_confidence_half`` (the fixed-ETF closed form at the measured rho)."""
+  ctx = ctx or Context()
+  models, Ks, axes, problems = _validate(c)
+  hp = ufm.lbfgs_hparams(init_scale=c.init_scale, dtype=_common.dtype(c))
+  alphas = jnp.asarray(axes["alpha"], _common.dtype(c))
+  rows = {}
+  for (model, K), p in problems.items():
+    res = ctx.sweep(f"mixup_alpha_K[{model},K={K}]", ufm.lbfgs_reference, p, hp, axes=axes, max_steps=c.max_steps)
+    sol = res.solution
+    if model == "input":
+      fn = jax.vmap(jax.vmap(lambda q, a: _input_measures(q, p, a), in_axes=(0, None)), in_axes=(0, 0))
+      meas = jax.jit(fn)(sol.params, alphas)
+      th = theory.mixup_confidence(0.5, K, lam_H=c.lam_H, rho=np.asarray(meas["rho"]))
+      meas["theory_confidence_half"] = th
+    else:
+      fn = jax.vmap(jax.vmap(lambda q: _manifold_measures(q, p)))
+      meas = jax.jit(fn)(sol.params)
+    for k in ("objective", "grad_norm", "converged", "diverged"):
+      meas[k] = getattr(sol, k)
+    for k, v in meas.items():
+      rows.setdefault(f"{model}_{k}", {})[K] = np.asarray(v)
+  ds = xr.Dataset({name: (("K", "alpha", "seed"), np.stack([per_K[K] for K in Ks])) for name, per_K in rows.items()},
+                  coords={"K": np.asarray(Ks), "alpha": axes["alpha"], "seed": axes["seed"]})
+  ds.attrs.update(num_lam=c.num_lam, n=c.n, lam_W=c.lam_W, lam_H=c.lam_H, lam_H_manifold=c.lam_H_manifold)
+  return ds
+
+
+def plot(results: xr.Dataset, c):
+  """Panels against alpha, one line per K: input mixup (ETF error of W, rho, confidence at 1/2 vs theory) and
+  manifold mixup (NC1, confidence of mixed class means)."""
+  from matplotlib import pyplot as plt
+  has_in = "input_rho" in results
+  has_man = "manifold_nc1" in results
+  panels = ([("input_etf_error_W", "input mixup: ETF error of $W$", True), ("input_rho", r"input mixup: $\rho$ = mean "
+                                                                      r"$\|w_k\|$", False),
+             ("input_confidence_half", r"input mixup: confidence at $\lambda=1/2$", False)] if has_in else []) + \
+           ([("manifold_nc1", "manifold mixup: NC1 of $H$", True),
+             ("manifold_confidence_half", r"manifold mixup: confidence of $\frac12(\bar h_c + \bar h_{c'})$", False)]
+            if has_man else [])
+  fig, axs = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.2), constrained_layout=True, squeeze=False)
+  alpha = results.alpha.values
+  for ax, (var, title, logy) in zip(axs[0], panels):
+    for i, K in enumerate(results.K.values):
+      col = f"C{i}"
+      Y = results[var].sel(K=K).values  # [alpha, seed]
+      ax.plot(alpha, Y.mean(-1), "o-", color=col, ms=4, label=f"K={K}")
+      if var == "input_confidence_half":
+        ax.plot(alpha, results["input_theory_confidence_half"].sel(K=K).values.mean(-1), "x--", color=col, lw=1,
+                label=f"K={K}: fixed-ETF theory at measured $\\rho$")
+    ax.set(xscale="log", xlabel=r"$\alpha$ (Beta($\alpha, \alpha$))", title=title)
+    if logy:
+      ax.set_yscale("log")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+  a = results.attrs
+  fig.suptitle(f"float64 L-BFGS on the quadrature objectives (Q = {a['num_lam']} Gauss–Jacobi nodes), vmapped over "
+               f"alpha x {results.sizes['seed']} seeds; $\\lambda_W$={a['lam_W']:g}, $\\lambda_H$={a['lam_H']:g} "
+               f"(input), {a['lam_H_manifold']:g} (manifold), n={a['n']}", fontsize=10)
+  return fig
