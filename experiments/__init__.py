@@ -23,7 +23,7 @@ from types import ModuleType
 EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
                "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
                "minority_collapse", "seli_distance", "mixup_geometry", "mixup_confidence", "mixup_alpha_K",
-               "net_nc_dynamics", "net_layerwise_nc1", "net_imbalanced")
+               "net_nc_dynamics", "net_layerwise_nc1", "net_imbalanced", "net_mixup")
 
 __all__ = ["EXPERIMENTS", "get"]
 
