@@ -4,9 +4,9 @@ import ufm
 
 EXPECTED = sorted([
     "Claim", "GDHparams", "LBFGSHparams", "NoClosedFormError", "Params", "Prediction", "Problem", "Solution",
-    "SweepResult", "Trace", "__version__", "balanced_counts", "ce_loss", "claims", "convex", "gd_hparams",
+    "SweepResult", "Trace", "__version__", "balanced_counts", "ce_loss", "claims", "convex", "data", "gd_hparams",
     "gradient_descent", "init_params", "lbfgs_hparams", "lbfgs_reference", "long_tailed_counts", "make_labels",
-    "make_problem", "metrics", "mixup", "mse_loss", "objective", "objectives", "predict", "problem", "run_claim", "solvers",
+    "make_problem", "metrics", "mixup", "mse_loss", "networks", "objective", "objectives", "predict", "problem", "run_claim", "solvers",
     "step_counts", "sweep", "testing", "theory", "vicinity",
 ])
 
@@ -20,7 +20,8 @@ def test_public_api_snapshot():
 def test_every_public_function_has_a_docstring():
   import inspect
   for mod in (ufm.problem, ufm.objectives, ufm.solvers, ufm.metrics, ufm.theory, ufm.sweep, ufm.testing, ufm.claims,
-              ufm.claims.core, ufm.claims.store, ufm.claims.catalogue, ufm.vicinity, ufm.convex, ufm.mixup):
+              ufm.claims.core, ufm.claims.store, ufm.claims.catalogue, ufm.vicinity, ufm.convex, ufm.mixup,
+              ufm.data, ufm.networks):
     assert mod.__doc__, mod.__name__
     for name in mod.__all__:
       obj = getattr(mod, name)

@@ -2,12 +2,14 @@
 
 Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
 :mod:`ufm.metrics`, :mod:`ufm.theory`, :mod:`ufm.sweep`, :mod:`ufm.convex` (the convex reference of the
-imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.mixup` (mixup UFMs, issue 5), :mod:`ufm.testing` (hypothesis
+imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.mixup` (mixup UFMs, issue 5), :mod:`ufm.networks` and :mod:`ufm.data` (real Flax networks on
+real data, measured beside the UFM), :mod:`ufm.testing` (hypothesis
 strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as executable checks).
 The most used names are re-exported here.
 """
 
-from ufm import claims, convex, metrics, mixup, objectives, problem, solvers, sweep, testing, theory, vicinity
+from ufm import (claims, convex, data, metrics, mixup, networks, objectives, problem, solvers, sweep, testing, theory,
+                 vicinity)
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -35,6 +37,7 @@ __all__ = [
     "ce_loss",
     "claims",
     "convex",
+    "data",
     "gd_hparams",
     "gradient_descent",
     "init_params",
@@ -46,6 +49,7 @@ __all__ = [
     "metrics",
     "mixup",
     "mse_loss",
+    "networks",
     "objective",
     "objectives",
     "predict",
