@@ -195,8 +195,8 @@ def plot(results: xr.Dataset, c):
   for i, s in enumerate(results.setting.values):
     r = results.sel(setting=s)
     _common.spread(ax, lam, r.conf.values, color=cols[i], label=f"{s} network", logy=False)
-    ax.plot(lam, r.pred_conf.values.mean(0), color=cols[i], ls="--", lw=1, label=f"UFM mixup at its $\\mu$")
-    ax.plot(lam, r.pred_plain_conf.values.mean(0), color=cols[i], ls=":", lw=1, label=f"UFM plain at its $\\mu$")
+    ax.plot(lam, r.pred_conf.values.mean(0), color=cols[i], ls="--", lw=1, label="UFM mixup at its $\\mu$")
+    ax.plot(lam, r.pred_plain_conf.values.mean(0), color=cols[i], ls=":", lw=1, label="UFM plain at its $\\mu$")
   ax.set(xlabel=r"$\lambda$ (weight of class $c$)", ylabel="confidence (largest softmax probability)",
          title="confidence on mixed inputs")
   ax.legend(fontsize=7)

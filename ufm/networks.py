@@ -270,7 +270,7 @@ class Features(NamedTuple):
   b: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("net",), compiler_options={"xla_backend_optimization_level": 0})
+@functools.partial(jax.jit, static_argnames=("net",))  # no compiler_options: callable under a user's jit/vmap
 def features(net: NetSpec, state, X) -> Features:
   """Features of every hidden layer, logits and classifier of the network ``(net, state)`` on inputs ``X`` (jitted).
 

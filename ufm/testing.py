@@ -93,6 +93,11 @@ TOL = {
     # Statistics over S vmapped seeds: rtol is the number of standard errors allowed. A Gaussian mean deviates by
     # more than 5 sigma with probability 6e-7, so a correct estimator fails < 1e-5 of the time over the checks.
     "mixup_sampling_z": (5.0, 0.0, "rtol = standard errors allowed; P(|Z| > 5) = 6e-7 per check"),
+    # (issue 11) Two float32 programs that train the same network (vmapped over seeds vs one seed) sum in different
+    # orders: ~eps_32 per step, amplified by the non-convex dynamics over ~300 full-batch steps. Measured at XLA -O0:
+    # 1.7e-3 relative on the loss at the last epoch (bit for bit at the default optimisation level).
+    "float32_training": (1e-2, 1e-4, "float32 rounding order differs between programs, amplified over ~300 training "
+                                     "steps (measured 1.7e-3)"),
 }
 
 
