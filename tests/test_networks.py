@@ -61,6 +61,18 @@ def test_training_is_deterministic_for_a_seed_and_vmapped_seeds_equal_a_loop(tin
                  "float32_training")
 
 
+def test_progress_bar_path_computes_the_same_training(tiny, capsys):
+  """With a bar, training runs as one call per measurement segment instead of one program: the same numbers."""
+  data, keys, res = tiny
+  seg = nets.train(keys, data, HP, net=NET, config=CFG, progress="tiny")
+  assert jax.tree.structure(seg) == jax.tree.structure(res)
+  for a, b in zip(jax.tree.leaves(seg), jax.tree.leaves(res)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+  np.testing.assert_array_equal(np.asarray(seg.trace.epoch), np.asarray(res.trace.epoch))
+  assert_close(np.asarray(seg.trace.objective), np.asarray(res.trace.objective), "float32_training")
+  assert_close(np.asarray(seg.trace.metrics["nc1"]), np.asarray(res.trace.metrics["nc1"]), "float32_training")
+
+
 def test_feature_extractor_returns_what_the_metrics_expect(tiny):
   data, _, res = tiny
   state = jax.tree.map(lambda x: x[0], res.state)
@@ -171,3 +183,15 @@ def test_comparison_of_imbalanced_ce_uses_the_convex_reference():
   assert c.gram_W_distance < 1e-8 and c.gram_M_distance < 1e-8
   assert_close(c.norm_W_sq, c.pred_norm_W_sq, "reference")
   assert math.isclose(c.metrics["nc1"], 0.0, abs_tol=1e-12)
+
+
+@pytest.mark.slow  # one more training program (~10 s of CPU)
+def test_cnn_trains_on_digit_images_with_mixup_and_label_smoothing(getkey):
+  data = D.digits(jax.random.key(0), (40,) * 10, image=True)
+  net = nets.cnn((8, 8, 1), 10, channels=4, width=32)
+  cfg = nets.train_config(loss="ce", optimizer="adam", batch_size=50, epochs=(0, 30), mixup=True,
+                          metrics=("nc1",), layer_metrics=("nc1",), fast_compile=True)
+  res = nets.train(getkey(), data, nets.train_hparams(3e-3, label_smoothing=0.1), net=net, config=cfg)
+  assert not bool(res.diverged)
+  assert float(res.trace.train_acc[-1]) > 0.9 and float(res.trace.test_acc[-1]) > 0.8
+  assert res.trace.layer_metrics["nc1"].shape == (2, 3)

@@ -30,7 +30,8 @@ quantities on it:
   ``lax`` loop and mini-batches in ``lax.scan``; SGD with momentum (heavy ball) or Adam (optax), with a
   constant, step (:math:`\div 10` at 1/3 and 2/3 of training, Papyan et al. 2020) or cosine learning rate.
   A 1-D array of keys trains one network per key under ``vmap`` (the seed axis leads every result).
-  A progress bar advances once per epoch.
+  Optionally a progress bar counting epochs (one jitted call per measurement segment; no host callbacks inside
+  the compiled program).
 * **Measurement.** At a log-spaced schedule of epochs (:func:`log_epochs`) every metric of
   :data:`ufm.metrics.METRICS` on the penultimate features with the classifier, the feature metrics
   :data:`LAYER_METRICS` on every hidden layer, and train/test loss and accuracy. Training to 100% train
@@ -431,17 +432,6 @@ def _lr_factor(cfg: TrainConfig, epoch, dtype):
   return jnp.ones((), dtype)
 
 
-_PROGRESS: dict = {"bar": None}
-
-
-def _tick(epoch):
-  bar = _PROGRESS["bar"]
-  if bar is not None:
-    e = int(epoch)
-    if e > bar.n:
-      bar.update(e - bar.n)
-
-
 def _measure(trainable, fixed, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig):
   model = nnx.merge(_graphdef(net), *trainable, fixed)
   dt = jnp.dtype(net.dtype)
@@ -472,20 +462,33 @@ def _measure(trainable, fixed, data: Dataset, hp: TrainHparams, *, net: NetSpec,
   return train_loss, test_loss, train_acc, test_acc, objective, m, lm
 
 
-def _train_one(key, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig) -> TrainResult:
+def _init_one(key, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig):
+  """The network's initial state: ``(carry, fixed)`` with ``carry = (trainable, optimiser state, epoch, key)``."""
   k_init, k_train = jax.random.split(key)
   _, trainable, fixed = _split(build(k_init, net))
+  carry = (trainable, _optimiser(cfg, hp).init(trainable), jnp.zeros((), jnp.int32), k_train)
+  return carry, fixed
+
+
+def _optimiser(cfg: TrainConfig, hp: TrainHparams):
+  """Heavy ball (``optax.trace``) or Adam's scaling; the learning rate is applied by the caller (its schedule)."""
+  return optax.trace(decay=hp.momentum) if cfg.optimizer == "sgd" else optax.scale_by_adam()
+
+
+def _segment_one(carry, fixed, n_epochs, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig):
+  """``n_epochs`` (traced) epochs of mini-batch training, then one measurement: ``(carry, (epoch, ...))``."""
   dt = jnp.dtype(net.dtype)
   N, K = data.N, net.K
   B = min(cfg.batch_size, N)
   nb = N // B
   X = _inputs(net, data.X)
   T = _targets(cfg, hp, data.y, K, dt)
-  tx = optax.trace(decay=hp.momentum) if cfg.optimizer == "sgd" else optax.scale_by_adam()
+  tx = _optimiser(cfg, hp)
   grad_fn = jax.grad(functools.partial(_objective, net=net, cfg=cfg, N=N))
+  k_train = carry[3]
 
-  def step(carry, inp):
-    trainable, opt_state, lr, k_epoch = carry
+  def step(state, inp):
+    trainable, opt_state, lr, k_epoch = state
     idx, i = inp
     xb, tb = X[idx], T[idx]
     if cfg.mixup:  # random draws only where needed: every threefry call adds to the compiled program
@@ -500,8 +503,8 @@ def _train_one(key, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: Train
     trainable = jax.tree.map(lambda p, d: p - lr * d, trainable, u)
     return (trainable, opt_state, lr, k_epoch), None
 
-  def epoch_body(_, carry):
-    trainable, opt_state, epoch = carry
+  def epoch_body(_, state):
+    trainable, opt_state, epoch = state
     k = jax.random.fold_in(k_train, epoch)
     if nb == 1 and B == N:  # full batch: no shuffling
       idx = jnp.arange(N, dtype=jnp.int32)[None, :]
@@ -510,21 +513,31 @@ def _train_one(key, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: Train
     lr = hp.lr * _lr_factor(cfg, epoch, dt)
     (trainable, opt_state, _, _), _ = jax.lax.scan(step, (trainable, opt_state, lr, k),
                                                    (idx, jnp.arange(nb, dtype=jnp.int32)))
-    jax.debug.callback(_tick, epoch + 1)
     return trainable, opt_state, epoch + 1
 
-  def segment(carry, n_epochs):
-    carry = jax.lax.fori_loop(0, n_epochs, epoch_body, carry)
-    out = _measure(carry[0], fixed, data, hp, net=net, cfg=cfg)
-    return carry, (carry[2],) + out
+  trainable, opt_state, epoch = jax.lax.fori_loop(0, n_epochs, epoch_body, carry[:3])
+  out = _measure(trainable, fixed, data, hp, net=net, cfg=cfg)
+  return (trainable, opt_state, epoch, k_train), (epoch,) + out
 
-  ep = np.asarray(cfg.epochs)
-  gaps = jnp.asarray(np.diff(ep, prepend=0), jnp.int32)
-  carry0 = (trainable, tx.init(trainable), jnp.zeros((), jnp.int32))
-  (trainable, _, _), (epoch, tl, vl, ta, va, obj, m, lm) = jax.lax.scan(segment, carry0, gaps)
+
+def _gaps(cfg: TrainConfig) -> np.ndarray:
+  return np.diff(np.asarray(cfg.epochs), prepend=0).astype(np.int32)
+
+
+def _result(carry, fixed, outs) -> TrainResult:
+  epoch, tl, vl, ta, va, obj, m, lm = outs
   trace = NetTrace(epoch=epoch, train_loss=tl, test_loss=vl, train_acc=ta, test_acc=va, objective=obj, metrics=m,
                    layer_metrics=lm)
-  return TrainResult(state=(trainable, fixed), trace=trace, diverged=~jnp.all(jnp.isfinite(obj)))
+  return TrainResult(state=(carry[0], fixed), trace=trace, diverged=~jnp.all(jnp.isfinite(obj), axis=-1))
+
+
+def _train_one(key, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig) -> TrainResult:
+  """The whole training of one network as one pure function: ``lax.scan`` of :func:`_segment_one` over the gaps
+  between the measurement epochs."""
+  carry, fixed = _init_one(key, hp, net=net, cfg=cfg)
+  seg = lambda c, n: _segment_one(c, fixed, n, data, hp, net=net, cfg=cfg)
+  carry, outs = jax.lax.scan(seg, carry, jnp.asarray(_gaps(cfg)))
+  return _result(carry, fixed, outs)
 
 
 #: XLA options for programs that run once (measurements) or briefly (``fast_compile``): the backend's optimisation
@@ -539,8 +552,22 @@ def _train_impl(key, data, hp, *, net, cfg, batched):
   return fn(key, data, hp)
 
 
-_train_jit = jax.jit(_train_impl, static_argnames=("net", "cfg", "batched"))
-_train_jit_fast = jax.jit(_train_impl, static_argnames=("net", "cfg", "batched"), compiler_options=_FAST)
+def _init_impl(key, hp, *, net, cfg, batched):
+  fn = functools.partial(_init_one, net=net, cfg=cfg)
+  return jax.vmap(fn, in_axes=(0, None))(key, hp) if batched else fn(key, hp)
+
+
+def _segment_impl(carry, fixed, n_epochs, data, hp, *, net, cfg, batched):
+  fn = functools.partial(_segment_one, net=net, cfg=cfg)
+  if batched:
+    return jax.vmap(fn, in_axes=(0, 0, None, None, None))(carry, fixed, n_epochs, data, hp)
+  return fn(carry, fixed, n_epochs, data, hp)
+
+
+_STATIC = ("net", "cfg", "batched")
+_JIT = {fast: {name: jax.jit(f, static_argnames=_STATIC, **({"compiler_options": _FAST} if fast else {}))
+               for name, f in (("train", _train_impl), ("init", _init_impl), ("segment", _segment_impl))}
+        for fast in (False, True)}
 
 
 def _check_data(data: Dataset, net: NetSpec, cfg: TrainConfig):
@@ -569,7 +596,8 @@ def train(key: jax.Array, data: Dataset, hparams: TrainHparams, *, net: NetSpec,
     hparams: :class:`TrainHparams` (:func:`train_hparams`).
     net: :class:`NetSpec` (:func:`mlp`, :func:`cnn`); static.
     config: :class:`TrainConfig` (:func:`train_config`); static.
-    progress: a tqdm bar advancing once per epoch (a string labels it).
+    progress: a tqdm bar counting epochs (a string labels it). The training then runs as one jitted call per
+      measurement segment (the same computation; the bar advances after each segment) instead of one program.
 
   Returns:
     :class:`TrainResult`. Deterministic for a key.
@@ -584,22 +612,24 @@ def train(key: jax.Array, data: Dataset, hparams: TrainHparams, *, net: NetSpec,
   dt = jnp.dtype(net.dtype)
   data = data.replace(X=jnp.asarray(data.X, dt), X_test=jnp.asarray(data.X_test, dt))
   hparams = TrainHparams(*(jnp.asarray(x, dt) for x in hparams))
-  bar = None
-  if progress:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=config.num_epochs, desc=progress if isinstance(progress, str) else "epochs", unit="epoch",
-               leave=False)
-  _PROGRESS["bar"] = bar
-  try:
-    fn = _train_jit_fast if config.fast_compile else _train_jit
-    out = fn(keys, data, hparams, net=net, cfg=config, batched=keys.ndim == 1)
-    jax.block_until_ready(out)
-    jax.effects_barrier()
-  finally:
-    _PROGRESS["bar"] = None
-    if bar is not None:
-      bar.close()
-  return out
+  batched = keys.ndim == 1
+  jits = _JIT[config.fast_compile]
+  kw = dict(net=net, cfg=config, batched=batched)
+  if not progress:  # one program: the whole training
+    return jits["train"](keys, data, hparams, **kw)
+  # With a bar: the same computation, one call per measurement segment (no host callbacks inside the program).
+  from tqdm.auto import tqdm
+  carry, fixed = jits["init"](keys, hparams, **kw)
+  outs = []
+  with tqdm(total=config.num_epochs, desc=progress if isinstance(progress, str) else "epochs", unit="epoch",
+            leave=False) as bar:
+    for gap in _gaps(config):
+      carry, out = jits["segment"](carry, fixed, jnp.asarray(gap), data, hparams, **kw)
+      jax.block_until_ready(out)
+      bar.update(int(gap))
+      outs.append(out)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1 if batched else 0), *outs)
+  return _result(carry, fixed, stacked)
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -637,10 +667,9 @@ def measure(features: ArrayLike, labels: ArrayLike, W: ArrayLike | None = None, 
     raise ValueError(f"W has shape {np.shape(W)}; allowed: (K, d) = ({K}, {d})")
   if b is not None and np.shape(b) != (K,):
     raise ValueError(f"b has shape {np.shape(b)}; allowed: (K,) = ({K},)")
-  dt = H.dtype if H.dtype.kind == "f" else np.float64
+  dt = jax.dtypes.canonicalize_dtype(H.dtype if H.dtype.kind == "f" else np.float64)  # float32 unless x64
   order = np.argsort(y, kind="stable")
-  problem = make_problem(tuple(int(c) for c in counts), d=d, lam_W=0.0, lam_H=0.0, bias=b is not None,
-                         dtype=jnp.dtype(dt))
+  problem = make_problem(tuple(int(c) for c in counts), d=d, lam_W=0.0, lam_H=0.0, bias=b is not None, dtype=dt)
   Wj = jnp.zeros((K, d), dt) if W is None else jnp.asarray(W, dt)
   bj = jnp.zeros((K,), dt) if b is None else jnp.asarray(b, dt)
   names = (LAYER_METRICS if W is None else tuple(metrics.METRICS)) if names is None else tuple(names)
@@ -747,10 +776,11 @@ def compare_with_ufm(W: ArrayLike, features: ArrayLike, b: ArrayLike | None, cou
   if lam_H is None:
     lam_H, lam_H_from = lam_W * float(np.sum(W**2)) / float(np.sum(Hc**2)), "balance"
   lam_H = float(check_real("lam_H", lam_H, lo=0.0, lo_open=True))
-  problem = make_problem(counts, d=2 * K, lam_W=lam_W, lam_H=lam_H, loss=loss, bias=bias, dtype=jnp.float64)
+  f64 = jax.dtypes.canonicalize_dtype(np.float64)  # float64 under jax_enable_x64 (recommended), else float32
+  problem = make_problem(counts, d=2 * K, lam_W=lam_W, lam_H=lam_H, loss=loss, bias=bias, dtype=f64)
   if loss == "ce" and len(set(counts)) > 1:
     sol = jax.tree.map(lambda x: np.asarray(x, np.float64),
-                       convex.ce_convex(np.asarray(counts, np.float64), lam_W, lam_H, bias=bias, dtype=jnp.float64))
+                       convex.ce_convex(np.asarray(counts, np.float64), lam_W, lam_H, bias=bias, dtype=f64))
     if not bool(sol.converged):
       raise theory.NoClosedFormError(f"the convex reference did not converge (kkt = {float(sol.kkt):.2g})")
     pred_gram_W = np.asarray(convex.classifier_gram(sol.X, lam_W, lam_H))
@@ -769,7 +799,7 @@ def compare_with_ufm(W: ArrayLike, features: ArrayLike, b: ArrayLike | None, cou
     Wp, Hbar = np.pad(Wp, ((0, 0), (0, d - 2 * K))), np.pad(Hbar, ((0, d - 2 * K), (0, 0)))
   Y = np.eye(K)[:, labels]
   names = tuple(metrics.METRICS) if names is None else tuple(names)
-  pp = Params(W=jnp.asarray(Wp), H=jnp.asarray(Hbar @ Y), b=jnp.asarray(pred_b))
+  pp = Params(W=jnp.asarray(Wp, f64), H=jnp.asarray(Hbar @ Y, f64), b=jnp.asarray(pred_b, f64))
   pred_metrics = {k: float(v) for k, v in _compute(pp, problem, names).items()}
   pred_H = Hbar @ Y - (Hbar @ Y).mean(1, keepdims=True) if bias else Hbar @ Y
   pred_metrics["norm_H_sq"] = float(np.sum(pred_H**2))
@@ -780,7 +810,7 @@ def compare_with_ufm(W: ArrayLike, features: ArrayLike, b: ArrayLike | None, cou
   pg_M = pred_M.T @ pred_M
   measured = measure(Hn, labels, W, None if b is None else np.asarray(b, np.float64), names=names)
   measured["norm_H_sq"] = float(np.sum(Hc**2))
-  dist = lambda G, T: float(convex.gram_distance(jnp.asarray(G), jnp.asarray(T)))
+  dist = lambda G, T: float(np.linalg.norm(G / np.linalg.norm(G) - T / np.linalg.norm(T)))  # convex.gram_distance
   return Comparison(geometry=geometry, source=source, lam_W=lam_W, lam_H=lam_H, lam_H_from=lam_H_from,
                     gram_W=gram_W, pred_gram_W=pred_gram_W, gram_M=gram_M, pred_gram_M=pg_M,
                     norms_W=np.linalg.norm(W, axis=1), pred_norms_W=np.sqrt(np.maximum(np.diag(pred_gram_W), 0.0)),
