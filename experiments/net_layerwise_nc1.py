@@ -26,7 +26,7 @@ from ufm import networks as nets
 TITLE = "Layer-wise NC1 through the hidden layers of an MLP on digits"
 PAPER = "Tirer et al. 2023; Dang et al. 2023; He & Su 2022"
 FIGURE = "depthwise NC1 decrease (MLP on digits)"
-RUNTIME = "150 s"
+RUNTIME = "190 s (measured under load)"
 
 LAYER = ("nc1", "nc1_ratio", "cdnv", "etf_error_M")
 
@@ -38,6 +38,7 @@ def get_config(arg: str | None = None):
   c.depth = 6
   c.settings = ("ce+bias", "mse+bias")
   c.n = 124
+  c.metrics, c.layer_metrics = ("nc1", "nc4"), LAYER  # what the figure shows (all metrics: net_nc_dynamics)
   if arg == "smoke":
     c.settings, c.num_seeds, c.width, c.depth, c.n = ("ce+bias",), 2, 16, 3, 64
     c.num_epochs, c.num_points, c.metrics, c.layer_metrics, c.fast_compile = 3, 2, ("nc1",), LAYER, True
@@ -105,8 +106,8 @@ def plot(results: xr.Dataset, c):
     for j, e in enumerate(epochs):
       row[0].plot(L, nc1[:, j, :].mean(0), color=cmap(j / max(len(epochs) - 1, 1)), marker="o", ms=3,
                   label=f"epoch {e}" if j in (0, len(epochs) // 2, len(epochs) - 1) else None)
-    row[0].set(yscale="log", xlabel="layer (0 = input)", ylabel="NC1", title=f"{s}: NC1 by layer, every "
-               f"measured epoch (dark = early)")
+    row[0].set(yscale="log", xlabel="layer (0 = input)", ylabel="NC1")
+    row[0].set_title(f"{s}: NC1 by layer at every measured epoch (dark = early)", fontsize=9)
     row[0].legend(fontsize=8)
     cols = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (k, lab) in enumerate((("nc1", r"NC1 $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$"),
@@ -118,15 +119,16 @@ def plot(results: xr.Dataset, c):
       row[1].plot(L, Y.mean(0), color=cols[i], marker="o", ms=3, label=lab)
       row[1].fill_between(L, Y.min(0), Y.max(0), color=cols[i], alpha=0.25, lw=0)
     slope = r.nc1_decade_per_layer.values
-    row[1].set(yscale="log", xlabel="layer (0 = input)", title=f"end of training (epoch {epochs[-1]}); "
-               f"log10 NC1 slope over hidden layers {np.mean(slope):.2f}/layer")
+    row[1].set(yscale="log", xlabel="layer (0 = input)")
+    row[1].set_title(f"{s}, epoch {epochs[-1]}: log10 NC1 slope over hidden layers {np.mean(slope):.2f}/layer",
+                     fontsize=9)
     row[1].legend(fontsize=8)
     x = np.maximum(epochs, 0.5)
     for li in range(1, len(L)):
       _common.spread(row[2], x, nc1[:, :, li], color=cmap(li / max(len(L) - 1, 1)), label=f"layer {li}")
-    row[2].set(xscale="log", yscale="log", xlabel="epoch", ylabel="NC1",
-               title=f"NC1 of each hidden layer; train acc {r.trace_train_acc.values[:, -1].mean():.3f}, "
-               f"test {r.trace_test_acc.values[:, -1].mean():.3f}")
+    row[2].set(xscale="log", yscale="log", xlabel="epoch", ylabel="NC1")
+    row[2].set_title(f"{s}: NC1 of each hidden layer; train acc {r.trace_train_acc.values[:, -1].mean():.3f}, "
+                     f"test {r.trace_test_acc.values[:, -1].mean():.3f}", fontsize=9)
     row[2].legend(fontsize=7, ncol=2)
   a = results.attrs
   fig.suptitle(f"MLP {a['width']}x{a['depth']} on digits (K=10, n={a['n']}); weight decay {a['weight_decay']:g}, "
