@@ -34,7 +34,7 @@ from ufm import theory
 TITLE = "Mixup vs plain MLPs: mixed-example features on the plane of two classifiers, beside the mixup UFM"
 PAPER = "Fisher, Meng & Papyan 2024"
 FIGURE = "Fisher et al. Sec. 3-4 (features of mixed examples, confidence)"
-RUNTIME = "150 s"
+RUNTIME = "100 s (measured under load)"
 
 SETTINGS = ("mixup", "plain")
 

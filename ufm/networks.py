@@ -107,12 +107,14 @@ class ClassifierB(nnx.Param):
 
 class Classifier(nnx.Module):
   r"""The linear classifier :math:`z = W h + b`, ``W`` ``K x d`` (UFM orientation, LeCun-normal init).
-  ``fixed_etf``: ``W = etf_scale * ufm.theory.simplex_etf(K, d).T`` (rows of norm ``etf_scale``, cosines
-  :math:`-1/(K-1)`), not trained; ``bias=False``: ``b = 0``, not trained."""
+  ``fixed_etf``: ``W = etf_scale * ufm.theory.simplex_etf(K, d, key=...).T`` (rows of norm ``etf_scale``, cosines
+  :math:`-1/(K-1)`, a Haar-random embedding drawn from the init key), not trained. (Embedded on the first ``K-1``
+  coordinate axes instead, every Helmert column favours class 0, so non-negative (ReLU) features could never make
+  another class win.) ``bias=False``: ``b = 0``, not trained."""
 
   def __init__(self, d: int, K: int, *, bias: bool, fixed_etf: bool, etf_scale: float, dtype, rngs: nnx.Rngs):
-    if fixed_etf:
-      self.W = Fixed(etf_scale * theory.simplex_etf(K, d, dtype=dtype).T)
+    if fixed_etf:  # a Haar-random embedding: on the first K-1 axes, ReLU (>= 0) features could never beat class 0
+      self.W = Fixed(etf_scale * theory.simplex_etf(K, d, key=rngs.params(), dtype=dtype).T)
     else:
       self.W = ClassifierW(jax.nn.initializers.lecun_normal()(rngs.params(), (d, K), dtype).T)
     self.b = ClassifierB(jnp.zeros((K,), dtype)) if bias else Fixed(jnp.zeros((K,), dtype))
