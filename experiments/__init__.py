@@ -28,7 +28,9 @@ EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_
                # issue 8: deep linear UFM
                "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank",
                # issue 12: K > d, spherical UFM, fixed classifiers
-               "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class")
+               "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class",
+               # issue 11: Flax networks on real data
+               "net_nc_dynamics", "net_layerwise_nc1", "net_imbalanced", "net_mixup")
 
 __all__ = ["EXPERIMENTS", "get"]
 

@@ -5,12 +5,13 @@ Public modules: :mod:`ufm.problem`, :mod:`ufm.objectives`, :mod:`ufm.solvers`,
 :mod:`ufm.convex` (the convex reference of the imbalanced CE-UFM, SELI Grams, minority collapse), :mod:`ufm.mixup`
 (input- and manifold-mixup UFMs), :mod:`ufm.spherical` (the spherical temperature-scaled UFM, any K and d),
 :mod:`ufm.geometry` (softmax codes, minimal-energy configurations, fixed classifiers), :mod:`ufm.tiled` (the metrics
-in memory linear in K), :mod:`ufm.testing` (hypothesis strategies, the tolerance table) and :mod:`ufm.claims`
-(theory claims as executable checks). The most used names are re-exported here.
+in memory linear in K), :mod:`ufm.networks` and :mod:`ufm.data` (Flax networks on real data, measured beside the
+UFM), :mod:`ufm.testing` (hypothesis strategies, the tolerance table) and :mod:`ufm.claims` (theory claims as
+executable checks). The most used names are re-exported here.
 """
 
-from ufm import (claims, convex, deep, geometry, metrics, mixup, objectives, problem, solvers, spherical, sweep,
-                 testing, theory, tiled, vicinity)
+from ufm import (claims, convex, data, deep, geometry, metrics, mixup, networks, objectives, problem, solvers,
+                 spherical, sweep, testing, theory, tiled, vicinity)
 from ufm.claims import Claim, run_claim
 from ufm.objectives import ce_loss, mse_loss, objective
 from ufm.problem import (Params, Problem, balanced_counts, init_params, long_tailed_counts, make_labels,
@@ -38,6 +39,7 @@ __all__ = [
     "ce_loss",
     "claims",
     "convex",
+    "data",
     "deep",
     "gd_hparams",
     "geometry",
@@ -51,6 +53,7 @@ __all__ = [
     "metrics",
     "mixup",
     "mse_loss",
+    "networks",
     "objective",
     "objectives",
     "predict",

@@ -113,6 +113,11 @@ TOL = {
     # closed form of its minimiser: the value error is quadratic in the distance to the minimiser set, so a
     # 1e-5-accurate iterate gives 1e-10 in the value. Measured <= 1e-15 (energies), 1e-9 (Grams of the CE-UFM).
     "riemannian": (1e-8, 1e-8, "first-order Riemannian solve, value error quadratic in the iterate error"),
+    # (issue 11) Two float32 programs that train the same network (vmapped over seeds vs one seed) sum in different
+    # orders: ~eps_32 per step, amplified by the non-convex dynamics over ~300 full-batch steps. Measured at XLA -O0:
+    # 1.7e-3 relative on the loss at the last epoch (bit for bit at the default optimisation level).
+    "float32_training": (1e-2, 1e-4, "float32 rounding order differs between programs, amplified over ~300 training "
+                                     "steps (measured 1.7e-3)"),
 }
 
 

@@ -1,0 +1,70 @@
+"""Helpers shared by the network experiments (``net_*``): configs, training runs, traces as xarray, comparisons."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments import _common
+from ufm import data as D
+from ufm import networks as nets
+
+#: Setting label -> (loss, bias of the classifier).
+SETTINGS = {"ce+bias": ("ce", True), "ce": ("ce", False), "mse+bias": ("mse", True), "mse": ("mse", False)}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The shared network-training knobs (digits, an MLP 64 -> width^depth -> 10, SGD + momentum, cosine lr)."""
+  c = ml_collections.ConfigDict()
+  c.seed, c.num_seeds, c.data_seed = 0, 4, 0
+  c.width, c.depth = 128, 3
+  c.optimizer, c.lr, c.momentum, c.lr_schedule, c.batch_size = "sgd", 0.05, 0.9, "cosine", 128
+  c.weight_decay, c.lam_W, c.lam_H = 5e-4, 5e-4, 1e-4
+  c.num_epochs, c.num_points = 600, 14
+  c.metrics = ()  # () = every metric of ufm.metrics.METRICS; a smoke config names fewer (faster to compile)
+  c.layer_metrics = ()  # () = every metric of ufm.networks.LAYER_METRICS
+  c.fast_compile = False  # True: XLA optimisation level 0 (compiles 3-4x faster, runs ~2x slower; smoke configs)
+  c.x64 = True  # training is float32 (explicit dtypes); x64 only for the float64 UFM predictions
+  return c
+
+
+def keys(c) -> jax.Array:
+  """One key per seed: ``seeds(c)`` as ``jax.random.key``s."""
+  return jnp.stack([jax.random.key(int(s)) for s in _common.seeds(c)])
+
+
+def hparams(c, **over) -> nets.TrainHparams:
+  kw = dict(momentum=c.momentum, weight_decay=c.weight_decay, lam_W=c.lam_W, lam_H=c.lam_H)
+  kw.update(over)
+  return nets.train_hparams(c.lr, **kw)
+
+
+def train_config(c, loss: str, *, mixup: bool = False) -> nets.TrainConfig:
+  return nets.train_config(loss=loss, optimizer=c.optimizer, batch_size=c.batch_size,
+                           epochs=nets.log_epochs(c.num_epochs, c.num_points), lr_schedule=c.lr_schedule, mixup=mixup,
+                           metrics=tuple(c.metrics) or None, layer_metrics=tuple(c.layer_metrics) or None,
+                           fast_compile=c.fast_compile)
+
+
+def check_settings(names) -> tuple[str, ...]:
+  return _common.check_settings(names, SETTINGS)
+
+
+def digits(c, counts=None) -> D.Dataset:
+  return D.digits(jax.random.key(_common.check_int("data_seed", c.data_seed, lo=0)), counts)
+
+
+def trace_vars(trace: nets.NetTrace, prefix_dims=("seed",)) -> dict:
+  """The trace as ``{name: (dims, array)}`` with dims ``prefix_dims + ("epoch",)`` (``+ ("layer",)``)."""
+  dims = tuple(prefix_dims) + ("epoch",)
+  out = {f"trace_{k}": (dims, np.asarray(getattr(trace, k), np.float64))
+         for k in ("train_loss", "test_loss", "train_acc", "test_acc", "objective")}
+  out.update({f"trace_{k}": (dims, np.asarray(v, np.float64)) for k, v in trace.metrics.items()})
+  out.update({f"layer_{k}": (dims + ("layer",), np.asarray(v, np.float64)) for k, v in trace.layer_metrics.items()})
+  return out
+
+
+def final_features(net, res: nets.TrainResult, X) -> list[nets.Features]:
+  """:func:`ufm.networks.features` of every seed's trained network on ``X``."""
+  S = np.shape(res.diverged)[0]
+  return [nets.features(net, jax.tree.map(lambda x, i=i: x[i], res.state), X) for i in range(S)]
