@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["main", "run", "summarise", "table"]
@@ -68,16 +69,23 @@ def run(quick: bool = False) -> dict:
   cfg = cases.CONFIGS["quick" if quick else "full"]
   env = environment()
   dtypes = cfg["dtypes"]  # float32 first: the dtype of the PyTorch baseline and of the summary
-  sweep = {dt: cases.case_sweep(cfg["sweep"], dt) for dt in dtypes}
-  sharded = cases.case_sharded(cfg["sweep"], sweep[dtypes[-1]])
+  t0 = time.perf_counter()
+
+  def done(what, result):
+    print(f"[{time.perf_counter() - t0:7.1f} s] {what} done", file=sys.stderr, flush=True)
+    return result
+
+  sweep = {dt: done(f"case 1 sweep {dt}", cases.case_sweep(cfg["sweep"], dt)) for dt in dtypes}
+  sharded = done("case 6 sharded", cases.case_sharded(cfg["sweep"], sweep[dtypes[-1]]))
   peaks = {dt: cases.matmul_peak(cfg["large"]["matmul"], dt) for dt in dtypes}
-  large = [cases.case_large(cfg["large"], dt, loss, peaks[dt]["flops_per_second"]) for dt in dtypes
-           for loss in ("ce", "mse")]
-  met = cases.case_metrics(cfg["metrics"])
-  comp = cases.case_compile(cfg, sweep[dtypes[-1]], met)
+  large = [done(f"case 2 {loss} {dt}", cases.case_large(cfg["large"], dt, loss, peaks[dt]["flops_per_second"]))
+           for dt in dtypes for loss in ("ce", "mse")]
+  met = done("case 3 metrics", cases.case_metrics(cfg["metrics"]))
+  comp = done("case 4 compile", cases.case_compile(cfg, sweep[dtypes[-1]], met))
   for s in sweep.values():
     s.pop("_result")
   env["load_average_end"] = list(os.getloadavg())
+  env["seconds_total"] = time.perf_counter() - t0
   report = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), quick=quick,
                 environment=env, cases=dict(sweep=sweep, large_step=large, matmul_peak=peaks, metrics=met,
                                             compile=comp, sharded=sharded))

@@ -118,7 +118,8 @@ def _init_nested(values, problem, hparams, base_seed, *, stepper, names, init_kw
   return _nest(one, names)(values)
 
 
-@functools.partial(jax.jit, static_argnames=("stepper", "names", "advance_kwargs"))
+# the state is donated: each chunk replaces it, so XLA may update it in place (half the state memory)
+@functools.partial(jax.jit, static_argnames=("stepper", "names", "advance_kwargs"), donate_argnums=(0,))
 def _advance_nested(state, values, problem, hparams, base_seed, *, stepper, names, advance_kwargs):
   def one(vals, s):
     _, p, h = _substitute(names, vals, problem, hparams, base_seed)
@@ -213,8 +214,7 @@ def _mesh(devices: int) -> Mesh:
   return Mesh(np.asarray(jax.devices()[:devices]), (_AXIS,))
 
 
-@functools.partial(jax.jit, static_argnames=("task", "batch", "devices"))
-def _mapped(vals, carry, shared, *, task, batch, devices):
+def _mapped_fn(vals, carry, shared, *, task, batch, devices):
   """``task`` over the leading (configuration) axis of ``vals`` and ``carry``: ``lax.map`` over batches of
   ``batch`` vmapped configurations, inside ``shard_map`` over ``devices`` devices when ``devices > 1``."""
   def local(vals, carry, shared):
@@ -223,6 +223,11 @@ def _mapped(vals, carry, shared, *, task, batch, devices):
     return local(vals, carry, shared)
   return jax.shard_map(local, mesh=_mesh(devices), in_specs=(P(_AXIS), P(_AXIS), P()), out_specs=P(_AXIS),
                        check_vma=False)(vals, carry, shared)
+
+
+_mapped = jax.jit(_mapped_fn, static_argnames=("task", "batch", "devices"))
+# advance: the per-call state (a fresh slice) is donated and replaced by the new state
+_mapped_donating = jax.jit(_mapped_fn, static_argnames=("task", "batch", "devices"), donate_argnums=(1,))
 
 
 def _is_key(x) -> bool:
@@ -288,7 +293,8 @@ def _run_planned(task: _Task, values, carry, shared, plan: SweepPlan, *, progres
       idx = np.minimum(np.arange(start, start + -(-m // group) * group), C - 1)  # pad with the last configuration
       v = _put(tuple(f[idx] for f in flat), plan.devices, P(_AXIS))
       c = _put(jax.tree.map(lambda x: x[idx], carry), plan.devices, P(_AXIS))
-      out = _mapped(v, c, shared, task=task, batch=plan.batch, devices=plan.devices)
+      call = _mapped_donating if task.kind == "advance" else _mapped
+      out = call(v, c, shared, task=task, batch=plan.batch, devices=plan.devices)
       if len(calls) > 1 or plan.devices > 1 or len(idx) > m:
         out = jax.tree.map(lambda x: _to_host(x)[:m], out)
       outs.append(out)
@@ -414,12 +420,17 @@ def _resolve_plan(plan, task: _Task, values, carry_like, shared, *, memory_budge
   problem, hparams = shared[0], shared[1]
   on_cpu = jax.devices()[0].platform == "cpu"
   budget = memory_budget or int(MEMORY_FRACTION * available_memory() / (devices if on_cpu else 1))
+  if jax.process_count() > 1:  # every process must run the same plan: process 0's budget, no timing
+    from jax.experimental import multihost_utils  # noqa: PLC0415 -- multi-host only
+    budget = int(multihost_utils.broadcast_one_to_all(np.int64(budget)))
   if plan == "plain":
     return SweepPlan(devices=1, batch=C, chunk=C, plain=True, source="user", budget=budget)
   if "batch" in user:
     batch, source = _check_plan_int("batch", user["batch"], 1), "user"
   elif not on_cpu or per_device <= _CPU_BATCH:
     batch, source = per_device, "heuristic"
+  elif jax.process_count() > 1:  # a timing could differ between hosts, and their plans must agree
+    batch, source = _CPU_BATCH, "heuristic"
   elif C * units * sum(np.size(x) for x in jax.tree.leaves(jax.eval_shape(
       lambda: _init(jax.random.key(0), problem, jnp.asarray(1.0, problem.dtype))))) < _CALIBRATE_WORK:
     batch, source = _CPU_BATCH, "heuristic"
@@ -473,6 +484,12 @@ def _memory_chunk(task, values, carry_like, shared, *, batch, per_device, budget
   vals1, carry1 = _abstract_inputs(values, carry_like, 1)
   out1 = jax.eval_shape(functools.partial(_mapped, task=task, batch=1, devices=1), vals1, carry1, shared)
   io = _nbytes(out1) + _nbytes(carry1) + _nbytes(vals1)
+  C = math.prod(len(v) for v in values)
+  host = available_memory(jax.local_devices(backend="cpu")[0])
+  if C * _nbytes(out1) > MEMORY_FRACTION * host:  # the results themselves are gathered on the host
+    raise ValueError(f"the sweep's results need about {C * _nbytes(out1)} bytes ({C} configurations x "
+                     f"{_nbytes(out1)}), more than {MEMORY_FRACTION:g} of the host's available memory ({host} bytes); "
+                     "allowed: fewer configurations per sweep call (split an axis), fewer trace rows (log_every)")
   if per_device * 16 * (io + _nbytes(out1)) <= budget:  # everything fits many times over
     return -(-per_device // batch) * batch, batch, 0
   while True:
