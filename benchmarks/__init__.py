@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict:
   sharded = done("case 6 sharded", cases.case_sharded(cfg["sweep"], sweep[dtypes[-1]]))
   peaks = {dt: cases.matmul_peak(cfg["large"]["matmul"], dt) for dt in dtypes}
   large = [done(f"case 2 {loss} {dt}", cases.case_large(cfg["large"], dt, loss, peaks[dt]["flops_per_second"]))
-           for dt in dtypes for loss in ("ce", "mse")]
+           for dt in dtypes for loss in cfg["losses"]]
   met = done("case 3 metrics", cases.case_metrics(cfg["metrics"]))
   comp = done("case 4 compile", cases.case_compile(cfg, sweep[dtypes[-1]], met))
   for s in sweep.values():
@@ -137,7 +137,7 @@ def table(report: dict) -> str:
                  _fmt(s["paper_sweep_seconds_extrapolated"]), "", ""))
   for r in c["large_step"]:
     rows.append((f"2 large {r['loss']} {r['dtype']}", f"K={r['K']} d={r['d']} N={r['N']}: s/step, FLOP/s vs dot peak",
-                 f"{_fmt(r['seconds_per_step'])} s, {_fmt(r['flops_per_second'])}",
+                 f"{_fmt(r['seconds_per_step'])} s, {_fmt(r['flops_per_second'])} (matmuls {r['matmul_share']:.0%})",
                  f"peak {_fmt(r['peak_flops_per_second'])}", _fmt(r["peak_fraction"])))
   m = c["metrics"]
   rows.append(("3 metrics", f"{m['metrics']} metrics K={m['K']} d={m['d']} N={m['N']}: s", _fmt(m["ufm_seconds"]),

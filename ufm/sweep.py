@@ -348,7 +348,8 @@ def _calibration_key(problem, hparams, per_device: int):
 
 def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
   """The batch width with the shortest time per configuration-step of a gradient step ``p - eta grad f(p)`` of
-  ``problem``, timed for widths 1, 2, 4, ... <= ``per_device`` on one device (cached per shape, dtype and backend).
+  ``problem``, timed for widths 1, 2, 4, ... <= min(64, ``per_device``) on one device, stopping once a width is
+  1.5x slower than the best (cached per shape, dtype and backend).
   The gradient step is the hot loop of every first-order solver, for any problem class (``value``/``init``)."""
   key = _calibration_key(problem, hparams, per_device)
   if key in _CALIBRATION:
@@ -374,6 +375,8 @@ def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
       jax.block_until_ready(run(keys))
       best = min(best, time.perf_counter() - t0)
     times[b] = best / b
+    if times[b] > 1.5 * min(times.values()):
+      break  # past the cache cliff: wider batches only get slower
   batch = min(times, key=times.get)
   _CALIBRATION[key] = batch
   return batch, "calibrated"
