@@ -38,7 +38,7 @@ import optax
 from flax import struct
 
 from ufm import metrics as _metrics
-from ufm.problem import (LOSSES, ClassStructure, _check_counts, _check_int, cast_checked, check_real,
+from ufm.problem import (ClassStructure, _check_counts, _check_int, cast_checked, check_loss_bias_dtype, check_real,
                          make_labels)
 
 __all__ = [
@@ -196,16 +196,7 @@ def make_deep_problem(counts, *, lam_W, lam_H, lam_b=0.0, widths=None, d=None, d
     raise ValueError(f"widths = {widths!r}: allowed: a non-empty sequence of integers >= 1 (one per layer)")
   widths = tuple(_check_int(f"widths[{m}]", w, lo=1) for m, w in enumerate(np.asarray(widths).tolist()))
   M = len(widths)
-  if loss not in LOSSES:
-    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
-  if not isinstance(bias, (bool, np.bool_)):
-    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  try:
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  dtype = check_loss_bias_dtype(loss, bias, dtype)
   lw = check_real("lam_W", lam_W, lo=0.0)
   if lw.ndim > 1 or (lw.ndim == 1 and lw.shape[0] != M):
     raise ValueError(f"lam_W has shape {lw.shape}; allowed: a scalar or one value per layer, shape ({M},)")

@@ -66,8 +66,8 @@ import optax
 import optax.tree_utils as otu
 from flax import struct
 
-from ufm.problem import (LOSSES, ClassStructure, Params, _check_counts, _check_int, cast_checked, check_real,
-                         make_labels, make_problem)
+from ufm.problem import (ClassStructure, Params, _check_counts, _check_int, cast_checked, check_loss_bias_dtype,
+                         check_real, make_labels, make_problem)
 from ufm.solvers import GDHparams, Plan, Solution, Stepper, Trace, _make_optimizer, _public, OPTIMIZERS
 
 __all__ = [
@@ -161,16 +161,7 @@ def _mixed_loss(Z_KxM: jax.Array, Y1_KxM: jax.Array, Y2_KxM: jax.Array, lam_M: j
 
 
 def _check_common(loss, bias, lam_W, lam_H, lam_b, alpha, num_lam, lam_grid, lam_weights, rho, dtype):
-  if loss not in LOSSES:
-    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
-  if not isinstance(bias, (bool, np.bool_)):
-    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  try:
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  dtype = check_loss_bias_dtype(loss, bias, dtype)
   leaves = {k: cast_checked(k, check_real(k, v, lo=0.0), dtype)
             for k, v in (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b), ("alpha", alpha))}
   if not bias and np.any(np.asarray(lam_b) != 0):

@@ -34,6 +34,7 @@ __all__ = [
     "Problem",
     "balanced_counts",
     "cast_checked",
+    "check_loss_bias_dtype",
     "check_real",
     "check_seed",
     "init_params",
@@ -177,6 +178,23 @@ def make_labels(counts, dtype=None) -> jax.Array:
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
 
 
+def check_loss_bias_dtype(loss, bias, dtype) -> np.dtype:
+  """Validates the static options every problem class shares: ``loss`` in :data:`LOSSES`, ``bias`` a boolean,
+  ``dtype`` a floating dtype (default: float64 under x64, else float32). Returns the dtype; ``ValueError`` naming
+  the parameter and the allowed values otherwise."""
+  if loss not in LOSSES:
+    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
+  if not isinstance(bias, (bool, np.bool_)):
+    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
+  try:
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+  except TypeError:
+    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  return dtype
+
+
 class ClassStructure:
   """Properties shared by problem classes that hold ``counts`` and one-hot labels ``Y`` (class-major columns)."""
 
@@ -255,16 +273,7 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
   """
   counts = _check_counts(counts)
   d = _check_int("d", d, lo=1)
-  if loss not in LOSSES:
-    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
-  if not isinstance(bias, (bool, np.bool_)):
-    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  try:
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  dtype = check_loss_bias_dtype(loss, bias, dtype)
   lams = {name: check_real(name, v, lo=0.0) for name, v in
           (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b))}
   if not bias and np.any(lams["lam_b"] != 0):
