@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ufm.problem import _check_counts, _check_int, check_real
+from ufm.problem import _check_counts, _check_int, check_dtype, check_real
 
 __all__ = ["Dataset", "DIGITS_K", "DIGITS_MAX_TRAIN", "digits", "gaussian_mixture", "load_npz", "make_dataset",
            "subsample"]
@@ -65,16 +65,6 @@ class Dataset:
   @property
   def input_shape(self) -> tuple[int, ...]:
     return tuple(self.X.shape[1:])
-
-
-def _check_dtype(dtype):
-  try:
-    dt = jnp.dtype(dtype)
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dt, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
-  return dt
 
 
 def _check_labels(name: str, y, K: int | None = None) -> np.ndarray:
@@ -119,7 +109,7 @@ def make_dataset(X, y, X_test=None, y_test=None, *, K: int | None = None, dtype=
   Raises:
     ValueError: naming the bad array, its shape or the bad label.
   """
-  dt = _check_dtype(dtype)
+  dt = check_dtype(dtype)
   y = _check_labels("y", y)
   X = _check_inputs("X", X, y.shape[0], "y")
   if y.size == 0:
@@ -225,7 +215,7 @@ def digits(key: jax.Array, counts=None, *, test_per_class: int = 50, image: bool
     dtype: floating dtype of the inputs.
   """
   from sklearn.datasets import load_digits  # lazy: only this loader needs scikit-learn
-  dt = _check_dtype(dtype)
+  dt = check_dtype(dtype)
   test_per_class = _check_int("test_per_class", test_per_class, lo=0)
   bunch = load_digits()
   X_all, y_all = bunch.images.astype(np.float64) / 16.0, bunch.target.astype(np.int64)
@@ -275,7 +265,7 @@ def gaussian_mixture(key: jax.Array, counts, *, dim: int, separation=1.0, noise=
   s = float(check_real("separation", separation, lo=0.0))
   sigma = float(check_real("noise", noise, lo=0.0))
   test_per_class = _check_int("test_per_class", test_per_class, lo=0)
-  dt = _check_dtype(dtype)
+  dt = check_dtype(dtype)
   K = len(counts)
   y = np.repeat(np.arange(K), counts)
   y_te = np.repeat(np.arange(K), test_per_class)

@@ -60,7 +60,7 @@ from jax.typing import ArrayLike
 from ufm import convex, metrics, theory
 from ufm import metrics as _metrics_mod  # train_config's argument is named metrics
 from ufm.data import Dataset
-from ufm.problem import Params, _check_int, check_real, make_problem
+from ufm.problem import Params, _check_int, check_dtype, check_real, make_problem
 
 __all__ = [
     "CNN",
@@ -199,16 +199,6 @@ def _check_bool(name, v):
   return bool(v)
 
 
-def _dtype_name(dtype) -> str:
-  try:
-    dt = jnp.dtype(dtype)
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dt, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
-  return dt.name
-
-
 def _check_etf(K, width, fixed_etf, etf_scale):
   if fixed_etf and width < K - 1:
     raise ValueError(f"width = {width} is out of range for a fixed simplex-ETF classifier of K = {K} classes; "
@@ -224,7 +214,7 @@ def mlp(input_shape, K, *, width=128, depth=3, bias=True, fixed_etf=False, etf_s
   K, width, depth = _check_int("K", K, lo=2), _check_int("width", width, lo=1), _check_int("depth", depth, lo=1)
   bias, fixed_etf = _check_bool("bias", bias), _check_bool("fixed_etf", fixed_etf)
   return NetSpec("mlp", shape, K, width, depth, 0, bias, fixed_etf, _check_etf(K, width, fixed_etf, etf_scale),
-                 _dtype_name(dtype))
+                 check_dtype(dtype).name)
 
 
 def cnn(input_shape, K, *, channels=16, width=64, bias=True, fixed_etf=False, etf_scale=1.0,
@@ -237,7 +227,7 @@ def cnn(input_shape, K, *, channels=16, width=64, bias=True, fixed_etf=False, et
   channels = _check_int("channels", channels, lo=1)
   bias, fixed_etf = _check_bool("bias", bias), _check_bool("fixed_etf", fixed_etf)
   return NetSpec("cnn", shape, K, width, 3, channels, bias, fixed_etf, _check_etf(K, width, fixed_etf, etf_scale),
-                 _dtype_name(dtype))
+                 check_dtype(dtype).name)
 
 
 def build(key: jax.Array, net: NetSpec) -> nnx.Module:
@@ -309,7 +299,7 @@ def train_hparams(lr=0.05, *, momentum=0.9, weight_decay=5e-4, lam_W=None, lam_H
            lam_H=check_real("lam_H", lam_H, lo=0.0),
            label_smoothing=check_real("label_smoothing", label_smoothing, lo=0.0, hi=1.0, hi_open=True),
            mixup_alpha=check_real("mixup_alpha", mixup_alpha, lo=0.0, lo_open=True))
-  dt = jnp.dtype(_dtype_name(dtype))
+  dt = check_dtype(dtype)
   return TrainHparams(**{k: jnp.asarray(x, dt) for k, x in v.items()})
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Problem",
     "balanced_counts",
     "cast_checked",
+    "check_dtype",
     "check_loss_bias_dtype",
     "check_real",
     "check_seed",
@@ -178,6 +179,18 @@ def make_labels(counts, dtype=None) -> jax.Array:
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
 
 
+def check_dtype(dtype) -> np.dtype:
+  """``dtype`` as a NumPy dtype if it names a floating dtype; ``ValueError`` naming it and the allowed values
+  otherwise."""
+  try:
+    dt = jnp.dtype(dtype)
+  except TypeError:
+    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
+  if not jnp.issubdtype(dt, jnp.floating):
+    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
+  return dt
+
+
 def check_loss_bias_dtype(loss, bias, dtype) -> np.dtype:
   """Validates the static options every problem class shares: ``loss`` in :data:`LOSSES`, ``bias`` a boolean,
   ``dtype`` a floating dtype (default: float64 under x64, else float32). Returns the dtype; ``ValueError`` naming
@@ -186,13 +199,7 @@ def check_loss_bias_dtype(loss, bias, dtype) -> np.dtype:
     raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
   if not isinstance(bias, (bool, np.bool_)):
     raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  try:
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
-  return dtype
+  return check_dtype(dtype or jnp.result_type(float))
 
 
 class ClassStructure:
