@@ -174,9 +174,11 @@ def ratio_sweep():
 
 
 def test_lbfgs_meets_the_deep_closed_form_around_the_threshold(ratio_sweep):
-  """M = 2, counts (8, 4, 2, 2), bias-free: the small classes well alive, exactly at the threshold b/n = rho_2
-  (two global minima: 0 and x^2 = 1), just across it, and in Dang et al.'s window. Singular values and
-  Grams within TOL['deep_reference']; the objective matches; every layer is balanced and collapsed."""
+  """M = 2, counts (8, 4, 2, 2), bias-free: the small classes well alive, exactly at the threshold b/n = rho_2,
+  just across it, and in Dang et al.'s window. The objective matches; Grams and singular values equal the
+  nearest member of the set of global minimisers within TOL['deep_reference'] (away from the threshold that
+  set is one point; at it, the small classes' block of every Gram is f^2 times any projection, see
+  theory.deep_mse_nearest_minimiser); every layer is balanced and collapsed."""
   q, lam_Hs, res = ratio_sweep
   for i, (name, ratio) in enumerate(_RATIOS.items()):
     p = q.replace(lam_H=jnp.asarray(lam_Hs[i]))
@@ -184,20 +186,41 @@ def test_lbfgs_meets_the_deep_closed_form_around_the_threshold(ratio_sweep):
     assert bool(sol.converged), name
     th = theory.deep_mse_minimiser(_COUNTS, _LAM_W, lam_Hs[i], M=_M, bias=False)
     assert_close(float(th.ratio[-1]), ratio, "exact")
+    assert np.asarray(th.tied).tolist() == ([False, False, True, True] if name == "at" else [False] * 4), name
     assert rel_error(sol.objective, th.objective, "deep_reference") <= 1e-7, name
     lm = _layer_metrics(sol.params, p)
-    if name == "at":  # either global minimiser: the small classes at 0 or at x = 1
-      alt = theory.deep_mse_minimiser(_COUNTS, _LAM_W, lam_Hs[i], M=_M, bias=False, rule="largest")
-      assert_close(alt.objective, th.objective, "exact")
-      cands = [th, alt]
-      errs = [rel_error(lm["mean_grams"], c.mean_grams, "deep_reference") for c in cands]
-      th = cands[int(np.argmin(errs))]
-    assert rel_error(lm["mean_grams"], th.mean_grams, "deep_reference") <= 1e-7, name
-    assert rel_error(lm["classifier_grams"], th.classifier_grams, "deep_reference") <= 1e-7, name
+    near = theory.deep_mse_nearest_minimiser(lm["mean_grams"], lm["classifier_grams"], _COUNTS, _LAM_W, lam_Hs[i],
+                                             M=_M, bias=False)
+    assert_close(near.objective, th.objective, "exact")
+    assert rel_error(lm["mean_grams"], near.mean_grams, "deep_reference") <= 1e-7, name
+    assert rel_error(lm["classifier_grams"], near.classifier_grams, "deep_reference") <= 1e-7, name
     for m, A in enumerate((sol.params.H,) + sol.params.Ws):
       sv = np.linalg.svd(np.asarray(A), compute_uv=False)[:4]
-      assert rel_error(np.sort(sv), np.sort(np.asarray(th.factor_singular_values[m])), "deep_reference") <= 1e-7
+      assert rel_error(np.sort(sv), np.sort(np.asarray(near.factor_singular_values[m])), "deep_reference") <= 1e-7
     assert float(jnp.max(lm["balance"])) <= 1e-6 and float(jnp.max(lm["nc1"])) <= 1e-12, name
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_at_the_threshold_every_projection_of_the_tied_block_is_a_global_minimiser(rank):
+  """At b/n_k = rho_2 for the two small classes of (8, 4, 2, 2), M = 2: logits with the tied block z_+ * Pi for
+  a projection Pi of rank 0, 1 (a random direction) or 2 have the same objective, evaluated exactly at their
+  balanced factorisations, and the nearest-member map returns the point it is given."""
+  lam_H = _lam_H_for_ratio(theory.deep_threshold_ratio(_M), _COUNTS[-1], sum(_COUNTS), _M, _LAM_W)
+  q = _problem(_COUNTS, _M, _LAM_W, lam_H, width=5)
+  th = theory.deep_mse_minimiser(_COUNTS, _LAM_W, lam_H, M=_M, bias=False)
+  live = theory.deep_mse_minimiser(_COUNTS, _LAM_W, lam_H, M=_M, bias=False, rule="largest")
+  u = np.asarray(jax.random.normal(jax.random.key(rank), (2, 2)))
+  Q = np.linalg.qr(u)[0][:, :rank]
+  G = np.array(th.mean_grams)
+  Gc = np.array(th.classifier_grams)
+  G[:, 2:, 2:] = np.asarray(live.mean_grams)[:, 2:3, 2:3] * (Q @ Q.T)  # bias-free, equal counts: class basis
+  Gc[:, 2:, 2:] = np.asarray(live.classifier_grams)[:, 2:3, 2:3] * (Q @ Q.T)
+  near = theory.deep_mse_nearest_minimiser(G, Gc, _COUNTS, _LAM_W, lam_H, M=_M, bias=False)
+  assert_close(near.mean_grams, G, "exact")
+  assert_close(near.classifier_grams, Gc, "exact")
+  assert int(np.sum(np.asarray(near.alive))) == 2 + rank
+  f = float(q.value(deep.balanced_factorisation(near.logits_M, q)))
+  assert_close(f, th.objective, "exact")
 
 
 def test_counterexample_dang_largest_root_is_not_the_global_minimiser(ratio_sweep):

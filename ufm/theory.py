@@ -60,6 +60,7 @@ __all__ = [
     "deep_existence_ratio",
     "deep_largest_root",
     "deep_mse_minimiser",
+    "deep_mse_nearest_minimiser",
     "deep_phi",
     "deep_threshold_ratio",
     "deep_x",
@@ -995,6 +996,9 @@ class DeepMSEMinimiser(NamedTuple):
     mean_grams: ``(M+1, K, K)``: uncentred class-mean Grams of :math:`H_1 = H, \dots, H_{M+1} = Z`;
     classifier_grams: ``(M, K, K)``: :math:`C_mC_m^\top`, :math:`C_m = W_M\cdots W_m`;
     b: the bias (``pi`` with an unregularised bias, else 0); objective; alive: non-zero directions.
+    tied: directions exactly at the threshold (``M >= 2``, :math:`b/\sigma_i^2 = \rho_M` up to ``tie_rtol``),
+      where 0 and :math:`x_+` give the same objective: there the minimiser is not unique
+      (:func:`deep_mse_nearest_minimiser`).
   """
   x: jax.Array
   ratio: jax.Array
@@ -1010,9 +1014,16 @@ class DeepMSEMinimiser(NamedTuple):
   b: jax.Array
   objective: jax.Array
   alive: jax.Array
+  tied: jax.Array
 
 
-def deep_mse_minimiser(counts, lam_W, lam_H, *, M: int, bias: bool, rule: str = "global") -> DeepMSEMinimiser:
+# |G(x_+)/n_k - 1| below this counts as a tie of 0 and x_+: the objectives then differ by at most 1e-12
+# relative, below what a float64 solve resolves, so either choice (and every mixture) is a global minimiser.
+DEEP_TIE_RTOL = 1e-12
+
+
+def deep_mse_minimiser(counts, lam_W, lam_H, *, M: int, bias: bool, rule: str = "global",
+                       tie_rtol: float = DEEP_TIE_RTOL) -> DeepMSEMinimiser:
   r"""Global minimiser of the deep linear MSE-UFM (bias-free, or with an unregularised last-layer bias),
   any counts, any depth ``M``, widths :math:`\ge` the rank (derived here; Dang et al. 2023, arXiv 2301.00437:
   orthogonal frame / simplex ETF when balanced, the general orthogonal frame when imbalanced).
@@ -1033,7 +1044,9 @@ def deep_mse_minimiser(counts, lam_W, lam_H, *, M: int, bias: bool, rule: str = 
   closed form gives :math:`2N g = \sigma_i^2/(x^M+1) + b\,x` with :math:`b` of :func:`deep_b`, stationary at
   :math:`b/\sigma_i^2 = \varphi_M(x)` (their equation with :math:`n_k = \sigma_i^2`), and
   :math:`z_i = \sigma_i x^M/(x^M+1)`. For ``M >= 2`` the penalty is concave and ``x = 0`` is always a local
-  minimum: :func:`deep_x` picks the global one (``rule="global"``) or Dang et al.'s largest root.
+  minimum: :func:`deep_x` picks the global one (``rule="global"``; at a tie, 0) or Dang et al.'s largest root.
+  ``tied`` marks the directions at the threshold, where the set of global minimisers is larger than this one
+  point: see :func:`deep_mse_nearest_minimiser`.
 
   Balanced, bias-free: all :math:`\sigma_i = \sqrt n`, an orthogonal frame. Balanced with a bias: ``K-1``
   directions :math:`\sqrt n` and one 0, a simplex ETF; both with the same threshold
@@ -1044,25 +1057,38 @@ def deep_mse_minimiser(counts, lam_W, lam_H, *, M: int, bias: bool, rule: str = 
     raise ValueError(f"rule = {rule!r}; allowed: 'global', 'largest'")
   dt = jnp.result_type(float)
   return _deep_mse_impl(jnp.asarray(counts, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), M=M, bias=bool(bias),
-                        rule=rule)
+                        rule=rule, tie_rtol=float(tie_rtol), tie_alive=False)
 
 
-@functools.partial(jax.jit, static_argnames=("M", "bias", "rule"))
-def _deep_mse_impl(n_K, lam_W, lam_H, *, M, bias, rule):
+def _deep_target_svd(n_K, bias):
+  r"""SVD of the class-level target :math:`PD^{1/2} = U\Sigma\tilde V^\top` (``P`` centres with a bias)."""
+  K = n_K.shape[0]
+  pi = n_K / jnp.sum(n_K)
+  eye = jnp.eye(K, dtype=n_K.dtype)
+  P = eye - jnp.outer(pi, jnp.ones_like(pi)) if bias else eye
+  return jnp.linalg.svd(P * jnp.sqrt(n_K)[None, :])
+
+
+@functools.partial(jax.jit, static_argnames=("M", "bias", "rule", "tie_rtol", "tie_alive"))
+def _deep_mse_impl(n_K, lam_W, lam_H, *, M, bias, rule, tie_rtol, tie_alive):
   K = n_K.shape[0]
   N = jnp.sum(n_K)
   lam_bar, lam = _geo_mean_lams(lam_W, M)
   lam_H = jnp.asarray(lam_H, n_K.dtype)
   Lam = jnp.exp((jnp.log(lam_H) + jnp.sum(jnp.log(lam))) / (M + 1))
   pi = n_K / N
-  eye = jnp.eye(K, dtype=n_K.dtype)
-  P = eye - jnp.outer(pi, jnp.ones_like(pi)) if bias else eye
   sqrt_n = jnp.sqrt(n_K)
-  U, sig, Vt = jnp.linalg.svd(P * sqrt_n[None, :])
+  U, sig, Vt = _deep_target_svd(n_K, bias)
   b_const = deep_b(N, M, lam, lam_H)
   pos = sig > 1e-12 * jnp.max(sig)
   ratio = jnp.where(pos, b_const / jnp.where(pos, sig**2, 1.0), jnp.inf)
-  x = jnp.where(pos, deep_x(jnp.where(pos, ratio, 1.0), M, rule=rule), 0.0)
+  safe_ratio = jnp.where(pos, ratio, 1.0)
+  x = jnp.where(pos, deep_x(safe_ratio, M, rule=rule), 0.0)
+  xp = deep_largest_root(safe_ratio, M)
+  xp0 = jnp.where(jnp.isfinite(xp), xp, 0.0)
+  tied = pos & (xp0 > 0) & (jnp.abs(deep_class_objective(xp0, safe_ratio, M) - 1.0) <= tie_rtol)
+  if tie_alive:
+    x = jnp.where(tied, xp0, x)
   z = sig * x**M / (x**M + 1.0)
   r = z ** (1.0 / (M + 1))
   lams_all = jnp.concatenate([lam_H[None], lam])  # H, W_1, ..., W_M
@@ -1079,7 +1105,81 @@ def _deep_mse_impl(n_K, lam_W, lam_H, *, M, bias, rule):
   return DeepMSEMinimiser(x=x, ratio=ratio, z=z, sigma=sig, factor_singular_values=factor,
                           product_singular_values=prod_sv, gram_W=classifier_grams[0], gram_M=mean_grams[0],
                           logits_M=logits_M, mean_grams=mean_grams, classifier_grams=classifier_grams, b=b,
-                          objective=objective, alive=z > 0)
+                          objective=objective, alive=z > 0, tied=tied)
+
+
+def deep_mse_nearest_minimiser(mean_grams, classifier_grams, counts, lam_W, lam_H, *, M: int, bias: bool,
+                               tie_rtol: float = DEEP_TIE_RTOL) -> DeepMSEMinimiser:
+  r"""The global minimiser of the deep linear MSE-UFM nearest to given class-mean and classifier Grams (of a
+  solve), in the *set* of global minimisers; equal to :func:`deep_mse_minimiser` away from the threshold.
+
+  *The set of global minimisers* (derived here, from the reduction in :func:`deep_mse_minimiser`). Up to the
+  rotations of the factors the minimiser is fixed by its logits :math:`Z`, and each singular direction of the
+  target solves its own scalar problem. Directions exactly at the threshold (``tied``: :math:`b/\sigma_i^2 =
+  ho_M`, :func:`deep_threshold_ratio`, ``M >= 2``) have two global optima, :math:`z_i = 0` and
+  :math:`z_i = \sigma_i x_+^M/(x_+^M + 1)` with :math:`x_+^M = M - 1`. All tied directions share one
+  :math:`\sigma` (the ratio fixes it), so the target restricted to them is :math:`\sigma U_T V_T^	op`, and by
+  von Neumann's trace inequality the optimal logits there are :math:`Z_T = z_+ U_T\,\Pi\,V_T^	op` for *any*
+  orthogonal projection :math:`\Pi` on the tied coordinates (rank ``r`` = the number of tied directions kept,
+  ``0..|T|``; the eigenvectors are free because the target's singular value is repeated). In the target's
+  singular bases the layer-``m`` class-mean Gram is then :math:`\mathrm{diag}(f_{m,i}^2)` outside the tied
+  block and :math:`f_{m,+}^2\Pi` inside it, and the classifier Gram likewise with the same :math:`\Pi`. The
+  two points :func:`deep_mse_minimiser` can return (``rule="global"``: :math:`\Pi = 0`; every tied direction
+  alive: :math:`\Pi = I`) are the extremes. Example: counts (8, 4, 2, 2), ``M = 2``, the two small classes at
+  :math:`b/n_k = ho_2 = 1/2`: rank-1 :math:`\Pi` (a Gram block :math:`	frac14 uu^	op`, ``u`` any unit
+  vector) is as good as 0 or :math:`	frac14 I`.
+
+  *Nearest member.* :math:`\Pi` is the projection on the ``r`` leading eigenvectors of the layer-1 tied block
+  (``r`` = its eigenvalues above half of :math:`f_{1,+}^2`), used for every layer and the classifiers.
+
+  Args:
+    mean_grams: ``(M+1, K, K)`` uncentred class-mean Grams of :math:`H_1, \dots, H_{M+1}` (of a solve).
+    classifier_grams: ``(M, K, K)``: :math:`C_mC_m^	op`, :math:`C_m = W_M\cdots W_m`.
+    counts, lam_W, lam_H, M, bias, tie_rtol: as for :func:`deep_mse_minimiser`.
+
+  Returns:
+    A :class:`DeepMSEMinimiser` of that member (``x``, ``z``, ``alive`` and the singular values with the ``r``
+    kept tied directions alive; ``objective`` the global optimum).
+  """
+  _check_K(M, lo=1)
+  dt = jnp.result_type(float)
+  n_K = jnp.asarray(counts, dt)
+  args = (n_K, jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt))
+  kw = dict(M=M, bias=bool(bias), rule="global", tie_rtol=float(tie_rtol))
+  dead, live = _deep_mse_impl(*args, **kw, tie_alive=False), _deep_mse_impl(*args, **kw, tie_alive=True)
+  T = np.flatnonzero(np.asarray(dead.tied))
+  if T.size == 0:
+    return dead
+  U, _, Vt = _deep_target_svd(n_K, bool(bias))
+  sqrt_n = jnp.sqrt(n_K)
+  A = Vt * sqrt_n[None, :]  # A G A^T = diag(f^2) for the representative's G = Vd^T diag(f^2) Vd, Vd = Vt / sqrt_n
+  G = jnp.asarray(mean_grams, dt)
+  C = jnp.asarray(classifier_grams, dt)
+  feat2 = jnp.cumprod(live.factor_singular_values, axis=0) ** 2  # (M+1, K)
+  B0 = (A @ G[0] @ A.T)[np.ix_(T, T)]
+  evals, Q = jnp.linalg.eigh(B0)
+  r = int(jnp.sum(evals > 0.5 * feat2[0, T[0]]))
+  Qr = Q[:, Q.shape[1] - r:]
+  Pi = Qr @ Qr.T
+  K = n_K.shape[0]
+  E = jnp.zeros((K, K), dt).at[np.ix_(T, T)].set(Pi)  # the projection, embedded in the tied coordinates
+  off = jnp.ones((K,), dt).at[T].set(0.0)
+  keep = np.zeros(K, bool)
+  keep[T[:r]] = True  # which tied directions count as alive in x, z and the singular values
+  pick = lambda a, b: jnp.where(jnp.asarray(keep), b, a)
+  Vd = Vt / sqrt_n[None, :]
+  D = jax.vmap(lambda f2: jnp.diag(f2 * off) + f2[T[0]] * E)(feat2)
+  mean_star = jnp.einsum("ik,mij,jl->mkl", Vd, D, Vd)
+  cls2 = jnp.cumprod(live.factor_singular_values[1:][::-1], axis=0)[::-1] ** 2  # (M, K)
+  Dc = jax.vmap(lambda c2: jnp.diag(c2 * off) + c2[T[0]] * E)(cls2)
+  cls_star = jnp.einsum("ki,mij,lj->mkl", U, Dc, U)
+  Zs = jnp.diag(dead.z) + live.z[T[0]] * E
+  logits = U @ Zs @ Vd
+  return dead._replace(x=pick(dead.x, live.x), z=pick(dead.z, live.z),
+                       factor_singular_values=pick(dead.factor_singular_values, live.factor_singular_values),
+                       product_singular_values=pick(dead.product_singular_values, live.product_singular_values),
+                       gram_W=cls_star[0], gram_M=mean_star[0], logits_M=logits, mean_grams=mean_star,
+                       classifier_grams=cls_star, alive=pick(dead.alive, live.alive))
 
 
 def deep_collapse_lambda(counts, M: int, *, bias: bool = False, ratio_H: float = 1.0):
