@@ -27,7 +27,7 @@ import numpy as np
 import ufm
 from ufm import metrics
 from ufm import sweep as sw
-from ufm.solvers import GD_STEPPER, _canonical
+from ufm.solvers import GD_STEPPER, canonicalise
 
 from benchmarks.numpy_metrics import numpy_metric_set
 from benchmarks.torch_baseline import torch_rate
@@ -158,7 +158,7 @@ def case_large(c: dict, dtype: str, loss: str, peak: float) -> dict:
   N = K * n
   p = ufm.make_problem(ufm.balanced_counts(K, n), d=d, lam_W=5e-4, lam_H=5e-4, loss=loss, dtype=dt)
   hp = ufm.gd_hparams(0.1, momentum=0.9, init_scale=0.1, dtype=dt)
-  p, hp = _canonical(p, hp)
+  p, hp = canonicalise(p, hp)
   state = _gd_init(jax.random.key(0), p, hp)
   _, t_first = _timed(_gd_chunk, state, p, hp, S)
   t = min(_timed(_gd_chunk, state, p, hp, S)[1] for _ in range(2))

@@ -28,7 +28,7 @@ Closed forms: :mod:`ufm.theory` (section "deep linear UFM"): ``deep_mse_minimise
 matrix as parameters of minimal regulariser (used to evaluate those candidates with :meth:`DeepProblem.value`).
 """
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +37,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from ufm import losses
 from ufm import metrics as _metrics
-from ufm.problem import (ClassStructure, _check_counts, _check_int, cast_checked, check_loss_bias_dtype, check_real,
-                         make_labels)
+from ufm.problem import FamilyBase, make_labels
+from ufm.validate import cast_checked, check_counts, check_int, check_loss_bias_dtype, check_real
 
 __all__ = [
     "DEEP_METRICS",
@@ -84,7 +85,7 @@ def product(Ws) -> jax.Array:
 
 
 @struct.dataclass
-class DeepProblem(ClassStructure):
+class DeepProblem(FamilyBase):
   """One deep linear UFM instance (objective in the module docstring).
 
   Attributes:
@@ -106,6 +107,7 @@ class DeepProblem(ClassStructure):
   loss: str = struct.field(pytree_node=False, default="mse")
   bias: bool = struct.field(pytree_node=False, default=False)
 
+  FAMILY: ClassVar[str] = "deep"
   SCALAR_LEAVES = ("lam_W", "lam_H", "lam_b")
 
   @property
@@ -148,13 +150,8 @@ class DeepProblem(ClassStructure):
     return r
 
   def value(self, params: DeepParams) -> jax.Array:
-    """The objective of the module docstring (the losses of :func:`ufm.objectives.ce_loss`, ``mse_loss``)."""
-    Z_KxN = self.logits(params)
-    if self.loss == "ce":
-      data = optax.softmax_cross_entropy(Z_KxN.T, self.Y.T).mean()
-    else:
-      data = 0.5 * jnp.sum(optax.squared_error(Z_KxN, self.Y)) / self.N
-    return data + self.regulariser(params)
+    """The objective of the module docstring, with the registered loss ``self.loss`` (:mod:`ufm.losses`)."""
+    return losses.mean(self.loss, self.logits(params), self.Y) + self.regulariser(params)
 
   def init(self, key: jax.Array, init_scale) -> DeepParams:
     r"""Gaussian initialisation, every entry of every ``W_m`` and of ``H`` :math:`\sim\mathcal N(0, s^2)`, ``b = 0``
@@ -185,16 +182,16 @@ def make_deep_problem(counts, *, lam_W, lam_H, lam_b=0.0, widths=None, d=None, d
     loss: ``"mse"`` or ``"ce"``; bias: whether the last layer has a bias.
     dtype: floating dtype (default: JAX's default float).
   """
-  counts = _check_counts(counts)
+  counts = check_counts(counts)
   if widths is None:
     if d is None or depth is None:
       raise ValueError("give widths = (d_1, ..., d_M), or d and depth; allowed: integers >= 1")
-    widths = (_check_int("d", d, lo=1),) * _check_int("depth", depth, lo=1)
+    widths = (check_int("d", d, lo=1),) * check_int("depth", depth, lo=1)
   elif d is not None or depth is not None:
     raise ValueError("give either widths or (d, depth), not both")
   if not isinstance(widths, (list, tuple, np.ndarray)) or len(widths) < 1:
     raise ValueError(f"widths = {widths!r}: allowed: a non-empty sequence of integers >= 1 (one per layer)")
-  widths = tuple(_check_int(f"widths[{m}]", w, lo=1) for m, w in enumerate(np.asarray(widths).tolist()))
+  widths = tuple(check_int(f"widths[{m}]", w, lo=1) for m, w in enumerate(np.asarray(widths).tolist()))
   M = len(widths)
   dtype = check_loss_bias_dtype(loss, bias, dtype)
   lw = check_real("lam_W", lam_W, lo=0.0)

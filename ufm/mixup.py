@@ -57,7 +57,7 @@ Beta(α, α) is :math:`\tfrac12(\delta_0 + \delta_1)`) is the plain UFM exactly:
 """
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,9 +66,10 @@ import optax
 import optax.tree_utils as otu
 from flax import struct
 
-from ufm.problem import (ClassStructure, Params, _check_counts, _check_int, cast_checked, check_loss_bias_dtype,
-                         check_real, make_labels, make_problem)
-from ufm.solvers import GDHparams, Plan, Solution, Stepper, Trace, _make_optimizer, _public, OPTIMIZERS
+from ufm.problem import FamilyBase, Params, make_labels, make_problem
+from ufm.validate import cast_checked, check_counts, check_int, check_loss_bias_dtype, check_real
+from ufm import losses
+from ufm.solvers import OPTIMIZERS, GDHparams, Plan, Solution, Stepper, Trace, make_optimizer, public_solver
 
 __all__ = [
     "GRIDS",
@@ -113,7 +114,7 @@ def beta_quadrature(alpha, num_nodes: int) -> tuple[jax.Array, jax.Array]:
   (``eigh``), differentiable and vmappable in ``alpha``. At :math:`\alpha = 0`, :math:`\beta_2 = 0` and the rule is
   :math:`\tfrac12(\delta_0 + \delta_1)` (the no-mixup limit), the other nodes having weight 0.
   """
-  Q = _check_int("num_nodes", num_nodes, lo=1)
+  Q = check_int("num_nodes", num_nodes, lo=1)
   alpha = jnp.asarray(alpha)
   dt = alpha.dtype if jnp.issubdtype(alpha.dtype, jnp.floating) else jnp.result_type(float)
   alpha = alpha.astype(dt)
@@ -153,11 +154,8 @@ def _sample_lam(key, problem, shape) -> jax.Array:
 
 
 def _mixed_loss(Z_KxM: jax.Array, Y1_KxM: jax.Array, Y2_KxM: jax.Array, lam_M: jax.Array, loss: str) -> jax.Array:
-  r""":math:`\lambda\ell(z, y_1) + (1-\lambda)\ell(z, y_2)` per column (``(M,)``)."""
-  if loss == "ce":
-    lse = jax.nn.logsumexp(Z_KxM, axis=0)
-    return lse - lam_M * jnp.sum(Z_KxM * Y1_KxM, 0) - (1 - lam_M) * jnp.sum(Z_KxM * Y2_KxM, 0)
-  return 0.5 * (lam_M * jnp.sum((Z_KxM - Y1_KxM) ** 2, 0) + (1 - lam_M) * jnp.sum((Z_KxM - Y2_KxM) ** 2, 0))
+  r""":math:`\lambda\ell(z, y_1) + (1-\lambda)\ell(z, y_2)` per column (``(M,)``; :func:`ufm.losses.mixed`)."""
+  return losses.mixed(loss, Z_KxM, Y1_KxM, Y2_KxM, lam_M)
 
 
 def _check_common(loss, bias, lam_W, lam_H, lam_b, alpha, num_lam, lam_grid, lam_weights, rho, dtype):
@@ -170,7 +168,7 @@ def _check_common(loss, bias, lam_W, lam_H, lam_b, alpha, num_lam, lam_grid, lam
   if lam_grid is None and lam_weights is not None:
     raise ValueError("lam_weights given without lam_grid; allowed: both, lam_grid alone (equal weights) or neither")
   if lam_grid is None:
-    num_lam = _check_int("num_lam", num_lam, lo=1)
+    num_lam = check_int("num_lam", num_lam, lo=1)
     grid, nodes, weights = "beta", None, None
   else:
     nodes = check_real("lam_grid", lam_grid, lo=0.0, hi=1.0)
@@ -199,7 +197,7 @@ def _etf_classifier(K: int, d: int, rho: float, key, dtype) -> jax.Array:
 
 def class_pairs(K: int) -> np.ndarray:
   """All ``K^2`` ordered class pairs ``(c, c')``, ``c`` major: ``[[0,0], [0,1], ..., [K-1,K-1]]`` (``K^2 x 2``)."""
-  K = _check_int("K", K, lo=2)
+  K = check_int("K", K, lo=2)
   c, c2 = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
   return np.stack([c.ravel(), c2.ravel()], 1)
 
@@ -208,7 +206,7 @@ def class_pairs(K: int) -> np.ndarray:
 
 
 @struct.dataclass
-class InputMixupProblem:
+class InputMixupProblem(FamilyBase):
   r"""The input-mixup UFM (module docstring): one free feature per (ordered class pair, :math:`\lambda` node).
 
   ``H`` is ``d x (K^2 Q)`` with column ``p Q + q`` the feature of pair ``p`` (:func:`class_pairs` order) at node
@@ -238,6 +236,7 @@ class InputMixupProblem:
   fixed_W: bool = struct.field(pytree_node=False, default=True)
   grid: str = struct.field(pytree_node=False, default="beta")
 
+  FAMILY: ClassVar[str] = "input_mixup"
   SCALAR_LEAVES = ("alpha", "lam_W", "lam_H", "lam_b")
 
   @property
@@ -330,8 +329,8 @@ def make_input_mixup_problem(K, *, d, lam_H, lam_W=0.0, lam_b=0.0, alpha=1.0, nu
       (embedded by ``key``: a Haar-random embedding, or the first ``K-1`` axes when ``None``).
     bias: learn a bias ``b``. dtype: floating dtype.
   """
-  K = _check_int("K", K, lo=2)
-  d = _check_int("d", d, lo=1)
+  K = check_int("K", K, lo=2)
+  d = check_int("d", d, lo=1)
   if not isinstance(fixed_W, (bool, np.bool_)):
     raise ValueError(f"fixed_W = {fixed_W!r} is not a boolean; allowed values: True, False")
   dtype, leaves, rho, grid, num_lam, nodes, weights = _check_common(loss, bias, lam_W, lam_H, lam_b, alpha, num_lam,
@@ -378,7 +377,7 @@ def input_as_plain_problem(problem: InputMixupProblem):
 
 
 @struct.dataclass
-class ManifoldMixupProblem(ClassStructure):
+class ManifoldMixupProblem(FamilyBase):
   r"""The manifold-mixup UFM (module docstring): free sample features ``H`` (``d x N``), mixed as
   :math:`\lambda h_i + (1-\lambda) h_j` over all ``N^2`` ordered sample pairs.
 
@@ -405,6 +404,7 @@ class ManifoldMixupProblem(ClassStructure):
   fixed_W: bool = struct.field(pytree_node=False, default=False)
   grid: str = struct.field(pytree_node=False, default="beta")
 
+  FAMILY: ClassVar[str] = "manifold_mixup"
   SCALAR_LEAVES = ("alpha", "lam_W", "lam_H", "lam_b")
 
   def _classifier(self, params: Params) -> jax.Array:
@@ -459,8 +459,8 @@ def make_manifold_mixup_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, alpha=1.0
                                 dtype=None) -> ManifoldMixupProblem:
   """Builds and validates a :class:`ManifoldMixupProblem`; arguments as :func:`make_input_mixup_problem`, with
   ``counts`` the per-class sample counts (``K >= 2``)."""
-  counts = _check_counts(counts)
-  d = _check_int("d", d, lo=1)
+  counts = check_counts(counts)
+  d = check_int("d", d, lo=1)
   if not isinstance(fixed_W, (bool, np.bool_)):
     raise ValueError(f"fixed_W = {fixed_W!r} is not a boolean; allowed values: True, False")
   dtype, leaves, rho, grid, num_lam, nodes, weights = _check_common(loss, bias, lam_W, lam_H, lam_b, alpha, num_lam,
@@ -539,11 +539,11 @@ def _check_sgd_static(optimizer, num_steps, log_every, batch_size, average_from)
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
   for name, v in (("num_steps", num_steps), ("log_every", log_every), ("batch_size", batch_size)):
-    _check_int(name, v, lo=1)
+    check_int(name, v, lo=1)
   if num_steps % log_every:
     raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: num_steps a multiple of log_every")
   if average_from is not None:
-    _check_int("average_from", average_from, lo=0)
+    check_int("average_from", average_from, lo=0)
 
 
 def _grad_fn(fn, problem):
@@ -561,7 +561,7 @@ def _output_params(s_params, avg, count):
 
 def _sgd_init(key, problem, hparams, *, optimizer):
   k_init, k_sample = jax.random.split(key)
-  opt = _make_optimizer(optimizer, hparams)
+  opt = make_optimizer(optimizer, hparams)
   params = problem.init(k_init, hparams.init_scale)
   f, g = problem.value(params), _grad_fn(lambda p: problem.value(p), problem)(params)
   gn = otu.tree_norm(g)
@@ -572,7 +572,7 @@ def _sgd_init(key, problem, hparams, *, optimizer):
 
 
 def _sgd_advance(state, problem, hparams, *, optimizer, batch_size, average_from, log_every, num_chunks):
-  opt = _make_optimizer(optimizer, hparams)
+  opt = make_optimizer(optimizer, hparams)
   sample_grad = _grad_fn(lambda p, k: problem.sample_value(k, p, batch_size), problem)
   full_grad = _grad_fn(lambda p: problem.value(p), problem)
 
@@ -626,7 +626,7 @@ def _sgd_plan(optimizer: str = "sgd", num_steps: int = 10_000, log_every: int = 
               total=num_steps, granularity=log_every, chunk_arg="num_chunks")
 
 
-@_public
+@public_solver
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "batch_size", "average_from"))
 def mixup_sgd(key: jax.Array, problem, hparams: GDHparams, *, optimizer: str = "sgd", num_steps: int = 10_000,
               log_every: int = 100, batch_size: int = 32, average_from: int | None = None) -> Solution:

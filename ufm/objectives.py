@@ -1,16 +1,16 @@
 r"""UFM objectives: pure functions ``(params, problem) -> scalar``.
 
 One normalisation everywhere (Zhu et al. 2021, arXiv 2105.02375; Zhou et al.
-2022, arXiv 2203.01238 for MSE; THEORY.md §5.1, §5.3):
+2022, arXiv 2203.01238 for MSE):
 
 .. math::
    f(W, H, b) = \frac1N \sum_{i=1}^N \ell(W h_i + b, y_i)
    + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2
    + \frac{\lambda_b}{2}\|b\|_2^2,
 
-with :math:`\ell_{CE}(z, y) = -\log \mathrm{softmax}(z)_{y}` and
-:math:`\ell_{MSE}(z, y) = \tfrac12\|z - y\|_2^2`. Without a bias the ``b`` terms are
-absent (``params.b`` is ignored). The static ``problem.loss`` selects the loss.
+with :math:`\ell` the loss named by the static ``problem.loss`` in the registry :mod:`ufm.losses`
+(:math:`\ell_{CE}(z, y) = -\log \mathrm{softmax}(z)_{y}`, :math:`\ell_{MSE}(z, y) = \tfrac12\|z - y\|_2^2`, or
+any registered loss). Without a bias the ``b`` terms are absent (``params.b`` is ignored).
 """
 
 import jax
@@ -18,6 +18,7 @@ import jax.typing
 import jax.numpy as jnp
 import optax
 
+from ufm import losses
 from ufm.problem import Params, Problem
 
 __all__ = ["ce_loss", "logits", "mse_loss", "objective", "regulariser"]
@@ -71,5 +72,6 @@ def mse_loss(params: Params, problem: Problem) -> jax.typing.ArrayLike:
 
 
 def objective(params: Params, problem: Problem) -> jax.typing.ArrayLike:
-  """The objective selected by the static ``problem.loss`` (:func:`ce_loss` or :func:`mse_loss`)."""
-  return ce_loss(params, problem) if problem.loss == "ce" else mse_loss(params, problem)
+  r""":math:`\frac1N\sum_i \ell(Wh_i + b, y_i)` + the weight decays, with :math:`\ell` the registered loss
+  ``problem.loss`` (:func:`ufm.losses.mean`; ``"ce"`` equals :func:`ce_loss`, ``"mse"`` :func:`mse_loss`)."""
+  return losses.mean(problem.loss, logits(params, problem), problem.Y) + regulariser(params, problem)

@@ -19,16 +19,24 @@ All validation happens here, in Python, before anything is traced or compiled.
 """
 
 import math
-import numbers
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from ufm import losses as _losses
+from ufm.validate import (cast_checked, check_counts, check_dtype, check_int, check_loss_bias_dtype, check_real,
+                          check_seed)
+
+# Former private names, kept for code written against them (use ufm.validate).
+_check_int, _check_counts = check_int, check_counts
+
 __all__ = [
     "ClassStructure",
+    "Family",
+    "FamilyBase",
     "LOSSES",
     "Params",
     "Problem",
@@ -45,89 +53,14 @@ __all__ = [
     "step_counts",
 ]
 
-LOSSES = ("ce", "mse")
-
-
-def check_real(name: str, value, *, lo: float | None = None, lo_open: bool = False,
-               hi: float | None = None, hi_open: bool = False) -> np.ndarray:
-  """Validates a real scalar or array, returning it as a float64 NumPy array.
-
-  Raises ``ValueError`` naming ``name``, the offending value and the allowed range
-  when any element is NaN, infinite, non-numeric or outside ``[lo, hi]`` (open ends
-  where ``lo_open``/``hi_open``). Runs in Python, before any compilation.
-  """
-  lo_s = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
-  hi_s = "" if hi is None else (f"< {hi:g}" if hi_open else f"<= {hi:g}")
-  allowed = " and ".join(s for s in (lo_s, hi_s) if s) or "any finite real"
-  if isinstance(value, (bool, np.bool_, str, bytes)):
-    raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}")
-  try:
-    arr = np.asarray(value, dtype=np.float64)
-    if np.asarray(value).dtype.kind in "USO":
-      raise TypeError
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} = {value!r} is not a number; allowed range: {allowed}") from None
-  shown = arr.item() if arr.ndim == 0 else arr.tolist()
-  if not np.all(np.isfinite(arr)):
-    raise ValueError(f"{name} = {shown!r} is not finite (NaN or inf); allowed range: {allowed}")
-  bad = np.zeros(arr.shape, bool)
-  if lo is not None:
-    bad |= (arr <= lo) if lo_open else (arr < lo)
-  if hi is not None:
-    bad |= (arr >= hi) if hi_open else (arr > hi)
-  if np.any(bad):
-    raise ValueError(f"{name} = {shown!r} is out of range; allowed range: {allowed}")
-  return arr
-
-
-def cast_checked(name: str, arr: np.ndarray, dtype) -> jax.Array:
-  """Casts a validated value to ``dtype``, refusing overflow to inf and underflow of a non-zero value to 0."""
-  with np.errstate(over="ignore", under="ignore"):
-    out = np.asarray(arr, np.float64).astype(jnp.dtype(dtype))
-  shown = arr.item() if np.ndim(arr) == 0 else np.asarray(arr).tolist()
-  info = jnp.finfo(dtype)
-  if not np.all(np.isfinite(out)):
-    raise ValueError(f"{name} = {shown!r} overflows {jnp.dtype(dtype).name}; allowed range: "
-                     f"|{name}| <= {float(info.max):g}")
-  if np.any((out == 0) & (np.asarray(arr) != 0)):
-    raise ValueError(f"{name} = {shown!r} underflows to 0 in {jnp.dtype(dtype).name}; allowed range: "
-                     f"0 or |{name}| >= {float(info.tiny):g}")
-  return jnp.asarray(out, dtype)
-
-
-def check_seed(name: str, value) -> np.ndarray:
-  """Validates integer seed(s) in ``[0, 2**32)`` (the range of a ``jax.random.key`` seed as uint32)."""
-  v = np.asarray(value)
-  if not np.issubdtype(v.dtype, np.integer) or np.any(v < 0) or np.any(v >= 2**32):
-    raise ValueError(f"{name} = {v.tolist()!r} is out of range; allowed: integers 0 <= seed < 2**32")
-  return v
-
-
-def _check_int(name: str, value, *, lo: int) -> int:
-  """Validates an integer >= ``lo`` (floats with an integral value are refused)."""
-  ok = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
-  if not ok:
-    raise ValueError(f"{name} = {value!r} is not an integer; allowed range: integers >= {lo}")
-  if value < lo:
-    raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers >= {lo}")
-  return int(value)
-
-
-def _check_counts(counts) -> tuple[int, ...]:
-  if not isinstance(counts, (list, tuple, np.ndarray)):
-    raise ValueError(f"counts = {counts!r} is not a sequence of class counts; "
-                     "allowed: a sequence of K >= 2 integers >= 1")
-  counts = tuple(counts.tolist() if isinstance(counts, np.ndarray) else counts)
-  if len(counts) < 2:
-    raise ValueError(f"K = {len(counts)} (from counts = {counts!r}) is out of range; "
-                     "allowed range: K >= 2")
-  return tuple(_check_int(f"counts[{k}]", c, lo=1) for k, c in enumerate(counts))
+#: The built-in losses (the registry is :mod:`ufm.losses`; this tuple is kept for compatibility).
+LOSSES = _losses.names()
 
 
 def balanced_counts(K, n) -> tuple[int, ...]:
   """``K`` classes of ``n`` samples each: ``n_k = n``."""
-  K = _check_int("K", K, lo=2)
-  n = _check_int("n", n, lo=1)
+  K = check_int("K", K, lo=2)
+  n = check_int("n", n, lo=1)
   return (n,) * K
 
 
@@ -138,11 +71,11 @@ def step_counts(K, *, K_major, n_major, n_minor=None, rho=None) -> tuple[int, ..
   have ``n_minor``; give either ``n_minor`` or the ratio ``rho = n_major / n_minor``
   (then ``n_minor = floor(n_major / rho)``).
   """
-  K = _check_int("K", K, lo=2)
-  K_major = _check_int("K_major", K_major, lo=1)
+  K = check_int("K", K, lo=2)
+  K_major = check_int("K_major", K_major, lo=1)
   if K_major >= K:
     raise ValueError(f"K_major = {K_major} is out of range; allowed range: 1 <= K_major <= K-1 = {K - 1}")
-  n_major = _check_int("n_major", n_major, lo=1)
+  n_major = check_int("n_major", n_major, lo=1)
   if (n_minor is None) == (rho is None):
     raise ValueError("step_counts needs exactly one of n_minor (integer >= 1) or rho (>= 1)")
   if rho is not None:
@@ -151,7 +84,7 @@ def step_counts(K, *, K_major, n_major, n_minor=None, rho=None) -> tuple[int, ..
     if n_minor < 1:
       raise ValueError(f"rho = {rho!r} is out of range for n_major = {n_major}: "
                        f"allowed range: 1 <= rho <= n_major = {n_major}")
-  n_minor = _check_int("n_minor", n_minor, lo=1)
+  n_minor = check_int("n_minor", n_minor, lo=1)
   return (n_major,) * K_major + (n_minor,) * (K - K_major)
 
 
@@ -162,8 +95,8 @@ def long_tailed_counts(K, *, n_max, rho) -> tuple[int, ...]:
 
   so ``n_0 = n_max`` and ``n_{K-1} = floor(n_max / rho)``.
   """
-  K = _check_int("K", K, lo=2)
-  n_max = _check_int("n_max", n_max, lo=1)
+  K = check_int("K", K, lo=2)
+  n_max = check_int("n_max", n_max, lo=1)
   rho = float(check_real("rho", rho, lo=1.0))
   counts = tuple(math.floor(n_max * rho ** (-k / (K - 1)) + 1e-9) for k in range(K))
   if counts[-1] < 1:
@@ -174,32 +107,9 @@ def long_tailed_counts(K, *, n_max, rho) -> tuple[int, ...]:
 
 def make_labels(counts, dtype=None) -> jax.Array:
   """One-hot labels ``Y`` (``K x N``) with columns grouped by class, in class order."""
-  counts = _check_counts(counts)
+  counts = check_counts(counts)
   labels = np.repeat(np.arange(len(counts)), counts)
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
-
-
-def check_dtype(dtype) -> np.dtype:
-  """``dtype`` as a NumPy dtype if it names a floating dtype; ``ValueError`` naming it and the allowed values
-  otherwise."""
-  try:
-    dt = jnp.dtype(dtype)
-  except TypeError:
-    raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
-  if not jnp.issubdtype(dt, jnp.floating):
-    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
-  return dt
-
-
-def check_loss_bias_dtype(loss, bias, dtype) -> np.dtype:
-  """Validates the static options every problem class shares: ``loss`` in :data:`LOSSES`, ``bias`` a boolean,
-  ``dtype`` a floating dtype (default: float64 under x64, else float32). Returns the dtype; ``ValueError`` naming
-  the parameter and the allowed values otherwise."""
-  if loss not in LOSSES:
-    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
-  if not isinstance(bias, (bool, np.bool_)):
-    raise ValueError(f"bias = {bias!r} is not a boolean; allowed values: True, False")
-  return check_dtype(dtype or jnp.result_type(float))
 
 
 class ClassStructure:
@@ -232,8 +142,64 @@ class ClassStructure:
     return self.Y.dtype
 
 
+@runtime_checkable
+class Family(Protocol):
+  r"""The protocol every problem family follows (plain, deep linear, mixup, vicinity, spherical, ...).
+
+  Solvers (:mod:`ufm.solvers`), sweeps (:mod:`ufm.sweep`), metrics and the theory dispatch
+  (:func:`ufm.theory.predict`) use only these names; a new family is a pytree (``flax.struct.dataclass``) that
+  subclasses :class:`FamilyBase` and defines ``value`` and ``init``.
+
+  Attributes:
+    FAMILY: the family's key for theory look-up (``"plain"``, ``"deep"``, ...).
+    SCALAR_LEAVES: the names of the scalar hyperparameter leaves (array leaves, sweepable by ``vmap``).
+    constrained: whether :meth:`project` is more than the identity (projected / Riemannian steps).
+    counts, Y, d, loss, bias: class counts (static), one-hot labels ``K x N``, feature dimension, loss name
+      (:mod:`ufm.losses`) and whether the classifier has a bias.
+  """
+  FAMILY: ClassVar[str]
+  SCALAR_LEAVES: ClassVar[tuple[str, ...]]
+  counts: tuple[int, ...]
+  Y: Any
+  d: int
+
+  @property
+  def constrained(self) -> bool: ...
+
+  def value(self, params) -> jax.Array:
+    """The objective at ``params`` (a scalar)."""
+    ...
+
+  def init(self, key: jax.Array, init_scale) -> Any:
+    """Random parameters at scale ``init_scale`` (traceable)."""
+    ...
+
+  def project(self, params) -> Any:
+    """The projection (or retraction) onto the feasible set; the identity for unconstrained families."""
+    ...
+
+  def replace(self, **changes) -> "Family":
+    """A copy with some leaves replaced (``flax.struct``)."""
+    ...
+
+
+class FamilyBase(ClassStructure):
+  """Defaults of the :class:`Family` protocol: unconstrained (``project`` is the identity), weight decays as the
+  scalar leaves. Subclasses set ``FAMILY`` and define ``value`` and ``init``."""
+  FAMILY: ClassVar[str] = ""
+  SCALAR_LEAVES: ClassVar[tuple[str, ...]] = ("lam_W", "lam_H", "lam_b")
+
+  @property
+  def constrained(self) -> bool:
+    return False
+
+  def project(self, params):
+    """The identity (no constraint)."""
+    return params
+
+
 @struct.dataclass
-class Problem(ClassStructure):
+class Problem(FamilyBase):
   """One UFM instance; numeric hyperparameters are array leaves, shapes are static.
 
   Attributes:
@@ -256,6 +222,16 @@ class Problem(ClassStructure):
   loss: str = struct.field(pytree_node=False, default="ce")
   bias: bool = struct.field(pytree_node=False, default=False)
 
+  FAMILY: ClassVar[str] = "plain"
+
+  def value(self, params: "Params") -> jax.Array:
+    """The objective :func:`ufm.objectives.objective`."""
+    from ufm.objectives import objective  # objectives imports this module
+    return objective(params, self)
+
+  def init(self, key: jax.Array, init_scale) -> "Params":
+    """:func:`init_params`."""
+    return init_params(key, self, init_scale)
 
 
 def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, dtype=None) -> Problem:
@@ -278,8 +254,8 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
   Raises:
     ValueError: naming the parameter, its value and the allowed range.
   """
-  counts = _check_counts(counts)
-  d = _check_int("d", d, lo=1)
+  counts = check_counts(counts)
+  d = check_int("d", d, lo=1)
   dtype = check_loss_bias_dtype(loss, bias, dtype)
   lams = {name: check_real(name, v, lo=0.0) for name, v in
           (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b))}

@@ -23,7 +23,6 @@ import optax
 import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
-from ufm.objectives import objective
 from ufm.problem import Params, ParamsLike, ProblemLike, cast_checked, check_real, init_params
 
 __all__ = [
@@ -39,12 +38,15 @@ __all__ = [
     "Solution",
     "Stepper",
     "Trace",
+    "canonicalise",
     "check_hparam",
     "default_gtol",
     "gd_hparams",
     "gradient_descent",
     "lbfgs_hparams",
     "lbfgs_reference",
+    "make_optimizer",
+    "public_solver",
     "scalar_leaves",
 ]
 
@@ -111,27 +113,12 @@ def lbfgs_hparams(*, init_scale=0.1, gtol=None, dtype=None) -> LBFGSHparams:
 
 
 def scalar_leaves(problem) -> tuple[str, ...]:
-  """The scalar hyperparameter leaves of a problem (sweepable): ``problem.SCALAR_LEAVES`` when the
-  problem class declares it (e.g. :class:`ufm.vicinity.VicinityProblem`), else the weight decays."""
-  return getattr(problem, "SCALAR_LEAVES", ("lam_W", "lam_H", "lam_b"))
+  """The scalar hyperparameter leaves of a problem (sweepable): ``problem.SCALAR_LEAVES`` of the
+  :class:`ufm.problem.Family` protocol."""
+  return problem.SCALAR_LEAVES
 
 
-def _value(params: ParamsLike, problem) -> jax.Array:
-  """The objective: ``problem.value(params)`` for problem classes that define one, else
-  :func:`ufm.objectives.objective`."""
-  return problem.value(params) if hasattr(problem, "value") else objective(params, problem)
-
-
-def _init(key, problem, init_scale) -> ParamsLike:
-  return problem.init(key, init_scale) if hasattr(problem, "init") else init_params(key, problem, init_scale)
-
-
-def _project(problem, params: ParamsLike) -> ParamsLike:
-  """Projection onto the feasible set (identity for unconstrained problems)."""
-  return problem.project(params) if getattr(problem, "constrained", False) else params
-
-
-def _canonical(problem: ProblemLike, hparams):
+def canonicalise(problem: ProblemLike, hparams):
   """Leaves as strong-typed arrays of the problem's dtype, so that a Python float, a weak-typed scalar
   or a new value never changes the jit cache key (no retrace)."""
   dt = problem.Y.dtype
@@ -139,14 +126,19 @@ def _canonical(problem: ProblemLike, hparams):
   return problem, type(hparams)(*(jnp.asarray(x, dt) for x in hparams))
 
 
-def _public(jitted):
-  """The public solver: normalises leaves (see :func:`_canonical`) and static tuples, then calls ``jitted``."""
+def _project(problem, params):
+  """``problem.project(params)`` for constrained families; unconstrained iterates are left bit for bit as they are."""
+  return problem.project(params) if problem.constrained else params
+
+
+def public_solver(jitted):
+  """Wraps a jitted solver as a public one: normalises leaves (see :func:`canonicalise`) and static tuples, then calls ``jitted``."""
 
   @functools.wraps(jitted)
   def solve(key, problem, hparams, **static):
     if "trace_metrics" in static:
       static["trace_metrics"] = tuple(static["trace_metrics"])
-    problem, hparams = _canonical(problem, hparams)
+    problem, hparams = canonicalise(problem, hparams)
     return jitted(key, problem, hparams, **static)
 
   solve._cache_size = jitted._cache_size
@@ -183,7 +175,7 @@ class Solution(NamedTuple):
 
 def _masked_grad(problem: ProblemLike):
   """Gradient of the objective; the bias gradient is zero when the problem has no bias."""
-  grad = jax.grad(_value)
+  grad = jax.grad(lambda params, problem: problem.value(params))
 
   def fn(params):
     g = grad(params, problem)
@@ -191,7 +183,9 @@ def _masked_grad(problem: ProblemLike):
   return fn
 
 
-def _make_optimizer(name: str, hp: GDHparams) -> optax.GradientTransformation:
+def make_optimizer(name: str, hp: GDHparams) -> optax.GradientTransformation:
+  """The optax transformation of a gradient-descent solver: ``optax.sgd`` (heavy-ball ``momentum``) or
+  ``optax.adam`` (``b1``, ``b2``), both at learning rate ``hp.lr`` (array leaves, traceable)."""
   if name == "sgd":
     return optax.sgd(hp.lr, momentum=hp.momentum)
   return optax.adam(hp.lr, b1=hp.b1, b2=hp.b2)
@@ -224,15 +218,15 @@ def _check_gd_static(optimizer: str, num_steps: int, log_every: int):
 
 
 def _gd_init(key, problem, hparams, *, optimizer):
-  opt, grad_fn = _make_optimizer(optimizer, hparams), _masked_grad(problem)
-  params0 = _project(problem, _init(key, problem, hparams.init_scale))
-  f0, gn0 = _value(params0, problem), otu.tree_norm(grad_fn(params0))
+  opt, grad_fn = make_optimizer(optimizer, hparams), _masked_grad(problem)
+  params0 = _project(problem, problem.init(key, hparams.init_scale))
+  f0, gn0 = problem.value(params0), otu.tree_norm(grad_fn(params0))
   return GDState(params=params0, opt_state=opt.init(params0), step=jnp.zeros((), jnp.int32),
                  diverged=~(jnp.isfinite(f0) & jnp.isfinite(gn0)), objective=f0, grad_norm=gn0)
 
 
 def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, trace_metrics):
-  opt, grad_fn = _make_optimizer(optimizer, hparams), _masked_grad(problem)
+  opt, grad_fn = make_optimizer(optimizer, hparams), _masked_grad(problem)
 
   def one_step(_, carry):
     params, opt_state = carry
@@ -245,7 +239,7 @@ def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, tr
     # numbers (tested). Adam keeps one step per iteration (unrolled, its fusions round differently, ~1e-16).
     new_params, new_opt = jax.lax.fori_loop(0, log_every, one_step, (s.params, s.opt_state),
                                             unroll=2 if optimizer == "sgd" else 1)
-    new_f, new_gn = _value(new_params, problem), otu.tree_norm(grad_fn(new_params))
+    new_f, new_gn = problem.value(new_params), otu.tree_norm(grad_fn(new_params))
     bad = s.diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
     params, opt_state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
                                             (new_params, new_opt, new_f, new_gn),
@@ -264,7 +258,7 @@ def _gd_finish(state: GDState, trace: Trace, hparams) -> "Solution":
                   num_steps=state.step, trace=trace)
 
 
-@_public
+@public_solver
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "log_every", "trace_metrics"))
 def gradient_descent(key: jax.Array, problem: ProblemLike, hparams: GDHparams, *, optimizer: str = "sgd",
                      num_steps: int = 10_000, log_every: int = 100,
@@ -379,17 +373,17 @@ def _check_lbfgs_static(max_steps: int, memory_size: int):
 
 
 def _lbfgs_parts(problem, memory_size):
-  if getattr(problem, "constrained", False):
+  if problem.constrained:
     raise ValueError(f"lbfgs_reference does not handle the constrained {type(problem).__name__}; "
                      "allowed: gradient_descent (projected gradient) or the penalty form")
-  f_fn = functools.partial(_value, problem=problem)
+  f_fn = problem.value
   opt = optax.lbfgs(memory_size=memory_size, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=50))
   return f_fn, _masked_grad(problem), opt
 
 
 def _lbfgs_init(key, problem, hparams, *, max_steps, memory_size):
   f_fn, grad_fn, opt = _lbfgs_parts(problem, memory_size)
-  params0 = _init(key, problem, hparams.init_scale)
+  params0 = problem.init(key, hparams.init_scale)
   f0, gn0 = f_fn(params0), otu.tree_norm(grad_fn(params0))
   nan_row = jnp.full((max_steps,), jnp.nan, problem.dtype)
   bad = ~jnp.isfinite(f0)
@@ -440,7 +434,7 @@ def _lbfgs_plan(max_steps: int = 3000, memory_size: int = 20) -> Plan:
               early_stop=True)
 
 
-@_public
+@public_solver
 @functools.partial(jax.jit, static_argnames=("max_steps", "memory_size"))
 def lbfgs_reference(key: jax.Array, problem: ProblemLike, hparams: LBFGSHparams, *, max_steps: int = 3000,
                     memory_size: int = 20) -> Solution:

@@ -32,7 +32,7 @@ A :class:`SphericalProblem` runs in every solver and sweep of :mod:`ufm` (sweep 
 works with :mod:`ufm.metrics` and :mod:`ufm.tiled`.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +41,8 @@ import optax
 from flax import struct
 from jaxtyping import Array, Float
 
-from ufm.problem import (ClassStructure, Params, _check_counts, _check_int, cast_checked, check_real,
-                         make_labels)
+from ufm.problem import FamilyBase, Params, make_labels
+from ufm.validate import cast_checked, check_counts, check_int, check_real
 
 __all__ = ["SphericalProblem", "make_spherical_problem", "normalise", "unit_columns", "unit_rows"]
 
@@ -58,7 +58,7 @@ def unit_columns(H: Float[Array, "d N"]) -> Float[Array, "d N"]:
 
 
 @struct.dataclass
-class SphericalProblem(ClassStructure):
+class SphericalProblem(FamilyBase):
   """A spherical CE-UFM with temperature ``tau`` (see the module docstring for the objective).
 
   Attributes:
@@ -75,6 +75,7 @@ class SphericalProblem(ClassStructure):
   d: int = struct.field(pytree_node=False)
   constrained: bool = struct.field(pytree_node=False, default=True)
 
+  FAMILY: ClassVar[str] = "spherical"
   SCALAR_LEAVES = ("tau",)
   loss = "ce"
   bias = False  # no bias in the spherical model; Params.b stays 0
@@ -128,8 +129,8 @@ def make_spherical_problem(counts, *, d, tau, W_fixed=None, constrained=True, dt
   Raises:
     ValueError: naming the parameter, its value and the allowed range.
   """
-  counts = _check_counts(counts)
-  d = _check_int("d", d, lo=2)
+  counts = check_counts(counts)
+  d = check_int("d", d, lo=2)
   if not isinstance(constrained, (bool, np.bool_)):
     raise ValueError(f"constrained = {constrained!r} is not a boolean; allowed values: True, False")
   dtype = jnp.dtype(dtype or jnp.result_type(float))

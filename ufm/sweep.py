@@ -47,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ufm.problem import ProblemLike, cast_checked, check_real, check_seed
-from ufm.solvers import HPARAM_RANGES, Stepper, _canonical, _init, _value, scalar_leaves
+from ufm.solvers import HPARAM_RANGES, Stepper, canonicalise, scalar_leaves
 
 __all__ = ["CheckpointError", "SweepPlan", "SweepResult", "atomic_write", "available_memory", "plan_sweep", "sweep"]
 
@@ -354,7 +354,7 @@ def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
   key = _calibration_key(problem, hparams, per_device)
   if key in _CALIBRATION:
     return _CALIBRATION[key], "cached"
-  grad = jax.grad(_value)
+  grad = jax.grad(lambda params, problem: problem.value(params))
   init_scale = getattr(hparams, "init_scale", jnp.asarray(0.1, problem.dtype))
   times = {}
   for b in (1, 2, 4, 8, 16, 32, 64):
@@ -363,7 +363,7 @@ def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
 
     @jax.jit
     def run(keys):
-      params = jax.vmap(lambda k: _init(k, problem, init_scale))(keys)
+      params = jax.vmap(lambda k: problem.init(k, init_scale))(keys)
       step = lambda _, p: jax.tree.map(lambda x, g: x - 1e-3 * g, p, jax.vmap(grad, (0, None))(p, problem))
       return jax.lax.fori_loop(0, 10, step, params)
 
@@ -435,7 +435,7 @@ def _resolve_plan(plan, task: _Task, values, carry_like, shared, *, memory_budge
   elif jax.process_count() > 1:  # a timing could differ between hosts, and their plans must agree
     batch, source = _CPU_BATCH, "heuristic"
   elif C * units * sum(np.size(x) for x in jax.tree.leaves(jax.eval_shape(
-      lambda: _init(jax.random.key(0), problem, jnp.asarray(1.0, problem.dtype))))) < _CALIBRATE_WORK:
+      lambda: problem.init(jax.random.key(0), jnp.asarray(1.0, problem.dtype))))) < _CALIBRATE_WORK:
     batch, source = _CPU_BATCH, "heuristic"
   else:
     batch, source = _calibrated_batch(problem, hparams, per_device)
@@ -692,7 +692,7 @@ def plan_sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: di
       ``batch >= 1``, ``chunk`` a positive multiple of ``batch``).
   """
   names, values, _, base_seed = _parse_axes(problem, hparams, axes, 0)
-  problem, hparams = _canonical(problem, hparams)
+  problem, hparams = canonicalise(problem, hparams)
   stepper = getattr(solver, "stepper", None)
   return _resolve_plan(plan, _Task("solve", solver, names, tuple(sorted(solver_kwargs.items()))), values, None,
                        (problem, hparams, base_seed), memory_budget=memory_budget,
@@ -740,7 +740,7 @@ def sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: dict[st
         raise ValueError(f"chunk_steps/checkpoint need a resumable solver (one with a .stepper: gradient_descent, "
                          f"lbfgs_reference); {getattr(solver, '__name__', solver)} runs in one call")
     else:
-      problem, hparams = _canonical(problem, hparams)
+      problem, hparams = canonicalise(problem, hparams)
       n_configs = int(np.prod([len(c) for c in coords.values()]))
       sol, plan = _run_chunked(stepper, values, problem, hparams, base_seed, names, solver_kwargs,
                                chunk_steps=chunk_steps, checkpoint=checkpoint, progress=progress,
@@ -748,7 +748,7 @@ def sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: dict[st
       return SweepResult(solution=sol, axes=names, coords=coords, plan=plan)
   kwargs = tuple(sorted(solver_kwargs.items()))
   if plan != "plain":
-    problem, hparams = _canonical(problem, hparams)
+    problem, hparams = canonicalise(problem, hparams)
     plan = _resolve_plan(plan, _Task("solve", solver, names, kwargs), values, None, (problem, hparams, base_seed),
                          memory_budget=memory_budget, units=_work_units(stepper, solver_kwargs))
   if plan == "plain" or plan.plain:

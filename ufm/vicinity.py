@@ -28,7 +28,7 @@ near-collapsed ``H0`` (:func:`noisy_collapsed_features`). Closed forms: :mod:`uf
 """
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,9 @@ import optax
 from flax import struct
 
 from ufm import metrics as _metrics
-from ufm.problem import (LOSSES, ClassStructure, Params, Problem, _check_counts, _check_int, cast_checked,
-                         check_real, make_labels, make_problem)
+from ufm import losses
+from ufm.problem import FamilyBase, Params, Problem, make_labels, make_problem
+from ufm.validate import cast_checked, check_counts, check_int, check_loss, check_real
 
 __all__ = ["FlowTrace", "VicinityProblem", "as_plain_problem", "central_path_flow", "central_path_objective",
            "class_blocks", "linearised_map", "make_vicinity_problem", "noisy_collapsed_features",
@@ -46,7 +47,7 @@ __all__ = ["FlowTrace", "VicinityProblem", "as_plain_problem", "central_path_flo
 
 
 @struct.dataclass
-class VicinityProblem(ClassStructure):
+class VicinityProblem(FamilyBase):
   """A UFM whose features are kept near ``H0`` (see the module docstring for the objective).
 
   Attributes:
@@ -67,16 +68,13 @@ class VicinityProblem(ClassStructure):
   loss: str = struct.field(pytree_node=False, default="mse")
   constrained: bool = struct.field(pytree_node=False, default=False)
 
+  FAMILY: ClassVar[str] = "vicinity"
   SCALAR_LEAVES = ("lam_W", "lam_H", "beta", "eps")
   bias = False  # the paper's model is bias-free; Params.b stays 0
 
   def value(self, params: Params) -> jax.Array:
     r"""The objective :math:`f(W, H; H_0)` of the module docstring."""
-    Z = params.W @ params.H
-    if self.loss == "mse":
-      data = 0.5 * jnp.sum((Z - self.Y) ** 2) / self.N
-    else:
-      data = jnp.mean(optax.softmax_cross_entropy(Z.T, self.Y.T))
+    data = losses.mean(self.loss, params.W @ params.H, self.Y)
     return (data + self.lam_W / (2 * self.K) * jnp.sum(params.W**2) + self.lam_H / (2 * self.N) * jnp.sum(params.H**2)
             + self.beta / (2 * self.N) * jnp.sum((params.H - self.H0) ** 2))
 
@@ -108,9 +106,8 @@ def make_vicinity_problem(H0, counts, *, lam_W, lam_H, beta=0.0, eps=None, loss=
     loss: ``"mse"`` (the paper's) or ``"ce"``.
     dtype: floating dtype (default: JAX's default float).
   """
-  counts = _check_counts(counts)
-  if loss not in LOSSES:
-    raise ValueError(f"loss = {loss!r} is not supported; allowed values: {', '.join(LOSSES)}")
+  counts = check_counts(counts)
+  check_loss(loss)
   dtype = jnp.dtype(dtype or jnp.result_type(float))
   H0 = np.asarray(H0)
   if H0.ndim != 2 or H0.shape[1] != sum(counts) or H0.shape[0] < 1:
@@ -211,8 +208,8 @@ def central_path_flow(problem: VicinityProblem, *, step_size, num_steps: int, lo
   if problem.loss != "mse":
     raise ValueError(f"loss = {problem.loss!r}: the central path needs the closed-form W*(H); allowed: 'mse'")
   step_size = cast_checked("step_size", check_real("step_size", step_size, lo=0.0, lo_open=True), problem.dtype)
-  num_steps = _check_int("num_steps", num_steps, lo=1)
-  log_every = _check_int("log_every", log_every, lo=1)
+  num_steps = check_int("num_steps", num_steps, lo=1)
+  log_every = check_int("log_every", log_every, lo=1)
   if num_steps % log_every:
     raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: num_steps a multiple of log_every")
   return _flow(problem, step_size, num_steps=num_steps, log_every=log_every)
@@ -262,9 +259,9 @@ def noisy_collapsed_features(key: jax.Array, counts, d: int, *, scale=1.0, withi
   Gaussian between-class noise of standard deviation ``between`` per mean coordinate and within-class
   noise ``within`` per sample coordinate."""
   from ufm import theory
-  counts = _check_counts(counts)
+  counts = check_counts(counts)
   K = len(counts)
-  d = _check_int("d", d, lo=1)
+  d = check_int("d", d, lo=1)
   if base not in ("of", "etf"):
     raise ValueError(f"base = {base!r}; allowed: 'of', 'etf'")
   if (base == "of" and d < K) or (base == "etf" and d < K - 1):
