@@ -1,7 +1,7 @@
 r"""The deep linear UFM: ``M`` bias-free linear layers between the free features and the loss.
 
 Dang, Tran, Osher, Tran-The, Ho, Nguyen (ICML 2023, "Neural Collapse in Deep Linear Networks: From
-Balanced to Imbalanced Data", arXiv 2301.00437; THEORY.md §1.1, the normalisation of their
+Balanced to Imbalanced Data", arXiv 2301.00437; ``ufm/theory/derivations.md`` §1.1, the normalisation of their
 ``synthetic_experiment_*.py``):
 
 .. math::
@@ -14,8 +14,8 @@ with :math:`\ell_{MSE}(z, y) = \frac12\|z - y\|^2` or softmax cross-entropy, exa
 ``d_{M+1} = K``; ``widths = (d_1, ..., d_M)``. With ``M = 1`` this *is* the plain UFM of
 :mod:`ufm.objectives` (same numbers bit for bit, same initialisation from the same key; tested).
 
-A :class:`DeepProblem` plugs into every solver and sweep through the problem protocol of
-:mod:`ufm.solvers` (``value``, ``init``, ``SCALAR_LEAVES``); its parameters are :class:`DeepParams`,
+A :class:`DeepProblem` plugs into every solver and sweep through the
+:class:`ufm.problem.Family` protocol (``value``, ``init``, ``SCALAR_LEAVES``); its parameters are :class:`DeepParams`,
 whose ``W`` property is the product classifier :math:`\bar W = W_M\cdots W_1`, so every metric of
 :mod:`ufm.metrics` applies to (product classifier, features ``H``). The per-layer metrics of
 :data:`DEEP_METRICS` (NC1 of every layer's features, class-mean and classifier Grams of every layer,
@@ -23,7 +23,7 @@ balancedness of consecutive layers) are recorded by the same ``trace_metrics`` o
 decays of the layers are one array leaf ``lam_W`` of shape ``(M,)``; sweeping the axis ``lam_W``
 sets every layer to the same value.
 
-Closed forms: :mod:`ufm.theory` (section "deep linear UFM"): ``deep_mse_minimiser``,
+Closed forms: :mod:`ufm.theory` (the deep linear UFM): ``deep_mse_minimiser``,
 ``deep_ce_etf``, ``deep_ce_block``; :func:`balanced_factorisation` realises a class-level logit
 matrix as parameters of minimal regulariser (used to evaluate those candidates with :meth:`DeepProblem.value`).
 """
@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import jax.typing
 import numpy as np
-import optax
 from flax import struct
 
 from ufm import losses
@@ -299,7 +298,7 @@ def centred_gram(G: jax.typing.ArrayLike, pi: jax.typing.ArrayLike) -> jax.Array
 def gram_error(G: jax.typing.ArrayLike, T: jax.typing.ArrayLike) -> jax.Array:
   r""":math:`\|G/\|G\|_F - T/\|T\|_F\|_F`: the NC2 distance of a Gram to a target Gram (the ETF
   :math:`I - \frac1K\mathbf 1\mathbf 1^\top`, the orthogonal frame :math:`I`, or a general orthogonal frame
-  :math:`\mathrm{diag}(\cdot)`; THEORY.md §0.2, Dang et al.'s ``compute_NC2_W``)."""
+  :math:`\mathrm{diag}(\cdot)`; derivations §0.2, Dang et al.'s ``compute_NC2_W``)."""
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T / jnp.linalg.norm(T))
 
 
@@ -352,7 +351,7 @@ def balanced_factorisation(Zbar: jax.typing.ArrayLike, problem: DeepProblem) -> 
   :math:`\Lambda = (\lambda_H\prod_m\lambda_m)^{1/(M+1)}`, :math:`Q_m` the first ``K`` coordinate axes of
   :math:`\mathbb R^{d_m}` (needs every ``d_m >= K``). Its regulariser is
   :math:`\frac{M+1}{2}\Lambda\sum_i\sigma_i(Z)^{2/(M+1)}`, the minimum over factorisations (AM–GM on the
-  singular values; THEORY.md §11 A.1). Bias zero. Used to evaluate the candidates of ``ufm.theory``.
+  singular values; derivations §11 A.1). Bias zero. Used to evaluate the candidates of ``ufm.theory``.
   """
   K, M = problem.K, problem.depth
   if min(problem.widths) < K:

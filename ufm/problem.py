@@ -11,7 +11,7 @@ with ``K`` classes of ``counts[k]`` samples each (``N = sum(counts)``), features
 ``H`` (``d x N``, columns grouped by class), classifier ``W`` (``K x d``) and bias
 ``b`` (``K``). The objective itself lives in :mod:`ufm.objectives`.
 
-Contract (STYLE.md B.3): every numeric hyperparameter (``lam_W``, ``lam_H``,
+Contract: every numeric hyperparameter (``lam_W``, ``lam_H``,
 ``lam_b``) is an array leaf, so a batch of problems is a ``Problem`` with leading
 axes and ``jax.vmap`` sweeps them without recompiling. Everything that fixes a
 shape or a code path (``counts``, ``d``, ``loss``, ``bias``) is static metadata.

@@ -23,7 +23,8 @@ import optax
 import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
-from ufm.problem import Params, ParamsLike, ProblemLike, cast_checked, check_real, init_params
+from ufm.problem import Params, ProblemLike
+from ufm.validate import cast_checked, check_real
 
 __all__ = [
     "GDHparams",

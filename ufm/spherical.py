@@ -11,7 +11,7 @@ with temperature :math:`\tau > 0`, no bias and no weight decay (the constraints 
 For ``K <= d + 1`` the minimiser is a simplex ETF with :math:`h_i = w_{y_i}` (Lu & Steinerberger);
 for ``K > d + 1`` Jiang et al. show that as :math:`\tau \to 0` the classifier tends to a *softmax
 code* (:func:`ufm.geometry.softmax_code`) and the features collapse onto their classifiers
-(GNC1–GNC3). THEORY.md §5.7.
+(GNC1–GNC3). ``ufm/theory/derivations.md`` §5.7.
 
 **How the sphere is enforced.** :meth:`SphericalProblem.value` evaluates the objective on the
 normalised rows of ``W`` and columns of ``H``, so it is invariant to their scale and its Euclidean

@@ -2,7 +2,7 @@ r"""The vicinity-constrained UFM: features kept near a given matrix ``H0`` (pert
 
 Tirer, Huang & Niles-Weed (ICML 2023, "Perturbation Analysis of Neural Collapse",
 arXiv 2210.16658) study the bias-free MSE UFM whose features stay near a predefined matrix
-``H0`` (e.g. intermediate features of a network). In the paper's normalisation (THEORY.md §3.4,
+``H0`` (e.g. intermediate features of a network). In the paper's normalisation (``ufm/theory/derivations.md`` §3.4,
 §10; ``N = sum(counts)``, ``N = Kn`` when balanced):
 
 .. math::
@@ -33,7 +33,6 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from ufm import metrics as _metrics
@@ -134,7 +133,7 @@ def as_plain_problem(problem: VicinityProblem) -> Problem:
 
 def ridge_classifier(H: jax.Array, Y: jax.Array, lam_W) -> jax.Array:
   r"""The central-path classifier :math:`W^\star(H) = YH^\top(HH^\top + \tfrac{N}{K}\lambda_W I_d)^{-1}`
-  (the minimiser over ``W`` of the MSE objective; ``N/K = n`` when balanced: THEORY.md §10.1, Tirer et al.
+  (the minimiser over ``W`` of the MSE objective; ``N/K = n`` when balanced: derivations §10.1, Tirer et al.
   2023 §3)."""
   K, N = Y.shape
   d = H.shape[0]
@@ -144,7 +143,7 @@ def ridge_classifier(H: jax.Array, Y: jax.Array, lam_W) -> jax.Array:
 
 def optimal_features(W: jax.Array, Y: jax.Array, H0: jax.Array, lam_H, beta) -> jax.Array:
   r""":math:`H^\star(W) = (W^\top W + (\lambda_H + \beta)I)^{-1}(W^\top Y + \beta H_0)`, the minimiser over
-  ``H`` of the MSE objective (THEORY.md §10.1)."""
+  ``H`` of the MSE objective (derivations §10.1)."""
   d = W.shape[1]
   return jnp.linalg.solve(W.T @ W + (lam_H + beta) * jnp.eye(d, dtype=W.dtype), W.T @ Y + beta * H0)
 
@@ -223,7 +222,7 @@ def linearised_map(problem: VicinityProblem, params: Params) -> jax.Array:
 
   .. math:: F = \frac{\beta}{N}\,\big[(\nabla_z^2 f)^{-1}\big]_{HH}
 
-  (THEORY.md §10.1). Dense (``(Kd + dN)^2`` memory): for the small problems of the theorem. Returns
+  (derivations §10.1). Dense (``(Kd + dN)^2`` memory): for the small problems of the theorem. Returns
   ``F`` with shape ``(d, N, d, N)`` (columns of ``H`` in class-major order).
   """
   return _linearised_map(problem, params)
