@@ -154,14 +154,21 @@ class Family(Protocol):
     FAMILY: the family's key for theory look-up (``"plain"``, ``"deep"``, ...).
     SCALAR_LEAVES: the names of the scalar hyperparameter leaves (array leaves, sweepable by ``vmap``).
     constrained: whether :meth:`project` is more than the identity (projected / Riemannian steps).
-    counts, Y, d, loss, bias: class counts (static), one-hot labels ``K x N``, feature dimension, loss name
-      (:mod:`ufm.losses`) and whether the classifier has a bias.
+    K, d, dtype, loss, bias: number of classes, feature dimension, floating dtype, loss name (:mod:`ufm.losses`)
+      and whether the classifier has a bias. Families with labelled samples (all but input mixup, whose free
+      features are indexed by class pairs) also have ``counts``, ``N``, one-hot ``Y`` (``K x N``) and ``labels``.
   """
   FAMILY: ClassVar[str]
   SCALAR_LEAVES: ClassVar[tuple[str, ...]]
-  counts: tuple[int, ...]
-  Y: Any
   d: int
+  loss: str
+  bias: bool
+
+  @property
+  def K(self) -> int: ...
+
+  @property
+  def dtype(self) -> Any: ...
 
   @property
   def constrained(self) -> bool: ...

@@ -122,7 +122,7 @@ def scalar_leaves(problem) -> tuple[str, ...]:
 def canonicalise(problem: ProblemLike, hparams):
   """Leaves as strong-typed arrays of the problem's dtype, so that a Python float, a weak-typed scalar
   or a new value never changes the jit cache key (no retrace)."""
-  dt = problem.Y.dtype
+  dt = problem.dtype
   problem = problem.replace(**{k: jnp.asarray(getattr(problem, k), dt) for k in scalar_leaves(problem)})
   return problem, type(hparams)(*(jnp.asarray(x, dt) for x in hparams))
 
