@@ -34,6 +34,7 @@ from ufm.validate import (cast_checked, check_counts, check_dtype, check_int, ch
 _check_int, _check_counts = check_int, check_counts
 
 __all__ = [
+    "ClassCounts",
     "ClassStructure",
     "Family",
     "FamilyBase",
@@ -112,8 +113,8 @@ def make_labels(counts, dtype=None) -> jax.Array:
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
 
 
-class ClassStructure:
-  """Properties shared by problem classes that hold ``counts`` and one-hot labels ``Y`` (class-major columns)."""
+class ClassCounts:
+  """Properties of anything that holds per-class ``counts`` (problems, data sets, test specifications)."""
 
   @property
   def K(self) -> int:
@@ -131,6 +132,10 @@ class ClassStructure:
   def n(self) -> int | None:
     """Samples per class when balanced, else ``None``."""
     return self.counts[0] if self.balanced else None
+
+
+class ClassStructure(ClassCounts):
+  """Properties shared by problem classes that hold ``counts`` and one-hot labels ``Y`` (class-major columns)."""
 
   @property
   def labels(self) -> jax.Array:

@@ -4,27 +4,12 @@ r"""Mixup in the unconstrained features model (Fisher, Meng, Papyan, ICLR 2024, 
   quadrature, measurements on the plane of two classifiers);
 * :mod:`ufm.mixup.sgd`: the mini-batch solver :func:`mixup_sgd` (stochastic pairs and mixing weights).
 
-Closed forms: :mod:`ufm.theory.mixup`. Every name is re-exported here.
+Closed forms: :mod:`ufm.theory` (``mixup_optimal_feature``, ``mixup_confidence``, ...). Every public name of the
+two modules is re-exported here.
 """
 
-from ufm.mixup.problems import (GRIDS, InputMixupProblem, ManifoldMixupProblem, beta_quadrature, class_pairs,
-                                input_as_plain_problem, make_input_mixup_problem, make_manifold_mixup_problem,
-                                mixed_features, mse_mixup_features, plane_coordinates)
-from ufm.mixup.sgd import MIXUP_SGD_STEPPER, MixupSGDState, mixup_sgd
+from ufm.mixup import problems, sgd
+from ufm.mixup.problems import *  # noqa: F403  (re-exports, listed in problems.__all__)
+from ufm.mixup.sgd import *  # noqa: F403
 
-__all__ = [
-    "GRIDS",
-    "InputMixupProblem",
-    "ManifoldMixupProblem",
-    "MixupSGDState",
-    "MIXUP_SGD_STEPPER",
-    "beta_quadrature",
-    "class_pairs",
-    "input_as_plain_problem",
-    "make_input_mixup_problem",
-    "make_manifold_mixup_problem",
-    "mixed_features",
-    "mixup_sgd",
-    "mse_mixup_features",
-    "plane_coordinates",
-]
+__all__ = sorted(problems.__all__ + sgd.__all__)
