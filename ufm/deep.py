@@ -329,7 +329,8 @@ def layer_metrics(params: DeepParams, problem: DeepProblem, *, centred: bool) ->
   CG = classifier_grams(params, problem)
   Zbar = _logit_means(params, problem)
   K = problem.K
-  P = jnp.eye(K, dtype=Zbar.dtype) - jnp.outer(pi, jnp.ones((K,), Zbar.dtype)) if centred else jnp.eye(K, dtype=Zbar.dtype)
+  eye = jnp.eye(K, dtype=Zbar.dtype)
+  P = eye - jnp.outer(pi, jnp.ones((K,), Zbar.dtype)) if centred else eye
   cross = jnp.trace(Zbar @ P)
   nc3 = jax.vmap(self_duality_from_grams, in_axes=(0, 0, None))(CG, MG[:-1], cross)
   return {"nc1": nc1_layers(params, problem), "mean_grams": MG, "classifier_grams": CG, "nc3": nc3,

@@ -133,7 +133,8 @@ def _project(problem, params):
 
 
 def public_solver(jitted):
-  """Wraps a jitted solver as a public one: normalises leaves (see :func:`canonicalise`) and static tuples, then calls ``jitted``."""
+  """Wraps a jitted solver as a public one: normalises leaves (see :func:`canonicalise`) and static tuples, then
+  calls ``jitted``."""
 
   @functools.wraps(jitted)
   def solve(key, problem, hparams, **static):

@@ -26,8 +26,8 @@ nodes :math:`\lambda_q` of a quadrature of :math:`\mathrm{Beta}(\alpha,\alpha)` 
 a quadrature of :math:`\mathbb E_{(c,c'),\lambda}[\ell_\lambda(h; c, c') + \frac{\lambda_H}{2}\|h\|^2]` (the feature
 decay is weighted by the same measure, so each feature's own problem has decay exactly :math:`\mu = \lambda_H` whatever
 its weight: :func:`ufm.theory.mixup_optimal_feature` with ``lam_H`` is its closed form). With ``fixed_W`` the classifier
-is the simplex ETF ``W0`` (rows of norm ``rho``; the paper's assumption, derivations §9.6) and the :math:`\lambda_W` term
-is absent; otherwise ``W`` is learned.
+is the simplex ETF ``W0`` (rows of norm ``rho``; the paper's assumption, derivations §9.6) and the
+:math:`\lambda_W` term is absent; otherwise ``W`` is learned.
 
 **Manifold mixup** (:class:`ManifoldMixupProblem`; Verma et al. 2019, arXiv 1806.05236, at the last layer). The
 features :math:`h_i` of the ``N`` samples are the free variables and the mixed feature is
@@ -40,9 +40,9 @@ features :math:`h_i` of the ``N`` samples are the free variables and the mixed f
 
 the normalisation of :mod:`ufm.objectives`.
 
-**Mapping to the paper.** The paper's text was not available to us (``ufm/theory/derivations.md`` §2.1, §9.6: "UFM + mixup loss + fixed
-simplex-ETF classifier" confirmed; the regulariser form, bias and normalisation unverified). :class:`InputMixupProblem`
-with ``fixed_W=True, bias=False`` is our reading of it. Had the paper used a constraint on the total feature energy,
+**Mapping to the paper.** The paper's text was not available to us (``ufm/theory/derivations.md`` §2.1, §9.6:
+"UFM + mixup loss + fixed simplex-ETF classifier" confirmed; the regulariser form, bias and normalisation
+unverified). :class:`InputMixupProblem` with ``fixed_W=True, bias=False`` is our reading of it. Had the paper used a constraint on the total feature energy,
 :math:`\mathbb E\|h\|^2 \le E_H`, instead of the decay, the stationarity equations would be the same with
 :math:`\mu` the (single) Lagrange multiplier, so the optimal features are the same family, indexed by :math:`\mu`;
 a per-feature norm constraint would instead give one multiplier per feature. The expectation over
@@ -254,7 +254,8 @@ class InputMixupProblem(FamilyBase):
     return self.num_pairs * self.num_lam
 
   def nodes(self) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    r"""Per feature column: ``(Y1, Y2, lam, weight)`` with weight :math:`\omega_q / K^2` (shapes ``K x N``, ``(N,)``)."""
+    r"""Per feature column: ``(Y1, Y2, lam, weight)`` with weight :math:`\omega_q / K^2` (shapes ``K x N``,
+    ``(N,)``)."""
     lam, w = _grid(self)
     Q = self.num_lam
     Y1 = jnp.repeat(self.Y1, Q, axis=1)
