@@ -71,6 +71,7 @@ __all__ = [
     "GRIDS",
     "InputMixupProblem",
     "ManifoldMixupProblem",
+    "MixupFamily",
     "beta_quadrature",
     "class_pairs",
     "input_as_plain_problem",
@@ -195,11 +196,36 @@ def class_pairs(K: int) -> np.ndarray:
   return np.stack([c.ravel(), c2.ravel()], 1)
 
 
+class MixupFamily(FamilyBase):
+  """What the two mixup problems share: the classifier (fixed ``W0`` or learned ``W``), its regulariser
+  :math:`\frac{\lambda_W}{2}\|W\|^2` (learned only) :math:`+ \frac{\lambda_b}{2}\|b\|^2` (with a bias), and
+  the Gaussian initialisation."""
+
+  def _classifier(self, params: Params) -> jax.Array:
+    return self.W0 if self.fixed_W else params.W
+
+  def _global_reg(self, params: Params) -> jax.Array:
+    r = jnp.zeros((), self.dtype)
+    if not self.fixed_W:
+      r = r + 0.5 * self.lam_W * jnp.sum(params.W**2)
+    if self.bias:
+      r = r + 0.5 * self.lam_b * jnp.sum(params.b**2)
+    return r
+
+  def init(self, key: jax.Array, init_scale) -> Params:
+    r""":math:`H_{ji} \sim \mathcal N(0, s^2)`; ``W = W0`` (fixed) or :math:`\mathcal N(0, s^2)`; ``b = 0``."""
+    kW, kH = jax.random.split(key)
+    s = jnp.asarray(init_scale, self.dtype)
+    H = s * jax.random.normal(kH, (self.d, self.N), self.dtype)
+    W = self.W0 if self.fixed_W else s * jax.random.normal(kW, (self.K, self.d), self.dtype)
+    return Params(W=W, H=H, b=jnp.zeros((self.K,), self.dtype))
+
+
 # ----------------------------------------------------------------------------- input mixup
 
 
 @struct.dataclass
-class InputMixupProblem(FamilyBase):
+class InputMixupProblem(MixupFamily):
   r"""The input-mixup UFM (module docstring): one free feature per (ordered class pair, :math:`\lambda` node).
 
   ``H`` is ``d x (K^2 Q)`` with column ``p Q + q`` the feature of pair ``p`` (:func:`class_pairs` order) at node
@@ -262,20 +288,11 @@ class InputMixupProblem(FamilyBase):
     Y2 = jnp.repeat(self.Y2, Q, axis=1)
     return Y1, Y2, jnp.tile(lam, self.num_pairs), jnp.tile(w, self.num_pairs) / self.num_pairs
 
-  def _classifier(self, params: Params) -> jax.Array:
-    return self.W0 if self.fixed_W else params.W
 
   def _logits(self, params: Params, H: jax.Array) -> jax.Array:
     Z = self._classifier(params) @ H
     return Z + params.b[:, None] if self.bias else Z
 
-  def _global_reg(self, params: Params) -> jax.Array:
-    r = jnp.zeros((), self.dtype)
-    if not self.fixed_W:
-      r = r + 0.5 * self.lam_W * jnp.sum(params.W**2)
-    if self.bias:
-      r = r + 0.5 * self.lam_b * jnp.sum(params.b**2)
-    return r
 
   def value(self, params: Params) -> jax.Array:
     r"""The quadrature objective :math:`F(W, H, b)` of the module docstring."""
@@ -300,13 +317,6 @@ class InputMixupProblem(FamilyBase):
     per = per + 0.5 * self.lam_H * jnp.sum(H**2, 0)
     return jnp.mean(per) + self._global_reg(params)
 
-  def init(self, key: jax.Array, init_scale) -> Params:
-    r""":math:`H_{ji} \sim \mathcal N(0, s^2)`; ``W = W0`` (fixed) or :math:`\mathcal N(0, s^2)`; ``b = 0``."""
-    kW, kH = jax.random.split(key)
-    s = jnp.asarray(init_scale, self.dtype)
-    H = s * jax.random.normal(kH, (self.d, self.N), self.dtype)
-    W = self.W0 if self.fixed_W else s * jax.random.normal(kW, (self.K, self.d), self.dtype)
-    return Params(W=W, H=H, b=jnp.zeros((self.K,), self.dtype))
 
 
 def make_input_mixup_problem(K, *, d, lam_H, lam_W=0.0, lam_b=0.0, alpha=1.0, num_lam=8, lam_grid=None,
@@ -371,7 +381,7 @@ def input_as_plain_problem(problem: InputMixupProblem):
 
 
 @struct.dataclass
-class ManifoldMixupProblem(FamilyBase):
+class ManifoldMixupProblem(MixupFamily):
   r"""The manifold-mixup UFM (module docstring): free sample features ``H`` (``d x N``), mixed as
   :math:`\lambda h_i + (1-\lambda) h_j` over all ``N^2`` ordered sample pairs.
 
@@ -401,16 +411,9 @@ class ManifoldMixupProblem(FamilyBase):
   FAMILY: ClassVar[str] = "manifold_mixup"
   SCALAR_LEAVES = ("alpha", "lam_W", "lam_H", "lam_b")
 
-  def _classifier(self, params: Params) -> jax.Array:
-    return self.W0 if self.fixed_W else params.W
 
   def _reg(self, params: Params) -> jax.Array:
-    r = 0.5 * self.lam_H * jnp.sum(params.H**2)
-    if not self.fixed_W:
-      r = r + 0.5 * self.lam_W * jnp.sum(params.W**2)
-    if self.bias:
-      r = r + 0.5 * self.lam_b * jnp.sum(params.b**2)
-    return r
+    return 0.5 * self.lam_H * jnp.sum(params.H**2) + self._global_reg(params)
 
   def _pair_loss(self, params: Params, i, j, lam) -> jax.Array:
     """Mixed losses of sample pairs ``(i, j)`` at weights ``lam`` (1-D arrays of one length)."""
@@ -439,13 +442,6 @@ class ManifoldMixupProblem(FamilyBase):
     lam = _sample_lam(kl, self, (batch_size,))
     return jnp.mean(self._pair_loss(params, i, j, lam)) + self._reg(params)
 
-  def init(self, key: jax.Array, init_scale) -> Params:
-    r""":math:`H_{ji} \sim \mathcal N(0, s^2)`; ``W = W0`` (fixed) or :math:`\mathcal N(0, s^2)`; ``b = 0``."""
-    kW, kH = jax.random.split(key)
-    s = jnp.asarray(init_scale, self.dtype)
-    H = s * jax.random.normal(kH, (self.d, self.N), self.dtype)
-    W = self.W0 if self.fixed_W else s * jax.random.normal(kW, (self.K, self.d), self.dtype)
-    return Params(W=W, H=H, b=jnp.zeros((self.K,), self.dtype))
 
 
 def make_manifold_mixup_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, alpha=1.0, num_lam=8, lam_grid=None,
