@@ -10,7 +10,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import hypothesis  # noqa: E402
 import pytest  # noqa: E402
 
-# deadline=None: the first example of a shape includes its compilation (STYLE.md B.8).
+# deadline=None: the first example of a shape includes its compilation (seconds), which no deadline should count.
 hypothesis.settings.register_profile("ufm", deadline=None, max_examples=25, derandomize=True)
 hypothesis.settings.register_profile("ufm-random", deadline=None, max_examples=100)
 hypothesis.settings.load_profile(os.environ.get("UFM_HYPOTHESIS_PROFILE", "ufm"))

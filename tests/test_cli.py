@@ -1,5 +1,6 @@
 """``python -m ufm solve``: agreement with the closed form on untuned configurations; clean errors."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -38,6 +39,50 @@ def test_solve_table_and_no_closed_form(capsys):
   out = capsys.readouterr().out
   assert "theory: none (counts = (5, 2): the imbalanced CE-UFM has no closed form" in out
   assert out.splitlines()[3].split() == ["quantity", "solver", "theory", "rel.", "err"]
+  names = [line.split()[0] for line in out.splitlines()[4:]]
+  assert len(names) == len(set(names)), "a quantity printed twice"
+  assert {"objective", "norm_W_sq", "norm_H_sq", "norm_b", "nc1"} <= set(names)
+
+
+@pytest.mark.parametrize("command", [[], ["solve"], ["demo"], ["claims"], ["claims", "list"], ["claims", "run"],
+                                     ["claims", "check"]])
+def test_help_is_plain_text_with_defaults(command, capsys, monkeypatch):
+  """--help: plain text (no reST markup), whole sentences, every option explained, defaults shown."""
+  monkeypatch.setenv("COLUMNS", "100")
+  with pytest.raises(SystemExit) as e:
+    cli.main([*command, "--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  for markup in ("``", ":mod:", ":func:", ":math:"):
+    assert markup not in out, markup
+  if not command:
+    assert "Simulate the unconstrained features model" in out and "examples:" in out
+    assert out.rstrip().endswith("before anything is compiled.")
+  if command == ["solve"]:
+    for flag, default in (("--loss", "ce"), ("--lam-W", "0.005"), ("--solver", "lbfgs"), ("--init-scale", "0.1"),
+                          ("--seed", "0")):
+      i = out.index("\n  " + flag + " ", out.index("options:"))
+      assert f"(default: {default})" in out[i:out.index("\n  -", i + 1)], flag
+
+
+def test_every_option_and_command_is_explained():
+  def walk(parser):
+    for action in parser._actions:
+      yield parser.prog, action
+      if isinstance(action, argparse._SubParsersAction):
+        for choice in action._choices_actions:
+          assert choice.help, f"{parser.prog} {choice.dest}"
+        for sub in action.choices.values():
+          yield from walk(sub)
+  for prog, action in walk(cli._parser()):
+    if not isinstance(action, argparse._SubParsersAction):
+      assert action.help and "\n" not in action.help, f"{prog} {action.option_strings or action.dest}"
+
+
+def test_claims_defaults_match_ufm_claims():
+  from ufm import claims
+  args = cli._parser().parse_args(["claims", "run"])
+  assert args.store == claims.DEFAULT_STORE_DIR and args.examples == claims.DEFAULT_EXAMPLES
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -71,7 +116,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(extra, message):
 
 
 def test_solve_deep_flags_build_a_deep_problem_and_validate():
-  """--depth / --widths (issue 8): a deep linear UFM beside its closed form; bad values exit 2 with one line."""
+  """--depth / --widths: a deep linear UFM beside its closed form; bad values exit 2 with one line."""
   rec = cli.solve(cli._parser().parse_args(["solve", "--loss", "mse", "--counts", "3,2", "--widths", "3,2",
                                             "--lam-W", "1e-2", "--lam-H", "1e-2", "--x64", "--init-scale", "1.0"]))
   assert rec["config"]["d"] == 3 and rec["theory"]["geometry"] == "general orthogonal frame"

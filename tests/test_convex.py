@@ -1,5 +1,6 @@
 """The convex reference of the imbalanced CE-UFM (ufm.convex): certificates, agreement with L-BFGS on the full
-non-convex problem, the balanced closed form, SELI (THEORY.md §5.6, §9.3) and minority collapse (§5.5, §9.4)."""
+non-convex problem, the balanced closed form, SELI (ufm/theory/derivations.md §5.6, §9.3) and minority collapse
+(§5.5, §9.4)."""
 
 import hypothesis
 import hypothesis.strategies as st
@@ -12,7 +13,7 @@ import ufm
 from helpers import assert_close
 from ufm import convex
 
-KKT_TOL = 1e-8  # the issue's bound on the dimensionless KKT residual (the solver stops at 1e-11)
+KKT_TOL = 1e-8  # the required bound on the dimensionless KKT residual (the solver stops at 1e-11)
 
 
 def _lbfgs(counts, lam, lam_b, bias, d, key, max_steps=4000):
@@ -165,7 +166,7 @@ def test_seli_grams_match_the_sel_matrix_svd():
 
 
 def test_seli_depends_on_the_ratios_only_and_has_no_minority_collapse():
-  """THEORY.md §5.6: the SELI angles depend on the imbalance ratio only (scaling all counts changes nothing), and
+  """Derivations §5.6: the SELI angles depend on the imbalance ratio only (scaling all counts changes nothing), and
   the minority classifiers of SELI are distinct (no minority collapse in the lam -> 0 limit; found: their cosine
   is 0.561 at R = 100 for K_A = K_B = 2)."""
   n = jnp.asarray((10.0, 10.0, 2.0, 2.0))
@@ -178,7 +179,7 @@ def test_seli_depends_on_the_ratios_only_and_has_no_minority_collapse():
 
 def test_distance_to_seli_decreases_monotonically_as_lam_goes_to_zero_step_imbalance():
   """Bias-free STEP imbalance (Thrampoulidis et al. 2022, Thm. 2 / Prop. 2). Found: strictly decreasing along
-  lam = 1e-1 ... 1e-7, slowly (about 1/log(1/lam)); the THEORY.md §5.6 table (one L-BFGS run) is reproduced."""
+  lam = 1e-1 ... 1e-7, slowly (about 1/log(1/lam)); the derivations §5.6 table (one L-BFGS run) is reproduced."""
   counts = jnp.asarray((10, 10, 2, 2), float)
   lams = np.geomspace(1e-1, 1e-7, 13)
   sol = convex.ce_convex(counts, lams, lams, bias=False)
@@ -187,7 +188,7 @@ def test_distance_to_seli_decreases_monotonically_as_lam_goes_to_zero_step_imbal
   dW = np.asarray([convex.gram_distance(convex.classifier_gram(X, l, l), TW) for X, l in zip(sol.X, lams)])
   dH = np.asarray([convex.gram_distance(convex.feature_mean_gram(X, counts, l, l), TH) for X, l in zip(sol.X, lams)])
   assert np.all(np.diff(dW) < 0) and np.all(np.diff(dH) < 0), (dW, dH)
-  # THEORY.md §5.6 table (lam = 1e-2, 1e-3, 1e-4; 3 digits)
+  # derivations §5.6 table (lam = 1e-2, 1e-3, 1e-4; 3 digits)
   np.testing.assert_allclose(dW[[2, 4, 6]], [0.133, 0.083, 0.062], atol=6e-4)
   np.testing.assert_allclose(dH[[2, 4, 6]], [0.204, 0.127, 0.094], atol=6e-4)
   assert dW[-1] < 0.04 and dH[-1] < 0.06

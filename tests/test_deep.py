@@ -286,7 +286,7 @@ def test_ce_block_construction_beats_the_best_etf_in_theorem_1_range(K, M):
     g = jax.grad(p.value)(params)
     gn = math.sqrt(sum(float(jnp.sum(x**2)) for x in jax.tree.leaves(g)))
     assert gn <= 1e-9  # both 1-D optima are critical points of the full objective
-  # the small-lambda limit ratio (THEORY.md §11 A.1): F_blk / F_ETF -> (K/2) 2^{2/(M+1)} / (K-1) < 1
+  # the small-lambda limit ratio (ufm/theory/derivations.md §11 A.1): F_blk / F_ETF -> (K/2) 2^{2/(M+1)} / (K-1) < 1
   tiny = [theory.deep_ce_block(K, n, M, 1e-12, 1e-12).objective / theory.deep_ce_etf(K, n, M, 1e-12, 1e-12).objective]
   assert abs(float(tiny[0]) - (K / 2) * 2 ** (2 / (M + 1)) / (K - 1)) < 0.05
 
@@ -296,7 +296,8 @@ def test_ce_etf_is_lower_at_depth_one_and_the_k4_m2_crossover():
   for K in (4, 6, 8):
     for lam in (1e-4, 1e-3, 1e-2):
       assert float(theory.deep_ce_etf(K, 2, 1, lam, lam).objective) < float(theory.deep_ce_block(K, 2, 1, lam, lam).objective)
-  # K = 4, M = 2 (outside Thm. 1): the ETF wins below lam n^{1/3} = 1.176e-2, the block above (THEORY.md §11 A.3)
+  # K = 4, M = 2 (outside Thm. 1): the ETF wins below lam n^{1/3} = 1.176e-2, the block above
+  # (ufm/theory/derivations.md §11 A.3)
   d = lambda lam: float(theory.deep_ce_etf(4, 2, 2, lam, lam).objective - theory.deep_ce_block(4, 2, 2, lam, lam).objective)
   crossover = 1.17605e-2 / 2 ** (1 / 3)
   assert d(0.99 * crossover) < 0 < d(1.01 * crossover)

@@ -28,7 +28,7 @@ def _collapsed(M_dxK, W, counts, noise=0.0, key=None):
 
 @pytest.mark.parametrize("K, d", [(3, 2), (4, 6), (10, 12)])
 def test_exact_values_on_a_simplex_etf(K, d, getkey):
-  """THEORY.md §0.3 recipe: collapsed ETF features, self-dual classifier, balanced (b = 0)."""
+  """ufm/theory/derivations.md §0.3 recipe: collapsed ETF features, self-dual classifier, balanced (b = 0)."""
   M = 2.0 * theory.simplex_etf(K, d, key=getkey())
   problem = make_problem((3,) * K, d=d, lam_W=1.0, lam_H=1.0, loss="ce")
   H, _, W = _collapsed(M, 0.7 * M.T, (3,) * K)

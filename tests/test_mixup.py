@@ -1,5 +1,8 @@
 """Mixup UFM (Fisher, Meng, Papyan 2024, arXiv 2402.06171): the reduced-problem theory, the solvers against it, the
-no-mixup limit, and the stochastic objective against the quadrature one (statistics over vmapped seeds)."""
+no-mixup limit, and the stochastic objective against the quadrature one (statistics over vmapped seeds).
+
+Section numbers (derivations §x) refer to ufm/theory/derivations.md.
+"""
 
 import math
 
@@ -92,7 +95,7 @@ def test_reduced_solution_is_the_stationary_point_of_the_full_problem_with_its_s
   kappa = beta / mu
   u, v = beta * f.a, beta * f.b
   S = np.exp(u) + np.exp(v) + K - 2
-  assert_close(mu * f.a, LAMS - f.prob_c + f.prob_other, "mixup_newton")  # stationarity (THEORY.md §11 B.1)
+  assert_close(mu * f.a, LAMS - f.prob_c + f.prob_other, "mixup_newton")  # stationarity (derivations §11 B.1)
   assert_close(mu * f.b, 1 - LAMS - f.prob_c2 + f.prob_other, "mixup_newton")
   assert_close((u + v) * S / (kappa * K), np.ones_like(LAMS), "mixup_newton")  # the lam-free curve
   u_half = u[4]
@@ -102,7 +105,7 @@ def test_reduced_solution_is_the_stationary_point_of_the_full_problem_with_its_s
 
 
 def test_reduced_solution_reproduces_the_independent_float64_profile():
-  """THEORY.md §11 B.2 (K = 4, rho = 1, mu = 0.1): a separate SciPy/Newton computation, printed to 10 digits."""
+  """Derivations §11 B.2 (K = 4, rho = 1, mu = 0.1): a separate SciPy/Newton computation, printed to 10 digits."""
   lam = np.array([0.1, 0.25, 0.4, 0.5, 1.0, 0.0, 0.6, 0.75, 0.9])  # the shape of LAMS: no new compilation
   f = theory.mixup_optimal_feature(lam, 4, lam_H=0.1)
   np.testing.assert_allclose(f.a[:5], [0.4738065777, 0.9187802995, 1.2175352808, 1.3763224375, 2.0871368173],
@@ -111,7 +114,7 @@ def test_reduced_solution_reproduces_the_independent_float64_profile():
 
 
 def test_mixup_confidence_tends_to_the_mixing_proportion_when_weakly_regularised():
-  """Stationarity gives p_c = lam + p_o - mu a (THEORY.md §11 B.1), so with mu -> 0 (kappa -> inf) the mixup-CE
+  """Stationarity gives p_c = lam + p_o - mu a (derivations §11 B.1), so with mu -> 0 (kappa -> inf) the mixup-CE
   confidence tends to max(lam, 1 - lam): calibrated on mixed examples; the interpolated plain-CE features are
   overconfident (K = 4, mu = 1e-3: 0.95 at lam = 1/4)."""
   conf = theory.mixup_confidence(LAMS, 4, lam_H=1e-3)

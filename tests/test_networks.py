@@ -98,7 +98,7 @@ def test_feature_extractor_returns_what_the_metrics_expect(tiny):
 def test_cnn_and_fixed_etf_classifier_shapes_and_frozen_parts(getkey):
   net = nets.cnn((8, 8, 1), 10, channels=4, width=16, fixed_etf=True, etf_scale=2.0, bias=False)
   model = nets.build(getkey(), net)
-  _, trainable, fixed = nets._split(model)
+  _, trainable, fixed = nets.models.split_state(model)
   W, b, _ = trainable
   assert not jax.tree.leaves(W) and not jax.tree.leaves(b)  # the ETF and the zero bias are not trained
   f = jax.eval_shape(lambda s, x: nets.features(net, s, x), (trainable, fixed), jnp.ones((5, 8, 8, 1), jnp.float32))

@@ -76,7 +76,7 @@ def test_reference_solver_matches_closed_form(loss, bias, lam_b, K, d, n):
 
 
 def test_reference_solver_imbalanced_mse_general_orthogonal_frame():
-  """THEORY.md §1.3 test recipe at depth 1: n = (200, 100, 50, 50), lam = 5e-4, d = 64, bias-free."""
+  """ufm/theory/derivations.md §1.3 test recipe at depth 1: n = (200, 100, 50, 50), lam = 5e-4, d = 64, bias-free."""
   p = make_problem((200, 100, 50, 50), d=64, lam_W=5e-4, lam_H=5e-4, loss="mse")
   s = solvers.lbfgs_reference(jax.random.key(1), p, solvers.lbfgs_hparams())
   pred = theory.predict(p)
@@ -113,7 +113,7 @@ def test_gradient_descent_reaches_closed_form_at_predicted_rate(loss):
   """Tolerance derived from the step count. With r = max|1 - lr h| over the non-zero eigenvalues h of the
   Hessian at the closed-form minimiser, the gap f_t - f* falls like r^(2t) once GD is near the minimiser
   set. In the window 1e-13 < gap/|f*| < 1e-5 (above float64 rounding): the log-slope is 2 log r within ±10%
-  (STYLE.md B.8), and from the window's first step t0 the gap reaches 1e-12 |f*| within
+  (a rate, not a fixed tolerance), and from the window's first step t0 the gap reaches 1e-12 |f*| within
   1.1 x log(1e-12 |f*| / gap(t0)) / (2 log r) further steps."""
   problem = make_problem(balanced_counts(3, 2), d=4, lam_W=0.05, lam_H=0.03, loss=loss)
   star = (_theory_params_mse if loss == "mse" else ce_minimiser_params)(problem)

@@ -20,8 +20,8 @@ def _gd(problem, *, lr=0.5, steps=2000, key=0):
 
 @pytest.mark.parametrize("K", [4, 5, 7])
 def test_d2_learned_classifiers_form_a_regular_polygon(K):
-  """THEORY.md §5.7: d = 2, every K: the classifier is the regular K-gon (sorted gaps 2 pi / K within 1e-3);
-  the features collapse onto their classifiers and the objective is the closed form at the polygon."""
+  """ufm/theory/derivations.md §5.7: d = 2, every K: the classifier is the regular K-gon (sorted gaps 2 pi / K
+  within 1e-3); the features collapse onto their classifiers and the objective is the closed form at the polygon."""
   tau = 0.5
   p = spherical.make_spherical_problem(ufm.balanced_counts(K, 1), d=2, tau=tau)
   sol = _gd(p)

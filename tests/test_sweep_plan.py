@@ -1,4 +1,4 @@
-"""The sweep planner (issue 6): planned sweeps equal the one-program sweep, memory-budget chunking, sharding.
+"""The sweep planner: planned sweeps equal the one-program sweep, memory-budget chunking, sharding.
 
 Every comparison is against ``plan="plain"``, the nested-``vmap`` program of the unplanned sweep, in float64
 with :data:`ufm.testing.TOL` ``["plan"]`` (measured: bitwise on this CPU).
@@ -44,10 +44,10 @@ def test_planned_and_budgeted_sweeps_equal_the_plain_sweep(gd_case):
   assert r.plan[:4] == (1, 4, 4, False) and r.plan.source == "user"
   assert r.solution.objective.shape == (3, 5) and r.solution.trace.objective.shape == (3, 5, 4)
   _assert_same(r, plain)
-  before = sw._mapped._cache_size()  # new axis values are arguments: no retrace
+  before = sw._program.mapped._cache_size()  # new axis values are arguments: no retrace
   sw.sweep(ufm.gradient_descent, p, hp, axes={"lam_W": [2e-2, 4e-2, 6e-2], "seed": [5, 6, 7, 8, 9]},
            plan=dict(batch=4, chunk=4), **kw)
-  assert sw._mapped._cache_size() == before
+  assert sw._program.mapped._cache_size() == before
   roomy = sw.plan_sweep(ufm.gradient_descent, p, hp, axes=axes, plan=dict(batch=4), memory_budget=60_000, **kw)
   assert roomy.bytes_per_config > 0 and roomy.budget == 60_000  # estimated from the compiled program
   assert roomy.chunk == 16  # everything fits: one call of 15 configurations (padded to 4 batches)
@@ -124,7 +124,7 @@ def test_small_sweeps_stay_one_program():
 def test_large_cpu_sweeps_calibrate_once():
   p = ufm.make_problem(ufm.balanced_counts(2, 2), d=2, lam_W=1e-2, lam_H=1e-2, loss="ce")
   hp = ufm.gd_hparams(0.1)
-  sw._CALIBRATION.clear()
+  sw.plan._CALIBRATION.clear()
   big = dict(axes={"seed": np.arange(12)}, num_steps=10**9, log_every=10**9)  # planned only, never run
   first = sw.plan_sweep(ufm.gradient_descent, p, hp, **big)
   again = sw.plan_sweep(ufm.gradient_descent, p, hp, **big)

@@ -1,7 +1,7 @@
 """Closed forms against their own identities, and predicted minimisers as exact stationary points.
 
 No solver is used here: a predicted minimiser is *constructed* from the closed form and
-must have zero gradient and the predicted objective value (STYLE.md B.8, kind 1).
+must have zero gradient and the predicted objective value (a check of the first kind: exact, no solver).
 """
 
 import math
@@ -13,7 +13,7 @@ import optax.tree_utils as otu
 import pytest
 
 from helpers import assert_close, ce_minimiser_params, lams_at_tau
-from ufm import objectives, theory
+from ufm import losses, objectives, theory, vicinity
 from ufm.problem import Params, balanced_counts, make_problem
 
 
@@ -51,7 +51,7 @@ def test_collapse_threshold_separates_zero_and_nonzero_minimisers():
 
 
 def test_mse_bias_free_matches_theory_md_general_orthogonal_frame():
-  """THEORY.md §1.3 (M = 1): ||w_k||^2 = sqrt(n_k lam_H / lam_W) - N lam_H, ||h_k|| = s_k / (s_k^2 + N lam_H)."""
+  """derivations §1.3 (M = 1): ||w_k||^2 = sqrt(n_k lam_H / lam_W) - N lam_H, ||h_k|| = s_k / (s_k^2 + N lam_H)."""
   counts, lam_W, lam_H = (20, 10, 5, 5), 1e-3, 1e-3
   N = sum(counts)
   sol = theory.mse_minimiser(counts, lam_W, lam_H, bias=False)
@@ -59,7 +59,7 @@ def test_mse_bias_free_matches_theory_md_general_orthogonal_frame():
   assert_close(np.diag(sol.gram_W), s2, "exact")
   assert_close(np.sqrt(np.diag(sol.gram_M)), np.sqrt(s2) / (s2 + N * lam_H), "exact")
   assert_close(sol.gram_W - np.diag(np.diag(sol.gram_W)), np.zeros((4, 4)), "exact")
-  # the numbers THEORY.md quotes from its one-off L-BFGS check
+  # the numbers ufm/theory/derivations.md §1.3 quotes from its one-off L-BFGS check
   np.testing.assert_allclose(np.diag(sol.gram_W), [4.432136, 3.122278, 2.196068, 2.196068], atol=1e-6)
 
 
@@ -67,7 +67,8 @@ def _params_from_prediction(problem, pred):
   """A minimiser built from the predicted class-level Grams (no solver): W from gram_W, H_bar = W^+ (W H_bar)."""
   K, d = problem.K, problem.d
   lam, U = np.linalg.eigh(pred.gram_W)
-  W_KxK = U * np.sqrt(np.maximum(lam, 0))[None, :]
+  lam = np.where(lam > 1e-12 * lam.max(), lam, 0.0)  # round-off of a rank-deficient Gram is 0, not a tiny column
+  W_KxK = U * np.sqrt(lam)[None, :]
   W = np.zeros((K, d))
   W[:, :K] = W_KxK
   H_bar = np.linalg.pinv(W) @ pred.logits_M
@@ -156,3 +157,39 @@ def test_regularised_bias_limit_turns_uncentred_means_into_an_orthogonal_frame()
 def test_ce_closed_form_is_nan_without_weight_decay():
   out = theory.ce_balanced(3, 4, jnp.array([0.0, 1e-3]), jnp.array([1e-3, 0.0]))
   assert np.all(np.isnan(np.asarray(out.objective)))
+
+
+def test_predict_dispatches_on_family_and_loss_and_refuses_unregistered_losses():
+  """The registry lists the (family, loss) pairs with a closed form; a loss registered at runtime in ufm.losses has
+  none, so predict raises NoClosedFormError (never the MSE answer)."""
+  assert set(theory.closed_forms()) >= {("plain", "ce"), ("plain", "mse"), ("deep", "ce"), ("deep", "mse")}
+  assert ("vicinity", "mse") not in theory.closed_forms()
+  huber = lambda z, y: jnp.sum(jnp.where(jnp.abs(z - y) < 1, 0.5 * (z - y) ** 2, jnp.abs(z - y) - 0.5), -1)
+  losses.register(losses.Loss("huber_test", huber, "Huber loss (test only)", "none"))
+  try:
+    problem = make_problem((3, 3, 3), d=3, lam_W=1e-3, lam_H=1e-3, loss="huber_test")
+    with pytest.raises(theory.NoClosedFormError, match=r"no closed form for family 'plain' with loss 'huber_test'; "
+                       r"closed forms exist for: .*plain/mse"):
+      theory.predict(problem)
+  finally:
+    losses._REGISTRY.pop("huber_test", None)
+  vic = vicinity.make_vicinity_problem(jnp.zeros((3, 6)), (2, 2, 2), lam_W=0.1, lam_H=0.1, loss="ce")
+  with pytest.raises(theory.NoClosedFormError, match="no closed form for family 'vicinity' with loss 'ce'"):
+    theory.predict(vic)
+  with pytest.raises(theory.NoClosedFormError, match="takes a deep problem"):
+    theory.predict_deep(make_problem((3, 3), d=2, lam_W=1e-3, lam_H=1e-3, loss="mse"))
+
+
+def test_register_prediction_adds_a_closed_form_and_refuses_duplicates():
+  with pytest.raises(ValueError, match="already registered"):
+    theory.register_prediction("plain", "mse", theory.predict_plain_mse)
+  problem = make_problem((3, 3), d=2, lam_W=1e-3, lam_H=1e-3, loss="mse")
+  sentinel = theory.predict(problem)._replace(source="test")
+  try:
+    theory.register_prediction("test_family", "mse")(lambda p: sentinel)
+    assert ("test_family", "mse") in theory.closed_forms()
+    fake = type("FakeProblem", (), {"FAMILY": "test_family", "loss": "mse"})()
+    assert theory.predict(fake) is sentinel
+  finally:
+    theory.prediction._REGISTRY.pop(("test_family", "mse"), None)
+  assert ("test_family", "mse") not in theory.closed_forms()

@@ -1,4 +1,7 @@
-"""Vicinity-constrained UFM (Tirer, Huang, Niles-Weed 2023): closed forms, the near-collapse theorem, limits."""
+"""Vicinity-constrained UFM (Tirer, Huang, Niles-Weed 2023): closed forms, the near-collapse theorem, limits.
+
+Section numbers (derivations §x) refer to ufm/theory/derivations.md.
+"""
 
 import math
 
@@ -67,7 +70,7 @@ def test_first_order_statements_hold_with_an_error_shrinking_like_one_over_beta_
     smin = _block_svs(F, p.counts, 1, 1).min()
     smax_x = _block_svs(F, p.counts, 1, 2).max()
     e = (smin - m.smin_kk_first_order, smax_x - m.smax_cross_first_order)
-    bounds = (lam_H / lam_W, 8 * lam_H**2 * (1 - c) ** 2)  # the second-order coefficients (THEORY.md §10.2)
+    bounds = (lam_H / lam_W, 8 * lam_H**2 * (1 - c) ** 2)  # the second-order coefficients (derivations §10.2)
     for err, C in zip(e, bounds):
       assert abs(err) <= 1.1 * C / beta**2
     errs.append(e)
@@ -94,7 +97,7 @@ def test_negative_controls_where_the_statements_fail():
 def test_negative_control_a_collapsed_h0_of_another_scale():
   lam_W, lam_H = FIG1["lam_W"], 0.3
   # A collapsed H0 of another scale (unit orthogonal frame) is not the base point: H* != H0, and the
-  # first-order constants change (beta x error stays constant, THEORY.md §10.4).
+  # first-order constants change (beta x error stays constant, derivations §10.4).
   gaps = []
   for b in (100.0, 1000.0):
     Q = theory.orthogonal_frame(4, 10, key=jax.random.key(0))

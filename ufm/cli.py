@@ -1,10 +1,10 @@
-r"""Command line: ``python -m ufm solve ...`` (one solve beside its closed form), ``python -m ufm demo``, and
-``python -m ufm claims {list,run,check}`` (theory claims checked on random problems; see :mod:`ufm.claims`).
+"""The command line ``python -m ufm``: one solve beside its closed form, the demonstration, and the claims checks.
 
-``solve`` prints a table of the final objective, :math:`\|W\|_F^2`, :math:`\|H\|_F^2`,
-:math:`\|b\|`, and the NC metrics, each beside the prediction of :func:`ufm.theory.predict`
-and the relative error (absolute error where the prediction is 0). ``--json`` prints one
-JSON object instead. Invalid input: one line on stderr and exit status 2, before any
+``python -m ufm solve ...`` prints a table of the final objective, the squared norms of ``W`` and ``H``, the norm of
+``b`` and the neural-collapse metrics, each beside the prediction of :func:`ufm.theory.predict` and the relative
+error (absolute error where the prediction is 0); ``--json`` prints one JSON object instead. ``python -m ufm demo``
+prints every closed form beside its float64 L-BFGS solve. ``python -m ufm claims {list,run,check}`` checks the theory
+claims of :mod:`ufm.claims` on random problems. Invalid input: one line on stderr and exit status 2, before any
 compilation.
 """
 
@@ -12,9 +12,39 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import time
 
 import jax
+
+from ufm import losses
+from ufm.validate import check_int, check_seed
+
+DESCRIPTION = ("Simulate the unconstrained features model (UFM) of neural collapse and compare each solve with its "
+               "closed form.")
+EPILOG = """examples:
+  python -m ufm solve --loss ce --K 4 --n 5 --d 6 --x64
+  python -m ufm solve --loss mse --bias --counts 20,10,5,5 --d 8 --json
+  python -m ufm solve --loss mse --counts 3,2 --widths 3,2 --x64
+  python -m ufm demo
+  python -m ufm claims list
+  python -m ufm claims run ce_norms --examples 50
+
+Run 'python -m ufm COMMAND --help' for the options of a command. Invalid input prints one line on stderr and
+exits with status 2 before anything is compiled."""
+SOLVE_DESCRIPTION = """Solve one UFM: minimise
+  (1/N) sum_i loss(W h_i + b, y_i)
+    + lam_W/2 ||W||^2 + lam_H/2 ||H||^2 + lam_b/2 ||b||^2
+over the classifier W (K x d), the features H (d x N) and the bias b, then print the objective, ||W||^2, ||H||^2,
+||b|| and the neural-collapse metrics, each beside its closed form (ufm.theory.predict) and the relative error
+(absolute where the closed form is 0). Give the classes as --K and --n (balanced) or --counts (any counts), and the
+feature dimension as --d, or the layer widths of a deep linear UFM as --widths (then lam_W is the weight decay of
+every layer)."""
+DEMO_DESCRIPTION = ("Every closed form of ufm.theory beside its float64 L-BFGS solve (seven settings, CE and MSE, "
+                    "with and without a bias; about 40 s on 2 CPU cores).")
+CLAIMS_DESCRIPTION = ("Theory claims of ufm.claims, each checked on random problems (hypothesis) against a float64 "
+                      "reference solve; failing examples are kept in the claims store and replayed first.")
+DEFAULT_STORE = ".ufm-claims"  # ufm.claims.DEFAULT_STORE_DIR, written out so that --help imports no claims
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,50 +53,94 @@ class _Parser(argparse.ArgumentParser):
     raise SystemExit(2)
 
 
+class _Formatter(argparse.HelpFormatter):
+  """Plain-text help: each option's default shown (when it has one); in descriptions, paragraphs are wrapped to the
+  terminal while indented lines (formulas, examples) and lines ending with a colon are kept as written."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if ("%(default)" in text or not action.option_strings or action.default is None or action.default is False
+        or action.default is argparse.SUPPRESS):
+      return text
+    return f"{text} (default: %(default)s)"
+
+  def _fill_text(self, text, width, indent):
+    out, para = [], []
+
+    def flush():
+      if para:
+        out.extend(textwrap.wrap(" ".join(para), width, initial_indent=indent, subsequent_indent=indent))
+        para.clear()
+    for line in text.splitlines():
+      if not line.strip():
+        flush()
+        out.append("")
+      elif line[0].isspace() or line.endswith(":"):
+        flush()
+        out.append(indent + line)
+      else:
+        para.append(line.strip())
+    flush()
+    return "\n".join(out)
+
+
 def _parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m ufm", description=__doc__.split("\n")[0])
-  sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-  s = sub.add_parser("solve", help="solve one UFM and compare with its closed form")
-  s.add_argument("--loss", choices=("ce", "mse"), default="ce")
-  s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False)
-  s.add_argument("--K", type=int, help="number of classes (with --n)")
-  s.add_argument("--n", type=int, help="samples per class (balanced)")
-  s.add_argument("--counts", type=str, help="comma-separated class counts, e.g. 20,10,5,5")
-  s.add_argument("--d", type=int, default=None, help="feature dimension (required unless --widths is given)")
-  s.add_argument("--depth", type=int, default=1,
-                 help="number of linear layers M of the deep linear UFM (ufm.deep; 1 = the plain UFM)")
-  s.add_argument("--widths", type=str, default=None,
-                 help="comma-separated layer widths d_1,...,d_M of the deep linear UFM (sets the depth and d)")
-  s.add_argument("--lam-W", type=float, default=5e-3, dest="lam_W")
-  s.add_argument("--lam-H", type=float, default=5e-3, dest="lam_H")
-  s.add_argument("--lam-b", type=float, default=0.0, dest="lam_b")
-  s.add_argument("--solver", choices=("gd", "adam", "lbfgs"), default="lbfgs")
-  s.add_argument("--lr", type=float, default=0.1)
-  s.add_argument("--momentum", type=float, default=0.0)
-  s.add_argument("--init-scale", type=float, default=0.1, dest="init_scale")
+  """The argument parser of ``python -m ufm`` and its subcommands."""
+  kw = {"formatter_class": _Formatter}
+  p = _Parser(prog="python -m ufm", description=DESCRIPTION, epilog=EPILOG, **kw)
+  sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                         title="commands")
+  s = sub.add_parser("solve", help="solve one UFM and compare it with its closed form", description=SOLVE_DESCRIPTION,
+                     **kw)
+  s.add_argument("--loss", choices=losses.names(), default="ce", help="loss, from the registry ufm.losses")
+  s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False,
+                 help="learn a bias b (--no-bias: logits W h)")
+  s.add_argument("--K", type=int, metavar="K", help="number of classes (with --n)")
+  s.add_argument("--n", type=int, metavar="N", help="samples per class (balanced; with --K)")
+  s.add_argument("--counts", type=str, metavar="N1,N2,...", help="samples of each class, e.g. 20,10,5,5")
+  s.add_argument("--d", type=int, default=None, metavar="D", help="feature dimension (required unless --widths)")
+  s.add_argument("--depth", type=int, default=1, metavar="M",
+                 help="deep linear UFM: M layers of width D")
+  s.add_argument("--widths", type=str, default=None, metavar="D1,...,DM",
+                 help="deep linear UFM: layer widths (sets M; D is D1)")
+  s.add_argument("--lam-W", type=float, default=5e-3, dest="lam_W", metavar="LAM",
+                 help="weight decay of the classifier W")
+  s.add_argument("--lam-H", type=float, default=5e-3, dest="lam_H", metavar="LAM",
+                 help="weight decay of the features H")
+  s.add_argument("--lam-b", type=float, default=0.0, dest="lam_b", metavar="LAM",
+                 help="weight decay of b (needs --bias)")
+  s.add_argument("--solver", choices=("gd", "adam", "lbfgs"), default="lbfgs",
+                 help="gd (with --momentum), adam or lbfgs")
+  s.add_argument("--lr", type=float, default=0.1, help="learning rate of gd and adam")
+  s.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of gd")
+  s.add_argument("--init-scale", type=float, default=0.1, dest="init_scale", metavar="SCALE",
+                 help="std of the Gaussian initialisation")
   s.add_argument("--steps", type=int, default=None,
-                 help="GD/Adam steps (default 20000) or L-BFGS iteration cap (default 3000)")
-  s.add_argument("--seed", type=int, default=0)
-  s.add_argument("--x64", action="store_true", help="float64 (needed for the 1e-10 reference tolerance)")
-  s.add_argument("--json", action="store_true", help="print one JSON object")
-  sub.add_parser("demo", help="the default demonstration: every closed form beside its float64 reference solve")
-  c = sub.add_parser("claims", help="theory claims checked on random problems (ufm.claims)")
-  csub = c.add_subparsers(dest="claims_command", required=True, parser_class=_Parser)
-  store_help = "directory of the claims store (counterexamples, last runs; default .ufm-claims)"
-  cl = csub.add_parser("list", help="the catalogue: name, expected status, last run, source")
-  cl.add_argument("--store", default=None, help=store_help)
+                 help="gd/adam steps (20000) or lbfgs cap (3000)")
+  s.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
+  s.add_argument("--x64", action="store_true", help="float64 (needed for 1e-10 agreement; default float32)")
+  s.add_argument("--json", action="store_true", help="print one JSON object, not the table")
+  sub.add_parser("demo", help="every closed form beside its float64 reference solve", description=DEMO_DESCRIPTION,
+                 **kw)
+  c = sub.add_parser("claims", help="theory claims checked on random problems (ufm.claims)",
+                     description=CLAIMS_DESCRIPTION, **kw)
+  csub = c.add_subparsers(dest="claims_command", required=True, parser_class=_Parser, metavar="ACTION",
+                          title="actions")
+  store_help = "directory of the claims store"
+  cl = csub.add_parser("list", help="the catalogue: name, expected status, last run, source", **kw)
+  cl.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
   for name, hlp in (("run", "run catalogue claims (all of them without NAME)"),
-                    ("check", "run a claim of your own, given as module:attr or path/file.py:attr")):
-    r = csub.add_parser(name, help=hlp)
+                    ("check", "run a claim of your own (module:attr or file.py:attr)")):
+    r = csub.add_parser(name, help=hlp, description=hlp[0].upper() + hlp[1:] + ".", **kw)
     if name == "run":
-      r.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all)")
+      r.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all; see claims list)")
       r.add_argument("--all", action="store_true", help="run every claim of the catalogue")
-      r.add_argument("--report", default=None, metavar="PATH", help="write the markdown scorecard here")
+      r.add_argument("--report", default=None, metavar="PATH", help="write the markdown scorecard to PATH")
     else:
       r.add_argument("target", metavar="MODULE:ATTR", help="e.g. my_claims:my_claim or my_claims.py:my_claim")
-    r.add_argument("--examples", type=int, default=None, help="random problems per claim (default 200)")
+    r.add_argument("--examples", type=int, default=200, metavar="N", help="random problems per claim")
     r.add_argument("--seed", type=int, default=0, help="hypothesis seed of the random problems")
-    r.add_argument("--store", default=None, help=store_help)
+    r.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     r.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
   return p
 
@@ -91,7 +165,6 @@ def _counts(args):
 
 def _widths(args):
   """``None`` for the plain UFM (``--depth 1`` without ``--widths``), else the deep UFM's layer widths."""
-  from ufm.problem import _check_int
   spec, depth = getattr(args, "widths", None), getattr(args, "depth", 1)
   if spec is not None:
     try:
@@ -106,7 +179,7 @@ def _widths(args):
     return widths
   if args.d is None:
     raise ValueError("give --d (feature dimension) or --widths")
-  depth = _check_int("depth", depth, lo=1)
+  depth = check_int("depth", depth, lo=1)
   return None if depth == 1 else (args.d,) * depth
 
 
@@ -130,7 +203,7 @@ def solve(args) -> dict:
   import numpy as np
 
   from ufm import metrics, solvers, theory
-  from ufm.problem import check_seed, make_problem
+  from ufm.problem import make_problem
   dtype = "float64" if args.x64 else "float32"
   counts = _counts(args)
   widths = _widths(args)
@@ -188,8 +261,10 @@ def format_table(rec: dict) -> str:
   th = rec["theory"] or {}
   thm = th.get("metrics", {})
   lines = [f"{'quantity':<24}{'solver':>18}{'theory':>18}{'rel. err':>12}"]
-  rows = [(k, rec[k], th.get(k)) for k in ("objective", "norm_W_sq", "norm_H_sq", "norm_b")]
-  rows += [(k, v, thm.get(k)) for k, v in rec["metrics"].items()]
+  head_keys = ("objective", "norm_W_sq", "norm_H_sq", "norm_b")
+  rows = [(k, rec[k], th.get(k)) for k in head_keys]
+  # the metrics repeat the norms: each quantity once, with the closed form from either source
+  rows += [(k, v, thm.get(k)) for k, v in rec["metrics"].items() if k not in head_keys]
   for name, v, t in rows:
     ts = "—" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:18.10g}"
     es = "" if ts == "—" else f"{_rel(v, t):12.2e}"
@@ -197,7 +272,8 @@ def format_table(rec: dict) -> str:
   c = rec["config"]
   status = "DIVERGED" if rec["diverged"] else ("converged" if rec["converged"] else "not converged")
   deep_s = f", widths={c['widths']}" if c.get("widths") else (f", depth={c['depth']}" if c.get("depth", 1) > 1 else "")
-  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, d={c['d']}{deep_s}, "
+  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, "
+          f"d={c['d']}{deep_s}, "
           f"lam_W={c['lam_W']:g}, lam_H={c['lam_H']:g}, lam_b={c['lam_b']:g}, {c['solver']}, {c['dtype']}\n"
           f"{status}: |grad| = {rec['grad_norm']:.2e} after {rec['num_steps']} steps ({rec['wall_time_s']:.1f} s)")
   geo = f"theory: {th['geometry']} — {th['source']}" if th else f"theory: none ({rec['theory_note']})"
@@ -229,7 +305,6 @@ def demo() -> int:
 def _claims_setup(args):
   """Validates a ``claims`` command and resolves its claims and store, before anything compiles."""
   from ufm import claims
-  from ufm.problem import check_seed
   store = claims.ClaimStore(args.store or claims.DEFAULT_STORE_DIR)
   if args.claims_command == "list":
     return list(claims.CATALOGUE.values()), store

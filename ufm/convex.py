@@ -51,7 +51,8 @@ signature of :mod:`ufm.solvers` so that :func:`ufm.sweep.sweep` sweeps it over w
 Nothing raises inside the program; non-finite iterates stop the run and set ``diverged``.
 
 Sources: Zhu et al. 2021 (arXiv 2105.02375) for the reduction idea; Hong & Ling 2023
-(arXiv 2309.09725), who solve the same convex program with cvxpy; THEORY.md §5.5, §5.6, §9.3, §9.4.
+(arXiv 2309.09725), who solve the same convex program with cvxpy; ``ufm/theory/derivations.md`` §5.5, §5.6,
+§9.3, §9.4 (the sections below cite it as "derivations").
 """
 
 import functools
@@ -61,7 +62,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.problem import Params, Problem, check_real, make_labels
+from ufm.problem import Params, Problem, make_labels
+from ufm.validate import check_real
 
 __all__ = [
     "ConvexHparams",
@@ -380,7 +382,7 @@ def feature_mean_gram(X, counts, lam_W, lam_H):
 
 
 def seli_grams(counts) -> tuple[jax.Array, jax.Array]:
-  r"""SELI Grams (Thrampoulidis et al. 2022, arXiv 2208.05512, Definition 2; THEORY.md §5.6, §9.3),
+  r"""SELI Grams (Thrampoulidis et al. 2022, arXiv 2208.05512, Definition 2; derivations §5.6, §9.3),
   Frobenius-normalised, for class counts ``n_k`` (``A = I - 11^T/K``, ``D = diag(n_k)``):
 
   .. math:: \frac{WW^\top}{\|\cdot\|_F} = \frac{(ADA)^{1/2}}{\|\cdot\|_F}, \qquad
@@ -401,7 +403,7 @@ def seli_grams(counts) -> tuple[jax.Array, jax.Array]:
 
 
 def gram_distance(G, T):
-  """``|| G/||G||_F - T/||T||_F ||_F``: distance between Frobenius-normalised Grams (THEORY.md §5.6)."""
+  """``|| G/||G||_F - T/||T||_F ||_F``: distance between Frobenius-normalised Grams (derivations §5.6)."""
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T / jnp.linalg.norm(T))
 
 
@@ -417,7 +419,7 @@ def classifier_factor(X, lam_W, lam_H):
 
 def minority_stats(W, K_A: int, *, coincide_rtol: float = 1e-6, coincide_atol: float = 1e-6) -> dict:
   r"""Minority-collapse statistics of classifier rows ``W`` (``K x d``) with majority classes ``0..K_A-1``
-  (Fang et al. 2021, arXiv 2101.12699, Thm. 5 and Finding 2; THEORY.md §5.5, §9.4).
+  (Fang et al. 2021, arXiv 2101.12699, Thm. 5 and Finding 2; derivations §5.5, §9.4).
 
   Returns (pure, vmappable): the mean cosine between distinct minority classifiers ``cos_minor``; the
   largest minority-pair distance relative to the mean majority norm,

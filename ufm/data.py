@@ -15,7 +15,7 @@ counts; and a (balanced, unsorted) test set. Inputs are float arrays with a lead
 * :func:`load_npz`: a user's own arrays (``X``, ``y`` and optionally ``X_test``, ``y_test``), validated with
   errors that name the offending key, shape or label.
 
-Randomness (STYLE.md B.6): every sampler takes a ``jax.random`` key as its first argument; nothing uses
+Randomness: every sampler takes a ``jax.random`` key as its first argument; nothing uses
 NumPy's global generator. Everything is validated in Python and returns NumPy-backed JAX arrays.
 """
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ufm.problem import _check_counts, _check_int, check_dtype, check_real
+from ufm.validate import check_counts, check_dtype, check_int, check_real
 
 __all__ = ["Dataset", "DIGITS_K", "DIGITS_MAX_TRAIN", "digits", "gaussian_mixture", "load_npz", "make_dataset",
            "subsample"]
@@ -114,7 +114,7 @@ def make_dataset(X, y, X_test=None, y_test=None, *, K: int | None = None, dtype=
   X = _check_inputs("X", X, y.shape[0], "y")
   if y.size == 0:
     raise ValueError("y is empty; allowed: at least one sample of each of K >= 2 classes")
-  K = int(y.max()) + 1 if K is None else _check_int("K", K, lo=2)
+  K = int(y.max()) + 1 if K is None else check_int("K", K, lo=2)
   y = _check_labels("y", y, K)
   counts = np.bincount(y, minlength=K)
   if K < 2 or np.any(counts == 0):
@@ -181,7 +181,7 @@ def subsample(key: jax.Array, y, counts) -> np.ndarray:
 
   Raises ``ValueError`` when a class has fewer samples than asked for.
   """
-  counts = _check_counts(counts)
+  counts = check_counts(counts)
   y = _check_labels("y", y)
   # One uniform draw per sample (one program whatever the class sizes); sorting a class's draws permutes it.
   u = np.asarray(jax.random.uniform(key, (y.shape[0],), jnp.float32))
@@ -216,7 +216,7 @@ def digits(key: jax.Array, counts=None, *, test_per_class: int = 50, image: bool
   """
   from sklearn.datasets import load_digits  # lazy: only this loader needs scikit-learn
   dt = check_dtype(dtype)
-  test_per_class = _check_int("test_per_class", test_per_class, lo=0)
+  test_per_class = check_int("test_per_class", test_per_class, lo=0)
   bunch = load_digits()
   X_all, y_all = bunch.images.astype(np.float64) / 16.0, bunch.target.astype(np.int64)
   per_class = np.bincount(y_all, minlength=DIGITS_K)
@@ -229,7 +229,7 @@ def digits(key: jax.Array, counts=None, *, test_per_class: int = 50, image: bool
   avail = per_class - test_per_class
   if counts is None:
     counts = (int(avail.min()),) * DIGITS_K
-  counts = _check_counts(counts)
+  counts = check_counts(counts)
   if len(counts) != DIGITS_K:
     raise ValueError(f"counts has {len(counts)} entries; allowed: K = {DIGITS_K} (the digit classes)")
   for k, c in enumerate(counts):
@@ -260,11 +260,11 @@ def gaussian_mixture(key: jax.Array, counts, *, dim: int, separation=1.0, noise=
     test_per_class: test samples per class.
     dtype: floating dtype.
   """
-  counts = _check_counts(counts)
-  dim = _check_int("dim", dim, lo=1)
+  counts = check_counts(counts)
+  dim = check_int("dim", dim, lo=1)
   s = float(check_real("separation", separation, lo=0.0))
   sigma = float(check_real("noise", noise, lo=0.0))
-  test_per_class = _check_int("test_per_class", test_per_class, lo=0)
+  test_per_class = check_int("test_per_class", test_per_class, lo=0)
   dt = check_dtype(dtype)
   K = len(counts)
   y = np.repeat(np.arange(K), counts)

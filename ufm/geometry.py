@@ -12,7 +12,7 @@ Columns of a ``d x K`` matrix ``X`` are ``K`` points of the unit sphere :math:`S
   ``s = 1`` in ``d = 3`` is Thomson's problem) or the logarithmic energy
   :math:`\sum_{i<j}\log(1/\|x_i - x_j\|)` (``s = 0``), whose average over pairs is GNC2, the
   hyperspherical uniformity of Liu et al. 2023 (arXiv 2303.06484) used by Wu & Papyan 2024
-  (arXiv 2405.17767). THEORY.md §0.3, §5.7.
+  (arXiv 2405.17767). ``ufm/theory/derivations.md`` §0.3, §5.7 ("derivations" below).
 
 Both are non-convex: they run ``num_restarts`` Riemannian first-order solves from uniform random
 starts, ``jax.vmap`` ped over the restart keys in one compiled program, and report the best
@@ -46,8 +46,8 @@ from jaxtyping import Array, Float, Int
 
 from ufm import metrics as _metrics
 from ufm import theory
-from ufm.problem import _check_int, check_real
 from ufm.spherical import unit_columns
+from ufm.validate import check_int, check_real
 
 __all__ = [
     "EBVResult",
@@ -113,8 +113,8 @@ class OptimisedGeometry(NamedTuple):
 
 
 def _check_shape(K, d, lo_K=2):
-  K = _check_int("K", K, lo=lo_K)
-  d = _check_int("d", d, lo=2)
+  K = check_int("K", K, lo=lo_K)
+  d = check_int("d", d, lo=2)
   return K, d
 
 
@@ -157,14 +157,15 @@ def minimal_energy(key: jax.Array, K: int, d: int, *, s: float = 0.0, num_restar
   Riemannian Adam (tangent gradient, retraction by normalisation, cosine-decayed step ``lr``) from
   ``num_restarts`` uniform random starts vmapped over ``jax.random.split(key, num_restarts)``.
   Known minimisers used as checks: the regular ``K``-gon (``d = 2``, any ``s``), the simplex ETF
-  (``K <= d + 1``) and the octahedron (``K = 6``, ``d = 3``); see :mod:`ufm.theory` (issue 12 section).
+  (``K <= d + 1``) and the octahedron (``K = 6``, ``d = 3``); see :mod:`ufm.theory` (constructed
+  configurations, derivations §5.7).
 
   Returns:
     :class:`OptimisedGeometry` (``value`` is the smallest energy).
   """
   K, d = _check_shape(K, d)
-  num_restarts = _check_int("num_restarts", num_restarts, lo=1)
-  num_steps = _check_int("num_steps", num_steps, lo=1)
+  num_restarts = check_int("num_restarts", num_restarts, lo=1)
+  num_steps = check_int("num_steps", num_steps, lo=1)
   s = float(check_real("s", s, lo=0.0))
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))
   dtype = jnp.dtype(dtype or jnp.result_type(float))
@@ -230,9 +231,9 @@ def one_vs_rest_distances(X_dxK: Float[Array, "d K"], *, num_iters: int = 3000) 
   by FISTA with projections onto the simplex (``num_iters`` iterations, from uniform weights); the
   returned value is an upper bound that converges as :math:`O(1/t^2)` in the squared distance.
   Closed forms: regular ``K``-gon :math:`1 - \cos(2\pi/K)`, simplex ETF :math:`K/(K-1)`, orthoplex 1
-  (:mod:`ufm.theory`, issue 12 section). Cost :math:`O(\text{num\_iters}\cdot K^2 d)`: for small ``K``.
+  (:mod:`ufm.theory`, derivations §5.7). Cost :math:`O(\text{num\_iters}\cdot K^2 d)`: for small ``K``.
   """
-  num_iters = _check_int("num_iters", num_iters, lo=1)
+  num_iters = check_int("num_iters", num_iters, lo=1)
   return _one_vs_rest(X_dxK, num_iters=num_iters)
 
 
@@ -308,7 +309,7 @@ def softmax_code(key: jax.Array, K: int, d: int, *, num_restarts: int = 8, num_s
 
   .. math:: \max_{\|x_k\| = 1}\ \min_k\ \operatorname{dist}\big(x_k, \operatorname{conv}\{x_j : j \ne k\}\big)
 
-  (Jiang et al. 2024, arXiv 2310.05351, Def. 3.2 as THEORY.md §5.7 reads it; the limit of the spherical
+  (Jiang et al. 2024, arXiv 2310.05351, Def. 3.2 as derivations §5.7 reads it; the limit of the spherical
   CE-UFM classifier as :math:`\tau \to 0`). Solved by Riemannian Adam on the soft minimum
   :math:`-\beta^{-1}\log\sum_k e^{-\beta\rho_k}` with :math:`\beta` annealed geometrically over
   ``beta``; :math:`\nabla\rho_k` by Danskin's theorem at the hull weights, which warm-started FISTA
@@ -319,11 +320,11 @@ def softmax_code(key: jax.Array, K: int, d: int, *, num_restarts: int = 8, num_s
   evaluated with ``final_iters`` FISTA iterations.
   """
   K, d = _check_shape(K, d, lo_K=3)
-  num_restarts = _check_int("num_restarts", num_restarts, lo=1)
-  num_steps = _check_int("num_steps", num_steps, lo=1)
-  inner_iters = _check_int("inner_iters", inner_iters, lo=1)
-  final_iters = _check_int("final_iters", final_iters, lo=1)
-  polish_steps = _check_int("polish_steps", polish_steps, lo=0)
+  num_restarts = check_int("num_restarts", num_restarts, lo=1)
+  num_steps = check_int("num_steps", num_steps, lo=1)
+  inner_iters = check_int("inner_iters", inner_iters, lo=1)
+  final_iters = check_int("final_iters", final_iters, lo=1)
+  polish_steps = check_int("polish_steps", polish_steps, lo=0)
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))
   b0, b1 = (float(check_real("beta", b, lo=0.0, lo_open=True)) for b in beta)
   dtype = jnp.dtype(dtype or jnp.result_type(float))
@@ -354,8 +355,8 @@ def d_simplex(K: int, d: int | None = None, dtype=None) -> jax.Array:
   with zero coordinates when ``d > K - 1``. Gram: the simplex ETF's, :math:`\cos = -1/(K-1)`; every
   vertex but the last is :math:`c\,(e_k - g)` for the centroid :math:`g` of the unshifted vertices.
   """
-  K = _check_int("K", K, lo=2)
-  d = K - 1 if d is None else _check_int("d", d, lo=K - 1)
+  K = check_int("K", K, lo=2)
+  d = K - 1 if d is None else check_int("d", d, lo=K - 1)
   m = K - 1
   V = np.zeros((K, m))
   V[:m] = np.eye(m)
@@ -371,9 +372,9 @@ def orthoplex(K: int, d: int | None = None, dtype=None) -> jax.Array:
   r"""The ``d``-Orthoplex fixed classifier (Pernici et al., arXiv 2103.15632, §3.3): rows
   :math:`e_1, -e_1, e_2, -e_2, \dots` (the first ``K`` of them), ``K x d`` with ``d >= ceil(K/2)``
   (default). For ``K = 2d`` all vertices of the cross-polytope."""
-  K = _check_int("K", K, lo=2)
+  K = check_int("K", K, lo=2)
   lo = (K + 1) // 2
-  d = lo if d is None else _check_int("d", d, lo=lo)
+  d = lo if d is None else check_int("d", d, lo=lo)
   out = np.zeros((K, d))
   for k in range(K):
     out[k, k // 2] = 1.0 if k % 2 == 0 else -1.0
@@ -438,7 +439,7 @@ def equiangular_basis_vectors(key: jax.Array, K: int, d: int, *, alpha: float = 
       raise ValueError(f"alpha = {alpha!r} is below the Welch bound sqrt((K-d)/(d(K-1))) = {welch:.6g} for K = {K}, "
                        f"d = {d}; allowed range: {welch:.6g} <= alpha < 1")
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))
-  max_steps = _check_int("max_steps", max_steps, lo=1)
+  max_steps = check_int("max_steps", max_steps, lo=1)
   dtype = jnp.dtype(dtype or jnp.result_type(float))
   return _ebv_solve(key, jnp.asarray(alpha, dtype), jnp.asarray(lr, dtype), K=K, d=d, max_steps=max_steps)
 
@@ -493,7 +494,7 @@ def sparse_etf(key: jax.Array, K: int, d: int, *, sparsity: float = 0.6, num_ste
     raise ValueError(f"d = {d} is out of range for a sparse simplex ETF of K = {K} classes; "
                      f"allowed: d >= K-1 = {K - 1}")
   sparsity = float(check_real("sparsity", sparsity, lo=0.0, hi=1.0, hi_open=True))
-  num_steps = _check_int("num_steps", num_steps, lo=1)
+  num_steps = check_int("num_steps", num_steps, lo=1)
   lr = float(check_real("lr", lr, lo=0.0, lo_open=True))
   beta = float(check_real("beta", beta, lo=0.0, lo_open=True))
   dtype = jnp.dtype(dtype or jnp.result_type(float))

@@ -1,6 +1,6 @@
 r"""Neural-collapse metrics: pure functions of arrays, valid under ``jit`` and ``vmap``.
 
-Conventions (THEORY.md §0, §8). ``H`` is ``d x N``, ``labels`` is ``(N,)`` integers in
+Conventions (``ufm/theory/derivations.md`` §0, §8). ``H`` is ``d x N``, ``labels`` is ``(N,)`` integers in
 ``[0, K)``, ``W`` is ``K x d``, ``b`` is ``(K,)``; ``K`` is a static Python int. With
 :math:`\mu_k` the class means, :math:`\mu_G = \frac1N\sum_i h_i` the (sample-weighted)
 global mean and :math:`\tilde M = [\mu_k - \mu_G]_k` (``d x K``):
@@ -183,7 +183,8 @@ def self_duality(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typi
 
 
 def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
-  r"""NC3 in Zhu et al.'s form, :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
+  r"""NC3 in Zhu et al.'s form,
+  :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
   (Zhu et al. 2021, arXiv 2105.02375, Sec. 4; rhubarbwu ``self_duality_error``)."""
   K = W.shape[0]
   E = (jnp.eye(K, dtype=W.dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
@@ -226,7 +227,8 @@ def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
 _NC4_BLOCK = 4096
 
 
-def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
+def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"],
+        K: int) -> jax.typing.ArrayLike:
   r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
   nearest-class-centre decision :math:`\arg\min_k\|h_i - \mu_k\|` (Papyan et al. 2020, Fig. 7).
   Evaluated in blocks of columns, so memory is O(dN + K x block), never K x N."""

@@ -4,8 +4,8 @@ r"""Testing tools for UFM claims: hypothesis strategies for problems, the tolera
   one problem plus the seed of its reference solve); :func:`problems` draws the
   :class:`~ufm.problem.Problem` itself; :func:`class_counts` and :func:`weight_decays` are
   the parts. Shapes (``K``, class counts, ``d``) are drawn from **small sets**, because every
-  new shape compiles the solver once more (STYLE.md B.8: measured 0.85 s/example over a wide
-  integer range against 0.16 s over a sampled set); weight decays and seeds are drawn freely.
+  new shape compiles the solver once more (a property test may not spend its time compiling: measured
+  0.85 s/example over a wide integer range against 0.16 s over a sampled set); weight decays and seeds are drawn freely.
   Every choice shrinks towards the first element of its set, so a failing example shrinks
   to the smallest shape that still fails.
 * **Tolerances.** :data:`TOL` is the project's one tolerance table, each entry with its
@@ -17,10 +17,10 @@ Weight decays are placed by the *collapse index*
 .. math:: \tau = N\sqrt{\lambda_W\lambda_H / n_{\min}},
 
 which is :func:`ufm.theory.collapse_threshold` :math:`K\sqrt{n\lambda_W\lambda_H}` for balanced
-counts (Zhu et al. 2021, arXiv 2105.02375; THEORY.md §5.1, §1.2) and, for the bias-free MSE-UFM
+counts (Zhu et al. 2021, arXiv 2105.02375; ufm/theory/derivations.md §5.1, §1.2) and, for the bias-free MSE-UFM
 with any counts, is ``< 1`` iff every class keeps a non-zero classifier
 (:math:`\|w_k\|^2 = \sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H > 0`; Dang et al. 2023,
-arXiv 2301.00437 at depth 1, THEORY.md §1.3).
+arXiv 2301.00437 at depth 1, derivations §1.3).
 """
 
 import math
@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from hypothesis import strategies as st
 
-from ufm.problem import (LOSSES, Problem, balanced_counts, check_seed, long_tailed_counts, make_problem,
-                         step_counts)
+from ufm.problem import LOSSES, Problem, balanced_counts, long_tailed_counts, make_problem, step_counts
+from ufm.validate import check_seed
 
 __all__ = [
     "COUNT_KINDS",
@@ -63,7 +63,7 @@ TOL = {
     # L-BFGS reference solve (gtol 1e-10) against a closed form. Measured: objective 1e-16, norms 1e-9..1e-11,
     # Grams 1e-9 relative. The distance to the minimiser set is ~ |grad| / (smallest non-zero Hessian
     # eigenvalue), so 1e-8 holds with margin when that eigenvalue is >= 1e-2 (checked by the grid chosen).
-    "reference": (1e-8, 1e-9, "float64 L-BFGS to |grad| <= 1e-10 (STYLE.md B.8: 1e-8)"),
+    "reference": (1e-8, 1e-9, "float64 L-BFGS to |grad| <= 1e-10 against a closed form: 1e-8"),
     # An NC metric at an L-BFGS solution against its closed-form target: metrics are smooth (Lipschitz with
     # constants O(10) on these problems) in the parameters, which are known to 1e-8; atol for targets 0.
     "reference_metric": (1e-6, 1e-7, "metric at a 1e-8-accurate minimiser, Lipschitz constant O(10)"),
@@ -79,27 +79,28 @@ TOL = {
     "implicit_map": (1e-12, 1e-12, "dense float64 solve, condition <= 1e4: 1e4 x eps = 2e-12 (measured 9e-16)"),
     # Identities that hold for every W (e.g. Sigma_W(H*(W)) = A Sigma_W(H0) A): products and one d x d solve.
     "identity_solve": (1e-12, 1e-14, "float64 d x d solves and products, condition <= 1e2 (measured 5e-16)"),
-    # issue 5 (mixup UFM). The reduced 2-D problem is solved by damped Newton to |grad G| ~ 1e-16; its Hessian has
-    # smallest eigenvalue >= (K-2)/(K kappa), so (u, v) are accurate to 1e-16 kappa <= 1e-13 for kappa <= 1e3. The
-    # identities (stationarity, a(lam) = b(1-lam), the lam-free curve) are then met to that level (measured 3e-14).
+    # Mixup UFM with a fixed simplex-ETF classifier. The reduced 2-D problem is solved by damped Newton to
+    # |grad G| ~ 1e-16; its Hessian has smallest eigenvalue >= (K-2)/(K kappa), so (u, v) are accurate to
+    # 1e-16 kappa <= 1e-13 for kappa <= 1e3. The identities (stationarity, a(lam) = b(1-lam), the lam-free curve)
+    # are then met to that level (measured 3e-14).
     "mixup_newton": (1e-11, 1e-12, "2-D damped Newton to |grad| 1e-16, condition <= 1e3 (measured 3e-14)"),
     # L-BFGS on the weighted input-mixup objective at gtol = 1e-12: each feature's own gradient is at most
     # gtol / (its weight, >= 1/(K^2 Q) = 7e-3 here) = 1.4e-10, and its problem is mu-strongly convex (mu = lam_H =
     # 0.1), so each feature is within 1.4e-9 of its optimum (measured 2e-10 relative).
     "mixup_reference": (1e-8, 1e-10, "L-BFGS gtol 1e-12 / feature weight 7e-3 / mu 0.1 = 1.4e-9 (measured 2e-10)"),
     # The MSE mixed features from one d x d solve (W^T W + mu I, condition (beta + mu)/mu <= 50): linear in lam up
-    # to rounding, 50 x 1e-16 (measured 2e-16). The issue asks for "about 1e-12".
+    # to rounding, 50 x 1e-16 (measured 2e-16); derivations §2.3 asks for "about 1e-12".
     "mixup_linear": (1e-12, 1e-14, "one float64 d x d solve of condition <= 50 (measured 2e-16)"),
     # Statistics over S vmapped seeds: rtol is the number of standard errors allowed. A Gaussian mean deviates by
     # more than 5 sigma with probability 6e-7, so a correct estimator fails < 1e-5 of the time over the checks.
     "mixup_sampling_z": (5.0, 0.0, "rtol = standard errors allowed; P(|Z| > 5) = 6e-7 per check"),
-    # Deep linear UFM (issue 8): float64 L-BFGS to |grad| <= 1e-11 against ufm.theory.deep_mse_minimiser. The
+    # Deep linear UFM: float64 L-BFGS to |grad| <= 1e-11 against ufm.theory.deep_mse_minimiser. The
     # product of M + 1 factors squares nothing but the Hessian's smallest non-zero eigenvalue shrinks with the
     # depth; measured 1.5e-9 (Grams, relative to the largest entry) for M <= 3, widths 6, lam ~ 1e-3.
     "deep_reference": (1e-7, 1e-9, "float64 L-BFGS (|grad| <= 1e-11) on the deep UFM; measured <= 2e-9 at M <= 4"),
     # A scalar minimised on a uniform grid of spacing h (brute force) against the bisection root: |z - z*| <= h.
     "brute_force_grid": (2e-5, 1e-12, "grid of 10^5 points on [0, sigma]: spacing 1e-5 sigma, twice for margin"),
-    # Issue 12 (K > d, spherical UFM, tiled metrics).
+    # K > d + 1: the spherical UFM, constructed configurations and the tiled metrics.
     # A metric of a constructed configuration (polygon, orthoplex, ETF) against its closed form: O(K^2) flops on
     # O(1) numbers in float64, one log/sqrt per pair. Measured <= 4e-16.
     "closed_form_metric": (1e-12, 1e-12, "constructed configurations in float64: rounding only (measured 4e-16)"),
@@ -107,20 +108,21 @@ TOL = {
     # from a d x d product instead of the K x K Gram. Measured <= 3e-16 absolute on values O(1).
     "tiled": (1e-12, 1e-13, "same sums in another order, float64 (measured 3e-16)"),
     # The sorted angular gaps of the learned d = 2 classifiers vs 2 pi / K after Riemannian gradient descent:
-    # the bound THEORY.md 5.7 and issue 12 state (a geometric statement, not a rounding bound).
-    "polygon_gaps": (0.0, 1e-3, "THEORY.md 5.7: sorted angular gaps 2 pi / K within 1e-3"),
+    # the bound of ufm/theory/derivations.md §5.7 (a geometric statement, not a rounding bound).
+    "polygon_gaps": (0.0, 1e-3, "derivations §5.7: sorted angular gaps 2 pi / K within 1e-3"),
     # A first-order Riemannian solve (cosine-decayed Adam, GD with momentum) of a smooth problem against the
     # closed form of its minimiser: the value error is quadratic in the distance to the minimiser set, so a
     # 1e-5-accurate iterate gives 1e-10 in the value. Measured <= 1e-15 (energies), 1e-9 (Grams of the CE-UFM).
     "riemannian": (1e-8, 1e-8, "first-order Riemannian solve, value error quadratic in the iterate error"),
-    # (issue 11) Two float32 programs that train the same network (vmapped over seeds vs one seed) sum in different
-    # orders: ~eps_32 per step, amplified by the non-convex dynamics over ~300 full-batch steps. Measured at XLA -O0:
-    # 1.7e-3 relative on the loss at the last epoch (bit for bit at the default optimisation level).
+    # Network training: two float32 programs that train the same network (vmapped over seeds vs one seed) sum in
+    # different orders: ~eps_32 per step, amplified by the non-convex dynamics over ~300 full-batch steps.
+    # Measured at XLA -O0: 1.7e-3 relative on the loss at the last epoch (bit for bit at the default optimisation
+    # level).
     "float32_training": (1e-2, 1e-4, "float32 rounding order differs between programs, amplified over ~300 training "
                                      "steps (measured 1.7e-3)"),
     # A planned sweep (batches, calls, devices) against the one-program sweep: every configuration runs the same
     # float64 program; only the batch width of XLA's kernels differs, which may reorder sums (measured: bitwise).
-    "plan": (1e-12, 1e-12, "the same float64 solve at another vmap width (issue 6 target; measured bitwise)"),
+    "plan": (1e-12, 1e-12, "the same float64 solve at another vmap width (planned sweeps; measured bitwise)"),
 }
 
 
@@ -398,15 +400,16 @@ def problem_specs(*, K: Sequence[int] = DEFAULT_K, n: Sequence[int] = DEFAULT_N,
     lam_b: bias decay when ``bias``: a float, a ``(lo, hi)`` log-uniform range, or a strategy (0 without bias).
     regime, tau, margin, ratio, lam: the weight decays (see :func:`weight_decays`).
     init_scale: scale of the Gaussian initialisation, a float or a ``(lo, hi)`` log-uniform range.
-    depth: number of linear layers; only 1 exists (the deep linear UFM of Dang et al. 2023 is a later issue).
+    depth: number of linear layers; only 1 is drawn here (the deep linear UFM of :mod:`ufm.deep` has its own
+      tests, ``tests/test_deep.py``).
     seeds: strategy of initialisation seeds (default: any integer in ``[0, 2**32)``).
 
   Raises:
     ValueError: ``depth != 1`` and out-of-range options, before anything is drawn.
   """
   if depth != 1:
-    raise ValueError(f"depth = {depth!r} is not supported yet: ufm has no deep linear UFM objective "
-                     "(Dang et al. 2023 is a later issue); allowed: depth = 1")
+    raise ValueError(f"depth = {depth!r} is not supported yet: problem_specs draws plain (one-layer) UFM "
+                     "problems; the deep linear UFM is built with ufm.deep.make_deep_problem; allowed: depth = 1")
   losses = _as_tuple("loss", loss, LOSSES)
   biases = _as_tuple("bias", bias, (False, True))
   counts_st = class_counts(K=K, n=n, kind=counts, explicit=explicit_counts)

@@ -31,7 +31,8 @@ import jax.typing
 from jaxtyping import Array, Float, Int
 
 from ufm import metrics as _m
-from ufm.problem import ClassStructure, Params, ProblemLike, _check_counts, _check_int, check_real
+from ufm.problem import ClassStructure, Params, ProblemLike
+from ufm.validate import check_counts, check_int, check_real
 
 __all__ = ["ClassLabels", "DEFAULT_BLOCK", "TILED", "cdnv", "compute", "equiangularity", "etf_error", "gnc2",
            "gnc2_var", "max_angle", "nc4", "of_error", "self_duality_etf", "zipf_counts"]
@@ -48,8 +49,8 @@ def zipf_counts(K, *, n_max, a=1.0) -> tuple[int, ...]:
   r"""Zipf-like class counts :math:`n_k = \max(1, \lfloor n_{\max}\,(k+1)^{-a}\rfloor)`, ``k = 0..K-1``
   (Zipf's law for word frequencies, exponent ``a`` ~ 1; the class imbalance of next-token prediction in
   Wu & Papyan 2024, arXiv 2405.17767)."""
-  K = _check_int("K", K, lo=2)
-  n_max = _check_int("n_max", n_max, lo=1)
+  K = check_int("K", K, lo=2)
+  n_max = check_int("n_max", n_max, lo=1)
   a = float(check_real("a", a, lo=0.0))
   return tuple(max(1, math.floor(n_max * (k + 1) ** (-a) + 1e-9)) for k in range(K))
 
@@ -65,7 +66,7 @@ class ClassLabels(ClassStructure):
   @staticmethod
   def make(counts, *, bias: bool = False) -> "ClassLabels":
     """Validated :class:`ClassLabels` for per-class counts (``K >= 2``, each ``>= 1``)."""
-    return ClassLabels(counts=_check_counts(counts), bias=bool(bias))
+    return ClassLabels(counts=check_counts(counts), bias=bool(bias))
 
   @property
   def labels(self) -> jax.Array:
@@ -101,7 +102,7 @@ def _num_pairs(K: int) -> int:
 
 
 def _check_block(block) -> int:
-  return _check_int("block", block, lo=1)
+  return check_int("block", block, lo=1)
 
 
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0,

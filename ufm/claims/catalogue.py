@@ -6,7 +6,7 @@ Each claim compares a float64 L-BFGS reference solve (:func:`ufm.solvers.lbfgs_r
 :data:`ufm.testing.TOL` entries ``"reference"`` (objective, norms, Gram matrices, bias,
 collapse of the features) and ``"reference_metric"`` (NC metrics). Gram matrices are compared,
 never the vectors, because every minimiser is determined only up to a rotation
-:math:`(W, H) \to (WQ^\top, QH)` (THEORY.md, general advice).
+:math:`(W, H) \to (WQ^\top, QH)` (``ufm/theory/derivations.md``, testing conventions).
 
 Problem domains, and why they are what they are:
 
@@ -22,8 +22,12 @@ Problem domains, and why they are what they are:
 
 The perturbation closed forms (Tirer et al. 2023: the near-collapse linearised map and the
 within-class contraction of :mod:`ufm.vicinity`) are checked by their own computations in the check
-(the plain reference solve supplies ``W``); the deep linear and mixup closed forms do not exist in
-:mod:`ufm.theory` yet, and their claims come with them.
+(the plain reference solve supplies ``W``). The catalogue covers the plain UFM and the vicinity UFM
+only: the closed forms of the deep linear UFM, the mixup UFM and the spherical (``K > d + 1``) UFM exist
+in :mod:`ufm.theory` but are not registered here; ``tests/test_deep.py``, ``tests/test_mixup.py`` and
+``tests/test_spherical.py`` check them against float64 reference solves.
+
+Section numbers (§) refer to ``ufm/theory/derivations.md``.
 """
 
 import math
@@ -185,7 +189,7 @@ CE_ETF_GEOMETRY = Claim(
 
 CE_NORMS = Claim(
     name="ce_norms",
-    source=_ZHU + "; norm t* from the convex reduction in ufm.theory.ce_balanced (THEORY.md §5.1)",
+    source=_ZHU + "; norm t* from the convex reduction in ufm.theory.ce_balanced (derivations §5.1)",
     statement="Balanced CE-UFM, below the threshold: ||W||^2 = K t*, ||H||^2 = N rho^2 t*, f* = g(t*), "
               "t* = max(0, log((K-1)(beta - K lam_W)/(K lam_W))/beta).",
     problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime="below"),
@@ -196,7 +200,7 @@ CE_NORMS = Claim(
 
 CE_COLLAPSE_THRESHOLD = Claim(
     name="ce_collapse_threshold",
-    source=_ZHU + "; threshold from ufm.theory.collapse_threshold (THEORY.md §5.1)",
+    source=_ZHU + "; threshold from ufm.theory.collapse_threshold (derivations §5.1)",
     statement="Balanced CE-UFM: the global minimiser is W = 0, H = 0 (f* = log K) iff "
               "K sqrt(n lam_W lam_H) >= 1; below, the norms are those of ce_balanced.",
     problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime="straddle"),
@@ -271,7 +275,7 @@ def _mse_threshold_check(problem, sol, th):
 
 
 def _gof_theory(problem):
-  r"""THEORY.md §1.3 at depth 1: :math:`\|w_k\|^2 = (\sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H)_+`,
+  r"""Derivations §1.3 at depth 1: :math:`\|w_k\|^2 = (\sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H)_+`,
   :math:`\|\bar h_k\| = s_k/(s_k^2 + N\lambda_H)`, and the objective of ufm.theory.mse_minimiser."""
   lam_W, lam_H = _lams(problem)
   n = np.asarray(problem.counts, np.float64)
@@ -310,7 +314,7 @@ _MSE_TOLS = {k: "reference" for k in ("objective", "norm_W_sq", "norm_H_sq", "co
 
 MSE_ORTHOGONAL_FRAME = Claim(
     name="mse_orthogonal_frame",
-    source="Tirer & Bruna 2022 (arXiv 2202.08087); constants from ufm.theory.mse_minimiser (THEORY.md §5.4, §1.2)",
+    source="Tirer & Bruna 2022 (arXiv 2202.08087); constants from ufm.theory.mse_minimiser (derivations §5.4, §1.2)",
     statement="Balanced bias-free MSE-UFM, d >= K, below the threshold: W W^T = s^2 I_K and the class means "
               "form an orthogonal frame (features collapse), s^2 = sqrt(n lam_H/lam_W) - K n lam_H.",
     problems=_mse(counts="balanced", bias=False, d_offsets=(1, 0), regime="below"),
@@ -321,7 +325,7 @@ MSE_ORTHOGONAL_FRAME = Claim(
 
 MSE_ETF_WITH_BIAS = Claim(
     name="mse_etf_with_bias",
-    source="Zhou et al. 2022 (arXiv 2203.01238), global optimality with unconstrained features (THEORY.md §5.3)",
+    source="Zhou et al. 2022 (arXiv 2203.01238), global optimality with unconstrained features (derivations §5.3)",
     statement="Balanced MSE-UFM with an unregularised bias, d >= K-1, below the threshold: W and the class "
               "means are simplex ETFs, b = 1/K, the global feature mean is 0, features collapse.",
     problems=_mse(counts="balanced", bias=True, lam_b=0.0, d_offsets=(1, -1), regime="below"),
@@ -334,7 +338,7 @@ MSE_ETF_WITH_BIAS = Claim(
 MSE_COLLAPSE_THRESHOLD = Claim(
     name="mse_collapse_threshold",
     source="Zhou et al. 2022 (arXiv 2203.01238); Tirer & Bruna 2022 (arXiv 2202.08087); threshold from "
-           "ufm.theory.collapse_threshold (THEORY.md §1.2)",
+           "ufm.theory.collapse_threshold (derivations §1.2)",
     statement="Balanced MSE-UFM, bias-free or with an unregularised bias: the global minimiser is W = 0, H = 0 "
               "iff K sqrt(n lam_W lam_H) >= 1; below, the norms are those of mse_minimiser.",
     problems=_mse(counts="balanced", bias=(False, True), lam_b=0.0, d_offsets=(1, 0), regime="straddle"),
@@ -345,7 +349,7 @@ MSE_COLLAPSE_THRESHOLD = Claim(
 
 MSE_GENERAL_ORTHOGONAL_FRAME = Claim(
     name="mse_general_orthogonal_frame",
-    source="Dang et al. 2023 (arXiv 2301.00437) at depth 1, the general orthogonal frame (THEORY.md §1.3)",
+    source="Dang et al. 2023 (arXiv 2301.00437) at depth 1, the general orthogonal frame (derivations §1.3)",
     statement="Imbalanced bias-free MSE-UFM, d >= K: W W^T = diag(s_k^2) with s_k^2 = (sqrt(n_k lam_H/lam_W) "
               "- N lam_H)_+, class means mutually orthogonal with ||h_k|| = s_k/(s_k^2 + N lam_H), features "
               "collapse; classes past their own threshold are 0.",
@@ -433,7 +437,7 @@ _LANDSCAPE_INITS = 16
 
 CE_BENIGN_LANDSCAPE = Claim(
     name="ce_benign_landscape",
-    source="Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.2 (strict saddles; condition d > K-1 as THEORY.md §5.1 "
+    source="Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.2 (strict saddles; condition d > K-1 as derivations §5.1 "
            "reads it)",
     statement=f"Balanced CE-UFM, d = K+1 > K-1: every critical point is a global minimiser or a strict saddle, so all "
               f"{_LANDSCAPE_INITS} random L-BFGS initialisations (scales 0.01..1) reach f* and the same W W^T.",
@@ -477,7 +481,7 @@ def _vicinity_map_check(problem, sol, th):
 VICINITY_NEAR_COLLAPSE = Claim(
     name="vicinity_near_collapse_map",
     source="Tirer, Huang & Niles-Weed 2023 (arXiv 2210.16658), near-collapse theorem, exact forms of "
-           "ufm.theory.vicinity_linearised_map (THEORY.md §10)",
+           "ufm.theory.vicinity_linearised_map (derivations §10)",
     statement="Balanced bias-free MSE vicinity UFM (paper normalisation), d > K, n >= 2, sqrt(lam_H lam_W) < 1, "
               "beta = 100: at the collapsed beta = 0 minimiser, the (dn)x(dn) class blocks of dH*/dH0 have "
               "sigma_max(F_kk) = 1, sigma_min(F_kk) = beta/(beta + sqrt(lam_H/lam_W)), "
@@ -507,7 +511,7 @@ def _contraction_check(problem, sol, th):
 
 VICINITY_CONTRACTION = Claim(
     name="vicinity_contraction",
-    source="Tirer, Huang & Niles-Weed 2023 (arXiv 2210.16658); A with the lam_H term as derived in THEORY.md §10.5",
+    source="Tirer, Huang & Niles-Weed 2023 (arXiv 2210.16658); A with the lam_H term as derived in derivations §10.5",
     statement="MSE vicinity UFM, any counts and W: the within-class covariance of H*(W) is A Sigma_W(H0) A with "
               "A = beta (W^T W + (lam_H + beta) I)^-1, so tr Sigma_W(H*) <= (beta/(beta + lam_H))^2 tr Sigma_W(H0).",
     problems=problem_specs(K=(2, 3), n=(2, 3), counts=("balanced", "step"), d_offsets=(1,), loss="mse", bias=False,
@@ -527,7 +531,7 @@ def _etf_only_check(problem, sol, th):
 
 MSE_REGULARISED_BIAS_KEEPS_ETF = Claim(
     name="mse_regularised_bias_keeps_etf",
-    source="Zhou et al. 2022 (arXiv 2203.01238) read with lam_b > 0 (THEORY.md §5.3 leaves open whether the "
+    source="Zhou et al. 2022 (arXiv 2203.01238) read with lam_b > 0 (derivations §5.3 leaves open whether the "
            "theorem has lam_b = 0)",
     statement="Balanced MSE-UFM with a regularised bias (lam_b > 0), d >= K, below the threshold: W is a "
               "simplex ETF, as with lam_b = 0.",

@@ -41,9 +41,10 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from ufm import theory as _theory
-from ufm.problem import Problem, check_seed
+from ufm.problem import Problem
 from ufm.solvers import LBFGSHparams, Solution, lbfgs_reference
 from ufm.testing import TOL, ProblemSpec, Tolerance, tolerance
+from ufm.validate import check_seed
 
 __all__ = [
     "DEFAULT_EXAMPLES",
@@ -86,7 +87,7 @@ class Claim:
       :func:`ufm.testing.rel_error` residuals) or a :class:`~ufm.testing.Tolerance`. Every residual
       the check returns needs one.
     theory: ``problem -> expected side`` (default :func:`ufm.theory.predict`); it must not
-      call a solver (STYLE.md B.4).
+      call a solver (a prediction must not be computed by the code it checks).
     inits: random initialisations per problem (``> 1`` for landscape claims: vmapped over seeds
       split from the example's seed).
     gtol: gradient-norm target of the reference solve (``|grad| <= gtol`` is required).

@@ -1,0 +1,129 @@
+r"""Closed forms of the UFM literature: the *expected* side of every test, organised by problem family.
+
+Modules:
+
+* :mod:`ufm.theory.prediction`: :class:`Prediction`, :class:`NoClosedFormError`, and :func:`predict`, which looks up
+  the closed form of a concrete problem by ``(problem.FAMILY, problem.loss)`` in a registry
+  (:func:`register_prediction`, :func:`closed_forms`); a pair with no entry raises :class:`NoClosedFormError`.
+* :mod:`ufm.theory.frames`: constructions: :func:`simplex_etf`, :func:`etf_gram`, :func:`etf_target`,
+  :func:`orthogonal_frame`, :func:`random_orthonormal`, :func:`regular_polygon`, :func:`cross_polytope`.
+* :mod:`ufm.theory.plain`: the plain UFM: balanced CE (:func:`ce_balanced`, :func:`collapse_threshold`), MSE with
+  any counts (:func:`mse_minimiser`); registers ``plain/ce`` and ``plain/mse``.
+* :mod:`ufm.theory.deep`: the deep linear UFM: MSE at any depth and counts (:func:`deep_mse_minimiser`,
+  :func:`deep_mse_nearest_minimiser`, ...), the balanced CE candidates (:func:`deep_ce_etf`,
+  :func:`deep_ce_block`); registers ``deep/mse`` and ``deep/ce``.
+* :mod:`ufm.theory.mixup`: the mixup UFM with a fixed ETF classifier (:func:`mixup_optimal_feature`, ...).
+* :mod:`ufm.theory.vicinity`: the perturbation analysis of the vicinity UFM (:func:`vicinity_base_point`,
+  :func:`vicinity_linearised_map`, :func:`contraction_map`).
+* :mod:`ufm.theory.sphere`: the ``K > d + 1`` regime and the spherical UFM (Riesz energies, configuration
+  metrics, :func:`spherical_ce_collapsed`).
+
+Every name is also available as ``ufm.theory.<name>``. Every closed form is jittable (no sympy, no Python loops
+over classes); :func:`predict` is the one Python-level entry point.
+
+Theory never imports :mod:`ufm.solvers` (nor :mod:`ufm.sweep`, :mod:`ufm.networks` or the experiments): a
+prediction must not be computed by the code it checks. It imports only :mod:`ufm.problem`, :mod:`ufm.losses`,
+:mod:`ufm.validate` (and the construction :func:`ufm.deep.balanced_factorisation`).
+
+Normalisation (all functions): the objective of :mod:`ufm.objectives`,
+:math:`f = \frac1N\sum_i \ell(Wh_i + b, y_i) + \frac{\lambda_W}{2}\|W\|_F^2
++ \frac{\lambda_H}{2}\|H\|_F^2 + \frac{\lambda_b}{2}\|b\|^2`, with
+:math:`\ell_{MSE}(z,y) = \frac12\|z-y\|^2` (the vicinity module uses the paper's normalisation, see
+:mod:`ufm.vicinity`).
+
+Derivations are written out in the docstrings (those that go beyond the papers in :func:`mse_minimiser`,
+:func:`ce_balanced`, :func:`deep_mse_minimiser`, :func:`mixup_optimal_feature`) and in
+``ufm/theory/derivations.md``, cited as "derivations §1.3" (its section numbers).
+
+Adding a closed form for a new family or loss: write ``fn(problem) -> Prediction`` (raising
+:class:`NoClosedFormError` where it does not apply) and register it with
+``register_prediction("family", "loss", fn)`` (or as a decorator).
+"""
+
+from ufm.theory import deep, frames, mixup, plain, prediction, sphere, vicinity  # noqa: F401  (the namespaces)
+from ufm.theory.deep import (DEEP_TIE_RTOL, DeepCE, DeepMSEMinimiser, deep_b, deep_ce_block, deep_ce_etf,
+                             deep_class_objective, deep_collapse_lambda, deep_existence_ratio, deep_largest_root,
+                             deep_mse_minimiser, deep_mse_nearest_minimiser, deep_phi, deep_threshold_ratio, deep_x,
+                             predict_deep, predict_deep_ce, predict_deep_mse)
+from ufm.theory.frames import (cross_polytope, etf_gram, etf_target, orthogonal_frame, random_orthonormal,
+                               regular_polygon, simplex_etf)
+from ufm.theory.mixup import (MixupFeature, mixup_confidence, mixup_kappa, mixup_optimal_feature,
+                              mixup_same_class_scale)
+from ufm.theory.plain import (CEBalanced, MSEMinimiser, ce_balanced, collapse_threshold, mse_minimiser,
+                              predict_plain_ce, predict_plain_mse)
+from ufm.theory.prediction import (NoClosedFormError, Prediction, balanced_metric_targets, closed_forms, predict,
+                                register_prediction)
+from ufm.theory.sphere import (ConfigurationMetrics, cross_polytope_metrics, regular_polygon_metrics,
+                               riesz_energy_cross_polytope, riesz_energy_regular_polygon, riesz_energy_simplex,
+                               simplex_metrics, spherical_ce_collapsed)
+from ufm.theory.vicinity import (VicinityBasePoint, VicinityMap, contraction_map, vicinity_base_point,
+                                 vicinity_linearised_map)
+
+# The former private name of balanced_metric_targets (tests read it).
+_balanced_targets = balanced_metric_targets
+
+__all__ = [
+    # predict
+    "NoClosedFormError",
+    "Prediction",
+    "balanced_metric_targets",
+    "closed_forms",
+    "predict",
+    "register_prediction",
+    # frames
+    "cross_polytope",
+    "etf_gram",
+    "etf_target",
+    "orthogonal_frame",
+    "random_orthonormal",
+    "regular_polygon",
+    "simplex_etf",
+    # plain UFM
+    "CEBalanced",
+    "MSEMinimiser",
+    "ce_balanced",
+    "collapse_threshold",
+    "mse_minimiser",
+    "predict_plain_ce",
+    "predict_plain_mse",
+    # vicinity UFM
+    "VicinityBasePoint",
+    "VicinityMap",
+    "contraction_map",
+    "vicinity_base_point",
+    "vicinity_linearised_map",
+    # mixup UFM
+    "MixupFeature",
+    "mixup_confidence",
+    "mixup_kappa",
+    "mixup_optimal_feature",
+    "mixup_same_class_scale",
+    # deep linear UFM
+    "DEEP_TIE_RTOL",
+    "DeepCE",
+    "DeepMSEMinimiser",
+    "deep_b",
+    "deep_ce_block",
+    "deep_ce_etf",
+    "deep_class_objective",
+    "deep_collapse_lambda",
+    "deep_existence_ratio",
+    "deep_largest_root",
+    "deep_mse_minimiser",
+    "deep_mse_nearest_minimiser",
+    "deep_phi",
+    "deep_threshold_ratio",
+    "deep_x",
+    "predict_deep",
+    "predict_deep_ce",
+    "predict_deep_mse",
+    # K > d + 1, spherical UFM
+    "ConfigurationMetrics",
+    "cross_polytope_metrics",
+    "regular_polygon_metrics",
+    "riesz_energy_cross_polytope",
+    "riesz_energy_regular_polygon",
+    "riesz_energy_simplex",
+    "simplex_metrics",
+    "spherical_ce_collapsed",
+]
