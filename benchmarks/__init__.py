@@ -1,4 +1,4 @@
-r"""Benchmarks of ufm (issue 6): ``python -m benchmarks [--quick] [--json PATH]``.
+r"""Benchmarks of ufm: ``python -m benchmarks [--quick] [--json PATH]``.
 
 Prints a table and writes a JSON file with every figure, the environment and the date. The top-level keys
 ``sweep_vs_torch`` and ``sweep_vs_loop`` (case 1, float32), ``large_step_peak_fraction`` (case 2, float32,

@@ -1,7 +1,7 @@
-r"""The six benchmark cases of ``python -m benchmarks`` (issue 6). Every speed figure is a ratio against a
+r"""The six benchmark cases of ``python -m benchmarks``. Every speed figure is a ratio against a
 baseline measured in the same run, with the absolute numbers beside it.
 
-1. Sweep throughput on the synthetic setting of Dang et al. (2023, arXiv 2301.00437; THEORY.md §7): MSE-UFM,
+1. Sweep throughput on the synthetic setting of Dang et al. (2023, arXiv 2301.00437; derivations §7): MSE-UFM,
    K = 4, d = 64, n = 100, full-batch SGD with momentum 0.9, lr 0.1, init N(0, 0.1^2), lam = 5e-4, over
    16 seeds x 16 values of lam_H: the planned sweep (:func:`ufm.sweep.sweep`) against a Python loop of
    ufm's own jitted single solve and against the eager PyTorch loop (:mod:`benchmarks.torch_baseline`).

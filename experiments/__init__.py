@@ -1,6 +1,6 @@
 """Experiments: one module per paper figure or claim, run by ``python -m experiments``.
 
-Every module has the same four parts (STYLE.md B.10):
+Every module has the same four parts:
 
 * ``get_config(arg=None) -> ml_collections.ConfigDict``: the full configuration, or the
   small one the tests run with ``arg="smoke"``;
@@ -14,6 +14,8 @@ and the module constants ``TITLE``, ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the m
 time of the full configuration on a 2-core CPU) that ``python -m experiments list``
 prints. :mod:`experiments.runner` stores results under
 ``results/<experiment>/<config-hash>/`` (see its docstring for the format).
+
+Citations "derivations §N" refer to the sections of ``ufm/theory/derivations.md``.
 """
 
 import importlib
@@ -23,13 +25,13 @@ from types import ModuleType
 EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
                "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
                "minority_collapse", "seli_distance",
-               # issue 5: mixup UFM
+               # mixup UFM
                "mixup_geometry", "mixup_confidence", "mixup_alpha_K",
-               # issue 8: deep linear UFM
+               # deep linear UFM
                "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank",
-               # issue 12: K > d, spherical UFM, fixed classifiers
+               # K > d, spherical UFM, fixed classifiers
                "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class",
-               # issue 11: Flax networks on real data
+               # Flax networks on real data
                "net_nc_dynamics", "net_layerwise_nc1", "net_imbalanced", "net_mixup")
 
 __all__ = ["EXPERIMENTS", "get"]

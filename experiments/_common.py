@@ -5,7 +5,7 @@ import xarray as xr
 
 import jax.numpy as jnp
 import ufm
-from ufm.problem import _check_int, check_seed
+from ufm.validate import check_int, check_seed
 
 #: Setting label -> (loss, bias) for the four balanced UFM variants.
 SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
@@ -17,9 +17,9 @@ def dtype(config):
 
 
 def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
-  """``value`` as an int in ``[lo, hi]`` (:func:`ufm.problem._check_int` plus an upper bound); ``ValueError``
+  """``value`` as an int in ``[lo, hi]`` (:func:`ufm.validate.check_int` plus an upper bound); ``ValueError``
   naming ``name`` and the range otherwise."""
-  value = _check_int(name, value, lo=lo)
+  value = check_int(name, value, lo=lo)
   if hi is not None and value > hi:
     raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers in [{lo}, {hi}]")
   return value

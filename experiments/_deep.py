@@ -1,4 +1,4 @@
-"""Helpers shared by the deep-linear-UFM experiments (issue 8): layer metrics from traced Grams, padding."""
+"""Helpers shared by the deep-linear-UFM experiments: layer metrics from traced Grams, padding."""
 
 import numpy as np
 

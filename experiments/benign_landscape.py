@@ -2,7 +2,7 @@ r"""Benign landscape: from >= 1000 random initialisations gradient descent reach
 
 Zhu et al. 2021 (CE) and Zhou et al. 2022 (MSE), both with a bias, state that the regularised
 UFM has no spurious local minimisers and that every other critical point is a strict saddle;
-the exact condition on the feature dimension is UNVERIFIED in THEORY.md (probably ``d > K - 1``),
+the exact condition on the feature dimension was not checked against the paper's text (probably ``d > K - 1``),
 so ``d = K - 1`` is tested as the boundary case and ``d = K``, ``d >> K`` inside it. If the claim
 holds, gradient descent from random initialisations ends at the closed-form optimum
 :math:`f^\star` of

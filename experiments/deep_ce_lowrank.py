@@ -9,7 +9,7 @@ Thm. A.1) state the opposite (ETF globally optimal across layers). Here, bias-fr
 ``K in {3, 4, 6, 8}`` and ``M in {1, 2, 3, 4}``: each start's objective relative to the best ETF
 (:func:`ufm.theory.deep_ce_etf`) and the block construction (:func:`ufm.theory.deep_ce_block`), and the
 numerical rank of the class-mean logit matrix it reaches (singular values above 1e-3 of the largest).
-THEORY.md §11 Part A has an independent float64 check of the same reductions.
+derivations §11 Part A has an independent float64 check of the same reductions.
 """
 
 import ml_collections

@@ -9,7 +9,7 @@ the optimum of GNC2), each the best of ``num_restarts`` vmapped restarts.
 
 Reported per ``(d, K, tau, seed)``: the minimal one-vs-rest distance :math:`\rho` of the learned
 classifier and GNC2 of its rows, against :math:`\rho` and GNC2 of the two references. For ``d = 2``
-every one of them is the regular ``K``-gon (THEORY.md §5.7).
+every one of them is the regular ``K``-gon (derivations §5.7).
 """
 
 import ml_collections

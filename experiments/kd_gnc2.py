@@ -1,7 +1,7 @@
 r"""GNC2 (hyperspherical uniformity) against ``K/d``: the spherical CE-UFM beside the minimal log-energy bound.
 
 For ``K <= d + 1`` the class means of the spherical CE-UFM form a simplex ETF and GNC2 equals
-:math:`-\frac12\log\frac{2K}{K-1}` (THEORY.md §0.3); past ``K = d + 1`` no ETF exists and GNC2 is bounded
+:math:`-\frac12\log\frac{2K}{K-1}` (derivations §0.3); past ``K = d + 1`` no ETF exists and GNC2 is bounded
 below by the minimal logarithmic energy of ``K`` points on :math:`S^{d-1}` divided by the number of pairs
 (:func:`ufm.geometry.minimal_energy` with ``s = 0``, best of ``num_restarts`` vmapped restarts). GNC2 of
 the learned centred class means (Wu & Papyan 2024, arXiv 2405.17767; Liu et al. 2023, arXiv 2303.06484)

@@ -14,7 +14,7 @@ scaled down by ``c = 1/25`` (``n_B = 4``) with :math:`\mu' = \mu/\sqrt c`: the c
 :mod:`ufm.convex` is then *identical* (substitute :math:`X = \sqrt c X'`), so cosines and norm ratios are the same
 and the L-BFGS objective is compared with the convex minimum of the scaled problem (``gap``).
 
-Sources: Fang et al. 2021 (arXiv 2101.12699), Thm. 5 and Finding 2; Hong & Ling 2023 (arXiv 2309.09725); THEORY.md
+Sources: Fang et al. 2021 (arXiv 2101.12699), Thm. 5 and Finding 2; Hong & Ling 2023 (arXiv 2309.09725); ufm/theory/derivations.md
 §5.5, §7, §9.4. Assumption (stated, not checked against their code): Hong & Ling's :math:`\lambda_Z` grid is read
 as our :math:`\mu`.
 """
@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K_A = K_B = 5, n_B = 100, R in [1, 100] (61 points), 4 lambdas, 31 mu values. ``"smoke"``: tiny."""
   c = ml_collections.ConfigDict()
   c.settings = _SETTINGS
-  c.lam_b = 0.01  # Hong & Ling's bias decay (THEORY.md §7), for the "ce+bias" setting
+  c.lam_b = 0.01  # Hong & Ling's bias decay (derivations §7), for the "ce+bias" setting
   c.K_A, c.K_B, c.n_B = 5, 5, 100
   c.R_max, c.num_R = 100.0, 61
   c.lams = (1e-4, 1e-3, 2.7e-3, 5e-3)

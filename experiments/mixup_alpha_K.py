@@ -14,7 +14,7 @@ the program) and seeds through :func:`ufm.sweep.sweep`:
   confidence of the midpoint :math:`\tfrac12(\bar h_c + \bar h_{c'})` of two class means.
 
 Source: Fisher, Meng, Papyan (ICLR 2024, arXiv 2402.06171): mixup's effect on the last-layer geometry and its
-dependence on alpha; the objectives and the derivation are in :mod:`ufm.mixup` and THEORY.md §2, §11 Part B.
+dependence on alpha; the objectives and the derivation are in :mod:`ufm.mixup` and derivations §2, §11 Part B.
 """
 
 import ml_collections

@@ -11,11 +11,11 @@ Input-mixup UFM (:mod:`ufm.mixup`) with the classifier fixed to a simplex ETF (r
 
 Lines: :func:`ufm.theory.mixup_confidence` (``mixup=True``/``False``, ``loss="ce"``/``"mse"``). Dotted: the mixing
 proportion :math:`\max(\lambda, 1-\lambda)` (perfect calibration on mixed examples). Stationarity gives
-:math:`p_c = \lambda + p_o - \mu a` (THEORY.md §11 B.1), so the mixup-CE confidence tends to the mixing proportion as
+:math:`p_c = \lambda + p_o - \mu a` (derivations §11 B.1), so the mixup-CE confidence tends to the mixing proportion as
 :math:`\kappa = \beta/\mu \to \infty`; the right panel shows the mean gap against :math:`\kappa`.
 
 Sources: Fisher, Meng, Papyan (ICLR 2024, arXiv 2402.06171), Sec. 3 and the calibration discussion (mixup lowers
-confidence on mixed examples); closed forms derived in THEORY.md §2.3, §11 Part B.
+confidence on mixed examples); closed forms derived in derivations §2.3, §11 Part B.
 """
 
 import ml_collections

@@ -10,7 +10,7 @@ over seeds. Every distinct pair ``(c, c')`` is projected on its own plane: ``x``
 segment), and dashed, the segment between the two class features (what linear interpolation would give).
 
 Sources: Fisher, Meng, Papyan (ICLR 2024, arXiv 2402.06171), Sec. 3 (UFM with mixup and a fixed simplex-ETF
-classifier) and their figure of last-layer features of mixed examples; the closed forms are derived in THEORY.md §2.3,
+classifier) and their figure of last-layer features of mixed examples; the closed forms are derived in derivations §2.3,
 §11 Part B.
 """
 

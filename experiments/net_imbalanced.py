@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
   c.n_major, c.n_minor, c.rho = 124, 6, 40.0
   c.lam_W, c.lam_H, c.batch_size = 5e-3, 1e-3, 64
   # fast_compile: XLA -O0. At the default level this program's execution hung (all threads idle) in 2 of 3 runs
-  # on the loaded 2-core CPU; -O0 ran every time (see closing notes of issue 11).
+  # on the loaded 2-core CPU; -O0 ran every time (measured when the network experiments were added).
   c.fast_compile = True
   c.num_seeds = 3  # with 4 vmapped seeds this program's execution hung (all threads idle) in every run; 3 ran
   c.metrics, c.layer_metrics = ("nc1",), ("nc1",)  # the figure uses the final geometry (compare_with_ufm)

@@ -10,7 +10,7 @@ mixed, :math:`x = \lambda x_i + (1-\lambda) x_j`, and their penultimate features
 boundary), :math:`y`-coordinate :math:`h\cdot(w_c + w_{c'})/\|w_c + w_{c'}\|` (along it). The ETF's symmetry makes
 these coordinates comparable across pairs, so all pairs are pooled.
 
-UFM overlay (:func:`ufm.theory.mixup_optimal_feature`, issue 5): the optimal mixed feature of the mixup UFM with the
+UFM overlay (:func:`ufm.theory.mixup_optimal_feature`): the optimal mixed feature of the mixup UFM with the
 same fixed ETF (``K``, ``rho``) and a per-example feature decay :math:`\mu` fitted to each network by the UFM's
 stationarity condition :math:`\mu h = W^\top(y - p)` (least squares over the network's own training examples: mixed
 ones with their mixed targets for the mixup net, clean ones for the plain net). Dashed: the mixup-UFM path; dotted:
@@ -18,7 +18,7 @@ the plain UFM's straight segment between the class features (``mixup=False``). T
 probability) against :math:`\lambda` is compared the same way.
 
 Sources: Fisher, Meng & Papyan 2024 ("Pushing boundaries: mixup's influence on neural collapse", arXiv 2402.06171,
-ICLR 2024), Sec. 3 and the feature plots of their Sec. 4; THEORY.md §2, §11 Part B.
+ICLR 2024), Sec. 3 and the feature plots of their Sec. 4; derivations §2, §11 Part B.
 """
 
 import jax
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None):
   c.num_epochs = 400
   c.num_lams, c.pairs_per_class_pair = 21, 8
   # fast_compile: XLA -O0. At the default level this program's execution hung (all threads idle) in 2 of 3 runs
-  # on the loaded 2-core CPU; -O0 ran every time (see closing notes of issue 11).
+  # on the loaded 2-core CPU; -O0 ran every time (measured when the network experiments were added).
   c.fast_compile = True
   c.metrics, c.layer_metrics = ("nc1",), ("nc1",)  # the figure uses the final networks
   if arg == "smoke":

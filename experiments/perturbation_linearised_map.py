@@ -12,7 +12,7 @@ lam_W = sqrt(2)``): the measured values, the exact forms of
 times :math:`\beta^2` (constant in :math:`\beta` when the error is second order).
 
 Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658, near-collapse theorem and Fig. 1
-(theorem number UNVERIFIED; exact forms derived in THEORY.md §10).
+(theorem number UNVERIFIED; exact forms derived in derivations §10).
 """
 
 import math

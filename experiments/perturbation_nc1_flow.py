@@ -14,7 +14,7 @@ noise of standard deviation ``within`` (the swept noise level) and between-class
   (:func:`ufm.theory.contraction_map`).
 
 Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658 (within-class variability along the
-central path; model in the paper's normalisation, THEORY.md §3.4, §10).
+central path; model in the paper's normalisation, derivations §3.4, §10).
 """
 
 import math

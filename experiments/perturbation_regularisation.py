@@ -8,7 +8,7 @@ The float64 L-BFGS reference solver is vmapped over two grids (one call each, th
 that the feature regularisation acts on NC more than the classifier's; the title of each panel
 reports the range of the ratio along each axis.
 
-Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658 (regularisation effects; THEORY.md §3.2).
+Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658 (regularisation effects; derivations §3.2).
 """
 
 import math

@@ -5,10 +5,10 @@ control), with and without an unregularised bias, the float64 convex reference :
 (one vmapped call per setting over profiles x :math:`\lambda = \lambda_W = \lambda_H`) gives the global
 minimiser; plotted is the Frobenius distance between the normalised Grams :math:`WW^\top` and
 :math:`\bar H^\top\bar H` and the SELI Grams of :func:`ufm.convex.seli_grams`. Markers: float64 L-BFGS on
-the full non-convex UFM (STEP profile, ``d = 5``, as in THEORY.md §5.6's table).
+the full non-convex UFM (STEP profile, ``d = 5``, as in derivations §5.6's table).
 
 Sources: Thrampoulidis et al. 2022 (arXiv 2208.05512), Definition 2, Thm. 2 / Prop. 2 (the limit is proved
-for STEP imbalance); THEORY.md §5.6, §9.3.
+for STEP imbalance); derivations §5.6, §9.3.
 """
 
 import ml_collections
@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.counts = ml_collections.ConfigDict(dict(step=(10, 10, 2, 2), long_tailed=(10, 5, 3, 2), one_major=(10, 2, 2, 2),
                                             irregular=(10, 7, 4, 1), balanced=(5, 5, 5, 5)))
   c.lam_min, c.lam_max, c.num_lams = 1e-7, 1e-1, 25
-  c.lam_check = (1e-2, 1e-3, 1e-4)  # L-BFGS on the full UFM, STEP profile (THEORY.md §5.6 table)
+  c.lam_check = (1e-2, 1e-3, 1e-4)  # L-BFGS on the full UFM, STEP profile (derivations §5.6 table)
   c.d = 5
   c.tol, c.max_steps, c.seed, c.init_scale = 1e-11, 6000, 0, 0.1
   c.x64 = True

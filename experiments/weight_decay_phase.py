@@ -12,7 +12,7 @@ curve :math:`\lambda_H = 1/(K^2 n\lambda_W)`; the right panel is the cut
 
 Sources: Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.1 (CE); Zhou et al. 2022
 (arXiv 2203.01238), Thm. 3.1 (MSE); Tirer & Bruna 2022 (arXiv 2202.08087), Thm. 2 (bias-free
-MSE); the threshold: THEORY.md §1.2 and §5.1 (derived there, checked here).
+MSE); the threshold: derivations §1.2 and §5.1 (derived there, checked here).
 """
 
 import math

@@ -6,7 +6,7 @@ vocabulary is the class set (``K >> d``, Zipf-distributed token counts), hypersp
 model size, finding that they improve with both. This experiment asks the same of the spherical
 temperature-scaled CE-UFM (:mod:`ufm.spherical`; Jiang et al. 2024, arXiv 2310.05351): ``K`` classes
 with counts :func:`ufm.tiled.zipf_counts`, feature dimensions ``dims`` (a Python loop), Riemannian
-gradient descent with ``num_seeds`` seeds vmapped; the three metrics (THEORY.md §0.3, as
+gradient descent with ``num_seeds`` seeds vmapped; the three metrics (derivations §0.3, as
 :mod:`ufm.metrics` defines them) are traced every ``log_every`` steps, and the final values are
 recomputed with the tiled metrics of :mod:`ufm.tiled` (memory linear in ``K``; their largest
 difference from the untiled values is stored as ``tiled_max_abs_diff``).

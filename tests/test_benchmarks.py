@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick`` (issue 6) in the default suite: tiny sizes, every report key, agreement of
+"""``python -m benchmarks --quick`` in the default suite: tiny sizes, every report key, agreement of
 the NumPy and ufm metric sets; and the report without PyTorch (an optional extra, absent in CI). No timing
 is asserted."""
 

@@ -164,7 +164,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
   c = experiments.get(name).get_config("smoke")  # settings ("ce", "mse+bias"), 4 chunks of 10 steps each
   assert c.settings == ("ce", "mse+bias") and c.num_steps == 40 and c.log_every == 10
   clean = runner.run(name, c, out=tmp_path / "clean", chunk_steps=10)
-  real = ufm.sweep._advance_impl
+  real = ufm.sweep.run._advance_impl
   count = {"n": 0}
 
   def dying(*args, **kwargs):  # the process "dies" in the 7th chunk: the second sweep's third chunk
@@ -175,7 +175,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
       raise _Kill
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(ufm.sweep, "_advance_impl", dying)
+  monkeypatch.setattr(ufm.sweep.run, "_advance_impl", dying)
   with pytest.raises(_Kill):
     runner.run(name, c, out=tmp_path / "killed", chunk_steps=10)
   partial = next((tmp_path / "killed" / name).glob("*.partial"))

@@ -33,7 +33,7 @@ def test_exact_values_on_a_simplex_etf(K, d, getkey):
   problem = make_problem((3,) * K, d=d, lam_W=1.0, lam_H=1.0, loss="ce")
   H, _, W = _collapsed(M, 0.7 * M.T, (3,) * K)
   got = metrics.compute(Params(W=W, H=H, b=jnp.zeros(K)), problem)
-  pred_targets = theory._balanced_targets(K, etf_W=True, orthogonal_W=False)
+  pred_targets = theory.balanced_metric_targets(K, etf_W=True, orthogonal_W=False)
   for name, target in pred_targets.items():
     assert_close(got[name], target, "exact", name)
   assert_close(metrics.cosines(M), np.full(K * (K - 1) // 2, -1 / (K - 1)), "exact")
@@ -46,7 +46,7 @@ def test_exact_values_on_an_orthogonal_frame(getkey):
   problem = make_problem((2,) * K, d=d, lam_W=1.0, lam_H=1.0, loss="mse")
   H, _, W = _collapsed(F, 0.5 * F.T, (2,) * K)
   got = metrics.compute(Params(W=W, H=H, b=jnp.zeros(K)), problem)
-  for name, target in theory._balanced_targets(K, etf_W=False, orthogonal_W=True).items():
+  for name, target in theory.balanced_metric_targets(K, etf_W=False, orthogonal_W=True).items():
     assert_close(got[name], target, "exact", name)
 
 

@@ -31,6 +31,7 @@ from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 __all__ = [
     "METRICS",
     "bias_relation",
+    "safe_div",
     "cdnv",
     "class_means",
     "compute",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-def _safe_div(num, den):
+def safe_div(num, den):
   """``num / den`` with ``0/0 -> 0`` and ``x/0 -> inf`` for ``x > 0`` (never NaN for finite input)."""
   ok = den > 0
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
@@ -99,7 +100,7 @@ def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.A
   w = jnp.sum((U.T @ C_dxN) ** 2, axis=1) / N
   value = jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
   no_separation = jnp.max(lam_B) == 0
-  return jnp.where(no_separation, _safe_div(jnp.sum(C_dxN**2), 0.0), value)
+  return jnp.where(no_separation, safe_div(jnp.sum(C_dxN**2), 0.0), value)
 
 
 def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
@@ -108,7 +109,7 @@ def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.ty
   M_dxK, mu_G, _ = class_means(H, labels, K)
   tr_W = jnp.sum((H - M_dxK[:, labels]) ** 2) / H.shape[1]
   tr_B = jnp.sum((M_dxK - mu_G[:, None]) ** 2) / K
-  return _safe_div(tr_W, tr_B)
+  return safe_div(tr_W, tr_B)
 
 
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
@@ -127,7 +128,7 @@ def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: f
   sq = jnp.sum(Mc_dxK**2, axis=0)
   dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * Mc_dxK.T @ Mc_dxK, 0.0)
   i, j = _pairs(K)
-  return jnp.mean(_safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
+  return jnp.mean(safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
 
 
 def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:

@@ -116,7 +116,7 @@ def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: f
 
   def tile(rows):
     dist2 = jnp.maximum(sq[rows][:, None] + sq[None, :] - 2 * Mc[:, rows].T @ Mc, 0.0)
-    return _m._safe_div((var_K[rows][:, None] + var_K[None, :]) / 2, dist2**dist_exp)
+    return _m.safe_div((var_K[rows][:, None] + var_K[None, :]) / 2, dist2**dist_exp)
 
   return _pair_sum(tile, K, block) / _num_pairs(K)
 

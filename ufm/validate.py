@@ -1,5 +1,7 @@
-r"""Validation helpers shared by every constructor: each raises ``ValueError`` naming the parameter, its value and
-the allowed range, in Python, before anything is traced or compiled."""
+r"""Validation helpers shared by every constructor.
+
+Each raises ``ValueError`` naming the parameter, its value and the allowed range, in Python, before anything is traced
+or compiled."""
 
 import numbers
 
@@ -104,6 +106,8 @@ def check_dtype(dtype) -> np.dtype:
     dt = jnp.dtype(dtype)
   except TypeError:
     raise ValueError(f"dtype = {dtype!r} is not a dtype; allowed: float32, float64") from None
+  if not jnp.issubdtype(dt, jnp.floating):
+    raise ValueError(f"dtype = {dtype!r} is not a floating dtype; allowed: float32, float64")
   if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
     raise ValueError(f"dtype = {dtype!r} is not supported; allowed: float32, float64")
   return dt

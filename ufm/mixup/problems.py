@@ -197,7 +197,7 @@ def class_pairs(K: int) -> np.ndarray:
 
 
 class MixupFamily(FamilyBase):
-  """What the two mixup problems share: the classifier (fixed ``W0`` or learned ``W``), its regulariser
+  r"""What the two mixup problems share: the classifier (fixed ``W0`` or learned ``W``), its regulariser
   :math:`\frac{\lambda_W}{2}\|W\|^2` (learned only) :math:`+ \frac{\lambda_b}{2}\|b\|^2` (with a bias), and
   the Gaussian initialisation."""
 

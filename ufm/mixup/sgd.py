@@ -1,6 +1,7 @@
-r"""Mini-batch SGD / Adam for the mixup UFMs: pairs and :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` drawn
-per step with a key carried in the solver state, Polyak averaging, and a :class:`ufm.solvers.Stepper` for chunked
-sweeps. The problems are those of :mod:`ufm.mixup.problems` (their ``sample_value``)."""
+r"""Mini-batch SGD / Adam for the mixup UFMs.
+
+Pairs and :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` are drawn per step with a key carried in the
+solver state; Polyak averaging; a :class:`ufm.solvers.Stepper` for chunked sweeps. The problems are those of :mod:`ufm.mixup.problems` (their ``sample_value``)."""
 
 import functools
 from typing import Any, NamedTuple
