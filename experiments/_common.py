@@ -5,7 +5,8 @@ import xarray as xr
 
 import jax.numpy as jnp
 import ufm
-from ufm.validate import check_int, check_seed
+from ufm import validate
+from ufm.validate import check_seed
 
 #: Setting label -> (loss, bias) for the four balanced UFM variants.
 SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
@@ -19,7 +20,7 @@ def dtype(config):
 def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
   """``value`` as an int in ``[lo, hi]`` (:func:`ufm.validate.check_int` plus an upper bound); ``ValueError``
   naming ``name`` and the range otherwise."""
-  value = check_int(name, value, lo=lo)
+  value = validate.check_int(name, value, lo=lo)
   if hi is not None and value > hi:
     raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers in [{lo}, {hi}]")
   return value

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 __all__ = ["Loss", "get", "mean", "mixed", "names", "register", "registry"]
 
@@ -70,18 +71,19 @@ def get(name) -> Loss:
   return _REGISTRY[name]
 
 
-def mean(name: str, Z_KxN: jax.Array, Y_KxN: jax.Array) -> jax.Array:
+def mean(name: str, Z_KxN: ArrayLike, Y_KxN: ArrayLike) -> jax.Array:
   r""":math:`\frac1N\sum_{i=1}^N \ell(z_i, y_i)` for logits and targets stored as columns (``K x N``, the UFM's
   layout)."""
-  return jnp.mean(get(name).per_sample(Z_KxN.T, Y_KxN.T))
+  return jnp.mean(get(name).per_sample(jnp.asarray(Z_KxN).T, jnp.asarray(Y_KxN).T))
 
 
-def mixed(name: str, Z_KxM: jax.Array, Y1_KxM: jax.Array, Y2_KxM: jax.Array, lam_M: jax.Array) -> jax.Array:
+def mixed(name: str, Z_KxM: ArrayLike, Y1_KxM: ArrayLike, Y2_KxM: ArrayLike, lam_M: ArrayLike) -> jax.Array:
   r"""The mixup loss per column, :math:`\lambda\,\ell(z, y_1) + (1-\lambda)\,\ell(z, y_2)` (``(M,)``; Zhang et
   al. 2018, arXiv 1710.09412; Fisher, Meng & Papyan 2024, arXiv 2402.06171). For CE it equals
   :math:`\ell(z, \lambda y_1 + (1-\lambda) y_2)` (CE is linear in the target); for MSE it does not (they differ by
   the constant :math:`\tfrac12\lambda(1-\lambda)\|y_1-y_2\|^2`), so the two terms are kept apart."""
   f = get(name).per_sample
+  Z_KxM, Y1_KxM, Y2_KxM = jnp.asarray(Z_KxM), jnp.asarray(Y1_KxM), jnp.asarray(Y2_KxM)
   return lam_M * f(Z_KxM.T, Y1_KxM.T) + (1 - lam_M) * f(Z_KxM.T, Y2_KxM.T)
 
 

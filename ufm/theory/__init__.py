@@ -40,90 +40,13 @@ Adding a closed form for a new family or loss: write ``fn(problem) -> Prediction
 ``register_prediction("family", "loss", fn)`` (or as a decorator).
 """
 
-from ufm.theory import deep, frames, mixup, plain, prediction, sphere, vicinity  # noqa: F401  (the namespaces)
-from ufm.theory.deep import (DEEP_TIE_RTOL, DeepCE, DeepMSEMinimiser, deep_b, deep_ce_block, deep_ce_etf,
-                             deep_class_objective, deep_collapse_lambda, deep_existence_ratio, deep_largest_root,
-                             deep_mse_minimiser, deep_mse_nearest_minimiser, deep_phi, deep_threshold_ratio, deep_x,
-                             predict_deep, predict_deep_ce, predict_deep_mse)
-from ufm.theory.frames import (cross_polytope, etf_gram, etf_target, orthogonal_frame, random_orthonormal,
-                               regular_polygon, simplex_etf)
-from ufm.theory.mixup import (MixupFeature, mixup_confidence, mixup_kappa, mixup_optimal_feature,
-                              mixup_same_class_scale)
-from ufm.theory.plain import (CEBalanced, MSEMinimiser, ce_balanced, collapse_threshold, mse_minimiser,
-                              predict_plain_ce, predict_plain_mse)
-from ufm.theory.prediction import (NoClosedFormError, Prediction, balanced_metric_targets, closed_forms, predict,
-                                register_prediction)
-from ufm.theory.sphere import (ConfigurationMetrics, cross_polytope_metrics, regular_polygon_metrics,
-                               riesz_energy_cross_polytope, riesz_energy_regular_polygon, riesz_energy_simplex,
-                               simplex_metrics, spherical_ce_collapsed)
-from ufm.theory.vicinity import (VicinityBasePoint, VicinityMap, contraction_map, vicinity_base_point,
-                                 vicinity_linearised_map)
+from ufm.theory import deep, frames, mixup, plain, prediction, sphere, vicinity
+from ufm.theory.deep import *  # noqa: F403  (re-exports, listed in each module's __all__)
+from ufm.theory.frames import *  # noqa: F403
+from ufm.theory.mixup import *  # noqa: F403
+from ufm.theory.plain import *  # noqa: F403
+from ufm.theory.prediction import *  # noqa: F403
+from ufm.theory.sphere import *  # noqa: F403
+from ufm.theory.vicinity import *  # noqa: F403
 
-# The former private name of balanced_metric_targets (tests read it).
-_balanced_targets = balanced_metric_targets
-
-__all__ = [
-    # predict
-    "NoClosedFormError",
-    "Prediction",
-    "balanced_metric_targets",
-    "closed_forms",
-    "predict",
-    "register_prediction",
-    # frames
-    "cross_polytope",
-    "etf_gram",
-    "etf_target",
-    "orthogonal_frame",
-    "random_orthonormal",
-    "regular_polygon",
-    "simplex_etf",
-    # plain UFM
-    "CEBalanced",
-    "MSEMinimiser",
-    "ce_balanced",
-    "collapse_threshold",
-    "mse_minimiser",
-    "predict_plain_ce",
-    "predict_plain_mse",
-    # vicinity UFM
-    "VicinityBasePoint",
-    "VicinityMap",
-    "contraction_map",
-    "vicinity_base_point",
-    "vicinity_linearised_map",
-    # mixup UFM
-    "MixupFeature",
-    "mixup_confidence",
-    "mixup_kappa",
-    "mixup_optimal_feature",
-    "mixup_same_class_scale",
-    # deep linear UFM
-    "DEEP_TIE_RTOL",
-    "DeepCE",
-    "DeepMSEMinimiser",
-    "deep_b",
-    "deep_ce_block",
-    "deep_ce_etf",
-    "deep_class_objective",
-    "deep_collapse_lambda",
-    "deep_existence_ratio",
-    "deep_largest_root",
-    "deep_mse_minimiser",
-    "deep_mse_nearest_minimiser",
-    "deep_phi",
-    "deep_threshold_ratio",
-    "deep_x",
-    "predict_deep",
-    "predict_deep_ce",
-    "predict_deep_mse",
-    # K > d + 1, spherical UFM
-    "ConfigurationMetrics",
-    "cross_polytope_metrics",
-    "regular_polygon_metrics",
-    "riesz_energy_cross_polytope",
-    "riesz_energy_regular_polygon",
-    "riesz_energy_simplex",
-    "simplex_metrics",
-    "spherical_ce_collapsed",
-]
+__all__ = sorted({name for m in (prediction, frames, plain, vicinity, mixup, deep, sphere) for name in m.__all__})
