@@ -17,6 +17,14 @@ def dtype(config):
   return jnp.float64 if config.x64 else jnp.float32
 
 
+def variant(arg, allowed=("smoke",)):
+  """The configuration variant named by ``arg`` (``None`` is the full configuration); ``ValueError`` naming the
+  allowed variants otherwise. Every module's ``get_config`` starts with it."""
+  if arg is not None and arg not in allowed:
+    raise ValueError(f"unknown config variant {arg!r}; allowed: {', '.join(allowed)}")
+  return arg
+
+
 def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
   """``value`` as an int in ``[lo, hi]`` (:func:`ufm.validate.check_int` plus an upper bound); ``ValueError``
   naming ``name`` and the range otherwise."""
