@@ -348,10 +348,14 @@ def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str 
   partial = root / f"{h}.partial"
   partial.mkdir(exist_ok=True)
   ctx = Context(partial, progress=progress, chunk_steps=chunk_steps)
-  env = environment()
-  t0 = time.perf_counter()
-  with _compile_timer() as compile_s:
-    results = module.run(config, ctx=ctx)
+  # A configuration with x64 = True runs in float64 whoever calls this (the CLI or Python); the caller's setting is
+  # restored afterwards. x64 = False leaves the caller's setting as it is (as the CLI does).
+  x64 = jax.enable_x64(True) if getattr(config, "x64", False) else contextlib.nullcontext()
+  with x64:
+    env = environment()
+    t0 = time.perf_counter()
+    with _compile_timer() as compile_s:
+      results = module.run(config, ctx=ctx)
   wall = time.perf_counter() - t0
   if not isinstance(results, xr.Dataset):
     raise TypeError(f"experiments.{name}.run returned {type(results).__name__}; expected an xarray.Dataset")

@@ -331,3 +331,20 @@ def test_weight_decay_phase_matches_the_closed_form_across_the_threshold():
   assert ok.mean() > 0.9, ok
   for var in ("norm_W_sq", "norm_H_sq", "objective"):
     assert_close(ds[var].values[ok], ds[f"pred_{var}"].values[ok], "reference", var)
+
+
+def test_runner_run_from_python_honours_the_configs_x64(tmp_path):
+  """``experiments.runner.run`` switches float64 on for a configuration with ``x64 = True`` even when called from
+  Python with x64 off (the CLI is not involved), and restores the caller's setting afterwards."""
+  code = (
+      "import json, jax, pathlib\n"
+      "from experiments import runner, get\n"
+      "c = get('bias_mse_gram').get_config('smoke')\n"
+      "assert c.x64 and not jax.config.jax_enable_x64\n"
+      f"rec = runner.run('bias_mse_gram', c, out={str(tmp_path)!r})\n"
+      "meta = json.loads((pathlib.Path(rec.path) / 'meta.json').read_text())\n"
+      "print(meta['x64'], rec.results[list(rec.results.data_vars)[0]].dtype, jax.config.jax_enable_x64)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_ENABLE_X64": "0"})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["True", "float64", "False"]
