@@ -310,7 +310,7 @@ def _repo_text_files() -> list[Path]:
     ignored = {".git", ".venv", "results", "build", "__pycache__", ".pytest_cache", ".hypothesis", ".ufm-claims"}
     rels = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
             if p.is_file() and not ignored.intersection(p.relative_to(ROOT).parts)
-            and not p.name.endswith(".egg-info") and not any(q.endswith(".egg-info") for q in p.relative_to(ROOT).parts)}
+            and not any(q.endswith(".egg-info") for q in p.relative_to(ROOT).parts)}
   files = []
   for rel in sorted(rels):
     p = ROOT / rel
