@@ -1,44 +1,58 @@
 """Experiments: one module per paper figure or claim, run by ``python -m experiments``.
 
-Every module has the same four parts:
+Every module has the same three parts:
 
 * ``get_config(arg=None) -> ml_collections.ConfigDict``: the full configuration, or the
   small one the tests run with ``arg="smoke"``;
-* ``sweep(config) -> dict``: the vmapped axes in order (name -> values);
-* ``run(config, ctx=None) -> xarray.Dataset``: validates the whole configuration first
+* ``run(config, ctx) -> xarray.Dataset``: validates the whole configuration first
   (so bad values fail before anything compiles), then calls ``ufm``'s vmapped solvers
-  through ``ctx.sweep`` (progress bars and resumable chunks; no training loops here);
-* ``plot(results, config) -> matplotlib.figure.Figure``: no JAX compute.
+  through ``ctx.sweep`` over the axes ``ctx.axes`` (progress bars and resumable chunks; no
+  training loops here);
+* ``plot(results, config) -> matplotlib.figure.Figure``: no JAX compute;
 
-and the module constants ``TITLE``, ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the measured
-time of the full configuration on a 2-core CPU) that ``python -m experiments list``
-prints. :mod:`experiments.runner` stores results under
-``results/<experiment>/<config-hash>/`` (see its docstring for the format).
+optionally ``sweep(config) -> dict``, the vmapped axes in order (name -> values) when they are
+not the default seed axis ``{"seed": config.seed + arange(config.num_seeds)}``; and the module
+constants ``TITLE``, ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the measured time of the full
+configuration on a 2-core CPU) that ``python -m experiments list --verbose`` prints.
+
+:mod:`experiments.runner` does the shared work: ``runner.compute(name, config)`` runs one
+(float64 when ``config.x64``, with a default context and the axes); ``runner.run`` also stores
+the results under ``results/<experiment>/<config-hash>/`` (see its docstring for the format).
 
 Citations "derivations §N" refer to the sections of ``ufm/theory/derivations.md``.
 """
 
 import importlib
+import pkgutil
 from types import ModuleType
 
-#: Registered experiments, in the order ``list`` prints them.
-EXPERIMENTS = ("etf_emergence", "weight_decay_phase", "benign_landscape", "bias_mse_gram",
-               "perturbation_nc1_flow", "perturbation_linearised_map", "perturbation_regularisation",
-               "minority_collapse", "seli_distance",
-               # mixup UFM
-               "mixup_geometry", "mixup_confidence", "mixup_alpha_K",
-               # deep linear UFM
-               "deep_layers_nc", "deep_imbalanced_mse", "deep_mse_thresholds", "deep_ce_lowrank",
-               # K > d, spherical UFM, fixed classifiers
-               "kd_geometry", "kd_gnc2", "fixed_classifiers", "zipf_many_class",
-               # Flax networks on real data
-               "net_nc_dynamics", "net_layerwise_nc1", "net_imbalanced", "net_mixup")
+#: Modules of this package that are not experiments.
+_NOT_EXPERIMENTS = ("runner",)
+#: What every experiment module defines.
+REQUIRED = ("TITLE", "PAPER", "FIGURE", "RUNTIME", "get_config", "run", "plot")
 
-__all__ = ["EXPERIMENTS", "get"]
+
+def _discover() -> tuple[str, ...]:
+  """The public modules of this package other than the runner, sorted by name (no import needed)."""
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
+                      if not m.name.startswith("_") and not m.ispkg and m.name not in _NOT_EXPERIMENTS))
+
+
+#: The experiments: every public module of this package except :mod:`experiments.runner`, sorted by name (their
+#: prefixes group them: ``deep_``, ``kd_``, ``mixup_``, ``net_``, ``perturbation_``). A new experiment is a new
+#: module; nothing else registers it.
+EXPERIMENTS = _discover()
+
+__all__ = ["EXPERIMENTS", "REQUIRED", "get"]
 
 
 def get(name: str) -> ModuleType:
-  """The experiment module ``name``; ``ValueError`` listing the valid names otherwise."""
+  """The experiment module ``name``; ``ValueError`` listing the valid names otherwise, ``TypeError`` when the module
+  lacks one of :data:`REQUIRED`."""
   if name not in EXPERIMENTS:
     raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
-  return importlib.import_module(f"experiments.{name}")
+  module = importlib.import_module(f"experiments.{name}")
+  missing = [a for a in REQUIRED if not hasattr(module, a)]
+  if missing:
+    raise TypeError(f"experiments.{name} is not an experiment module: it lacks {', '.join(missing)}")
+  return module

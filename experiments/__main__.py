@@ -1,6 +1,7 @@
 r"""``python -m experiments list | run NAME | plot NAME``.
 
-* ``list``: name, paper, figure and expected runtime of every experiment.
+* ``list [--verbose]``: name, expected runtime and title of every experiment, one line each
+  within 100 columns; ``--verbose`` adds the paper and figure it reproduces.
 * ``run NAME [--smoke] [--set key=value ...] [--out DIR] [--recompute] [--no-progress]``:
   runs (or reuses) the experiment, stores the results (see :mod:`experiments.runner`) and
   writes the figure into the run directory; at the full configuration (no ``--smoke``, no
@@ -13,7 +14,9 @@ stderr and exit status 2, before anything compiles.
 """
 
 import argparse
+import re
 import sys
+import textwrap
 
 import experiments
 from experiments import runner
@@ -28,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
   p = _Parser(prog="python -m experiments", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-  sub.add_parser("list", help="the experiments: name, paper, figure, expected runtime")
+  ls = sub.add_parser("list", help="the experiments: name, expected runtime, title (--verbose: paper, figure)")
+  ls.add_argument("--verbose", "-v", action="store_true", help="also the paper and figure each one reproduces")
   for cmd, help_ in (("run", "run an experiment (or reuse its stored results) and write its figure"),
                      ("plot", "rebuild an experiment's figure from stored results")):
     s = sub.add_parser(cmd, help=help_)
@@ -45,20 +49,43 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _list() -> None:
-  rows = [("name", "paper", "figure", "runtime (2-core CPU)")]
-  for name in experiments.EXPERIMENTS:
-    m = experiments.get(name)
-    rows.append((name, m.PAPER, m.FIGURE, m.RUNTIME))
-  widths = [max(len(r[i]) for r in rows) for i in range(4)]
-  for r in rows:
-    print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+#: Width of ``list`` output.
+WIDTH = 100
+
+
+def _runtime(module) -> str:
+  """The leading ``"N s"`` of ``RUNTIME`` (the rest, how it was measured, is for ``--verbose``)."""
+  m = re.match(r"\d+ s\b", module.RUNTIME)
+  return m.group() if m else module.RUNTIME
+
+
+def _list(verbose: bool = False) -> None:
+  names = experiments.EXPERIMENTS
+  modules = [experiments.get(n) for n in names]
+  w_name = max(len(n) for n in names)
+  w_time = max(max(len(_runtime(m)) for m in modules), len("runtime"))
+  head = f"{'name'.ljust(w_name)}  {'runtime'.ljust(w_time)}  "
+  print(head + "title")
+  indent, room = " " * len(head), WIDTH - len(head)
+  for name, m in zip(names, modules):
+    lead = f"{name.ljust(w_name)}  {_runtime(m).ljust(w_time)}  "
+    if not verbose:
+      print(lead + (m.TITLE if len(m.TITLE) <= room else m.TITLE[:room - 3] + "..."))
+      continue
+    wrap = textwrap.TextWrapper(room, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+    lines = wrap.wrap(m.TITLE)
+    for label in ("paper", "figure", "runtime"):
+      lines += wrap.wrap(f"{label}: {getattr(m, label.upper())}")
+    print(lead + lines[0])
+    for line in lines[1:]:
+      print(indent + line)
+  print("runtime: the full configuration on a 2-core CPU" + ("" if verbose else "; --verbose: paper, figure, details"))
 
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   if args.command == "list":
-    _list()
+    _list(args.verbose)
     return 0
   try:
     module = experiments.get(args.name)

@@ -6,7 +6,7 @@ import xarray as xr
 import jax.numpy as jnp
 import ufm
 from ufm import validate
-from ufm.validate import check_seed
+from experiments.runner import seeds  # noqa: F401 -- the seed axis, for modules whose sweep adds one
 
 #: Setting label -> (loss, bias) for the four balanced UFM variants.
 SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
@@ -50,12 +50,6 @@ def check_settings(names, allowed=SETTINGS, *, key: str = "settings") -> tuple[s
   if bad or not names or len(set(names)) != len(names):
     raise ValueError(f"{key} = {names!r}: allowed: a non-empty tuple of distinct values among {', '.join(allowed)}")
   return names
-
-
-def seeds(config) -> np.ndarray:
-  """``config.seed + arange(config.num_seeds)``, validated as seeds."""
-  check_int("num_seeds", config.num_seeds)
-  return check_seed("seed", np.arange(config.num_seeds) + check_int("seed", config.seed, lo=0))
 
 
 def sweep_dataset(res: ufm.sweep.SweepResult, *, log_every: int | None = None) -> xr.Dataset:

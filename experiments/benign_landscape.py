@@ -21,7 +21,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common
-from experiments.runner import Context
 
 TITLE = "Final objective gap from >= 1000 random initialisations per setting"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
@@ -62,9 +61,8 @@ def sweep(c) -> dict:
   return {"init_scale": scales, "seed": _common.seeds(c)}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(loss, d, init_scale, seed)``: final objective, relative gap, gradient norm, flags, NC metrics."""
-  ctx = ctx or Context()
   losses = _common.check_settings(c.losses, allowed=("ce", "mse"), key="losses")
   ds_ = tuple(_common.check_int("ds", d) for d in c.ds)
   if len(set(ds_)) != len(ds_):
@@ -76,7 +74,7 @@ def run(c, ctx=None) -> xr.Dataset:
   _common.check_steps(c)
   ufm.problem.check_real("gap_tol", c.gap_tol, lo=0.0, lo_open=True)
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   rows = []
   for loss in losses:
     per_d = []

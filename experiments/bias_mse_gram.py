@@ -19,7 +19,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 
 TITLE = "MSE: Gram matrices without bias (orthogonal frame) and with bias (ETF), solved vs predicted"
 PAPER = "Tirer & Bruna 2022; Zhou et al. 2022"
@@ -46,10 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (settings differ in static ``bias`` and are a Python loop)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _grams(params, problem):
   """``(W W^T, Hbar^T Hbar, W Hbar)`` with ``Hbar`` the uncentred class means (``d x K``)."""
@@ -57,9 +52,8 @@ def _grams(params, problem):
   return params.W @ params.W.T, M.T @ M, params.W @ M
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, seed, k, l)`` for the solved Grams, ``(setting, k, l)`` for the predicted ones."""
-  ctx = ctx or Context()
   settings = _common.check_settings(c.settings, allowed=_SETTINGS)
   dt = _common.dtype(c)
   problems = {s: ufm.make_problem(ufm.balanced_counts(c.K, c.n), d=c.d, lam_W=c.lam_W, lam_H=c.lam_H,
@@ -68,7 +62,7 @@ def run(c, ctx=None) -> xr.Dataset:
   preds = {s: ufm.predict(p) for s, p in problems.items()}
   _common.check_steps(c)
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   parts = []
   for s, problem in problems.items():
     res = ctx.sweep(f"bias_mse_gram[{s}]", ufm.gradient_descent, problem, hp, axes=axes, num_steps=c.num_steps,

@@ -19,7 +19,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import deep, theory
 
 TITLE = "Deep linear CE-UFM: best ETF vs rank-K/2 blocks vs L-BFGS from random starts"
@@ -41,28 +40,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (K and M fix shapes: Python loops)."""
-  return {"seed": _common.seeds(c)}
 
-
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(K, depth, seed)`` for the solver, ``(K, depth)`` for the candidates."""
-  ctx = ctx or Context()
   Ks = tuple(_common.check_int("K", K, lo=2, hi=64) for K in c.Ks)
   depths = tuple(_common.check_int("depth", M, lo=1, hi=20) for M in c.depths)
   n = _common.check_int("n", c.n)
   problems = {(K, M): deep.make_deep_problem(ufm.balanced_counts(K, n), d=K, depth=M, lam_W=c.lam, lam_H=c.lam,
                                              loss="ce", dtype=_common.dtype(c)) for K in Ks for M in depths}
   hp = ufm.lbfgs_hparams(init_scale=c.init_scale, gtol=c.gtol, dtype=_common.dtype(c))
-  S = len(_common.seeds(c))
+  S = len(ctx.axes["seed"])
   shape = (len(Ks), len(depths))
   f, rank, conv = np.zeros(shape + (S,)), np.zeros(shape + (S,), int), np.zeros(shape + (S,), bool)
   sv = np.full(shape + (S, max(Ks)), np.nan)
   F_etf, F_blk = np.zeros(shape), np.full(shape, np.nan)
   for (K, M), p in problems.items():
     i, j = Ks.index(K), depths.index(M)
-    res = ctx.sweep(f"deep_ce_lowrank[K={K},M={M}]", ufm.lbfgs_reference, p, hp, axes=sweep(c), max_steps=c.max_steps)
+    res = ctx.sweep(f"deep_ce_lowrank[K={K},M={M}]", ufm.lbfgs_reference, p, hp, axes=ctx.axes, max_steps=c.max_steps)
     sol = res.solution
     Zbar = np.asarray(jax.vmap(lambda prm: prm.W @ prm.H[:, ::n])(sol.params), np.float64)
     s = np.linalg.svd(Zbar, compute_uv=False)
@@ -76,7 +70,7 @@ def run(c, ctx=None) -> xr.Dataset:
                    "converged": (("K", "depth", "seed"), conv),
                    "singular_values": (("K", "depth", "seed", "index"), sv),
                    "pred_F_etf": (("K", "depth"), F_etf), "pred_F_blk": (("K", "depth"), F_blk)},
-                  coords={"K": list(Ks), "depth": list(depths), "seed": sweep(c)["seed"], "index": np.arange(max(Ks))})
+                  coords={"K": list(Ks), "depth": list(depths), "seed": ctx.axes["seed"], "index": np.arange(max(Ks))})
   ds["gap_to_etf"] = (ds.objective - ds.pred_F_etf) / ds.pred_F_etf
   ds.attrs.update(n=n, lam=c.lam)
   return ds

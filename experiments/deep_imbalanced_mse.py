@@ -16,7 +16,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common, _deep
-from experiments.runner import Context
 from ufm import deep, theory
 
 TITLE = "Imbalanced deep linear MSE-UFM: per-class norms vs depth, distance to the general orthogonal frame"
@@ -43,28 +42,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (depths are a Python loop: shapes are static)."""
-  return {"seed": _common.seeds(c)}
 
-
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(depth, seed, step)`` for the Gram distances, ``(depth, seed, class)`` for final norms,
   ``(depth, class)`` for the closed form."""
-  ctx = ctx or Context()
   depths = tuple(_common.check_int("depth", M, lo=1, hi=20) for M in c.depths)
   problems = {M: deep.make_deep_problem(c.counts, d=c.d, depth=M, lam_W=c.lam, lam_H=c.lam, loss="mse",
                                         dtype=_common.dtype(c)) for M in depths}
   _common.check_steps(c)
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
-  K, D, S, T = len(c.counts), len(depths), len(_common.seeds(c)), c.num_steps // c.log_every
+  K, D, S, T = len(c.counts), len(depths), len(ctx.axes["seed"]), c.num_steps // c.log_every
   dist = {k: np.zeros((D, S, T)) for k in ("gram_W", "gram_M", "logits_M")}
   w, h, obj = np.zeros((D, S, K)), np.zeros((D, S, K)), np.zeros((D, S))
   w_th, h_th, f_th, x_th = np.zeros((D, K)), np.zeros((D, K)), np.zeros(D), np.zeros((D, K))
   diverged = np.zeros((D, S), bool)
   for j, M in enumerate(depths):
     p = problems[M]
-    res = ctx.sweep(f"deep_imbalanced_mse[M={M}]", ufm.gradient_descent, p, hp, axes=sweep(c), num_steps=c.num_steps,
+    res = ctx.sweep(f"deep_imbalanced_mse[M={M}]", ufm.gradient_descent, p, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.log_every, trace_metrics=TRACE)
     tm = {k: np.asarray(v, np.float64) for k, v in res.solution.trace.metrics.items()}
     th = theory.deep_mse_minimiser(c.counts, c.lam, c.lam, M=M, bias=False)
@@ -88,7 +82,7 @@ def run(c, ctx=None) -> xr.Dataset:
                    "objective": (("depth", "seed"), obj), "diverged": (("depth", "seed"), diverged),
                    "pred_norm_w": (("depth", "class"), w_th), "pred_norm_h": (("depth", "class"), h_th),
                    "pred_objective": (("depth",), f_th), "pred_x": (("depth", "class"), x_th)},
-                  coords={"depth": list(depths), "seed": sweep(c)["seed"], "step": steps, "class": np.arange(K)})
+                  coords={"depth": list(depths), "seed": ctx.axes["seed"], "step": steps, "class": np.arange(K)})
   ds.attrs.update(counts=list(c.counts), d=c.d, lam=c.lam, lr=c.lr, momentum=c.momentum)
   return ds
 

@@ -20,7 +20,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common, _deep
-from experiments.runner import Context
 from ufm import deep, theory
 
 TITLE = "NC across the layers of a deep linear UFM (MSE/CE, bias/bias-free, depths 1-9)"
@@ -48,10 +47,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (settings and depths are Python loops: loss, bias and shapes are static)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _problems(c) -> dict:
   settings = _common.check_settings(c.settings)
@@ -62,18 +57,17 @@ def _problems(c) -> dict:
           for s in settings for M in depths}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, depth, seed, step, layer)`` for per-feature-layer traces (``layer`` 0 = ``H`` ... ``M`` = logits),
   ``clayer`` (``m = 1..M``) for the classifier-side ones (NaN beyond a network's layers),
   ``(setting, depth, seed)`` for final values, ``(setting, depth)`` for predictions."""
-  ctx = ctx or Context()
   problems = _problems(c)
   _common.check_steps(c)
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
   L = max(c.depths) + 1
   settings, depths = tuple(c.settings), tuple(c.depths)
   T = c.num_steps // c.log_every
-  S = len(_common.seeds(c))
+  S = len(ctx.axes["seed"])
   shape = (len(settings), len(depths))
   Lc = max(c.depths)
   out = {k: np.full(shape + (S, T, L if k in ("nc1", "nc2_M") else Lc), np.nan)
@@ -85,7 +79,7 @@ def run(c, ctx=None) -> xr.Dataset:
   pi = np.full(c.K, 1.0 / c.K)
   for (s, M), p in problems.items():
     i, j = settings.index(s), depths.index(M)
-    res = ctx.sweep(f"deep_layers_nc[{s},M={M}]", ufm.gradient_descent, p, hp, axes=sweep(c), num_steps=c.num_steps,
+    res = ctx.sweep(f"deep_layers_nc[{s},M={M}]", ufm.gradient_descent, p, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.log_every, trace_metrics=TRACE)
     sol, tm = res.solution, {k: np.asarray(v, np.float64) for k, v in res.solution.trace.metrics.items()}
     cen = p.bias or p.loss == "ce"
@@ -115,7 +109,7 @@ def run(c, ctx=None) -> xr.Dataset:
       pred["F_etf"][i, j] = float(theory.deep_ce_etf(c.K, c.n, M, c.lam, c.lam).objective)
       if c.K % 2 == 0:
         pred["F_blk"][i, j] = float(theory.deep_ce_block(c.K, c.n, M, c.lam, c.lam).objective)
-  seeds = sweep(c)["seed"]
+  seeds = ctx.axes["seed"]
   steps = c.log_every * np.arange(1, T + 1)
   dims5 = ("setting", "depth", "seed", "step", "layer")
   dimsc = dims5[:-1] + ("clayer",)

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import deep, theory
 
 TITLE = "Deep linear MSE-UFM: classes cross the collapse threshold one by one (global vs largest-root rule)"
@@ -60,10 +59,9 @@ def lam_H_threshold(counts, M: int, lam_W: float, ratio: float) -> np.ndarray:
   return (ratio * n / (M * N * lam_W)) ** M / N
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(depth, lam_H, seed, class)`` for the solver's per-class norms, ``(depth, lam_H, class)`` for the theory."""
-  ctx = ctx or Context()
-  axes = sweep(c)
+  axes = ctx.axes
   lams, seeds = axes["lam_H"], axes["seed"]
   depths = tuple(_common.check_int("depth", M, lo=1, hi=20) for M in c.depths)
   problems = {M: deep.make_deep_problem(c.counts, d=c.d, depth=M, lam_W=c.lam_W, lam_H=float(lams[0]), loss="mse",

@@ -20,7 +20,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common
-from experiments.runner import Context
 
 TITLE = "NC metrics along gradient descent, with closed-form limits"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
@@ -47,10 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axes: seeds (the four settings are a Python loop: loss and bias are static)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _problems(c) -> dict:
   settings = _common.check_settings(c.settings)
@@ -59,14 +54,13 @@ def _problems(c) -> dict:
           for s in settings}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dataset with dims ``(setting, seed, step)`` for the traces, ``(setting, seed)`` for final values,
   ``(setting,)`` for the predictions ``pred_*`` (NaN where the closed form fixes nothing)."""
-  ctx = ctx or Context()
   problems = _problems(c)  # validates everything before any compilation
   _common.check_steps(c)
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
-  axes = sweep(c)
+  axes = ctx.axes
   parts, preds = [], []
   for s, problem in problems.items():
     res = ctx.sweep(f"etf_emergence[{s}]", ufm.gradient_descent, problem, hp, axes=axes, num_steps=c.num_steps,

@@ -20,7 +20,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import geometry, spherical
 
 TITLE = "Learned vs fixed classifiers (ETF, d-simplex, EBV, sparse ETF) on the spherical CE-UFM"
@@ -55,10 +54,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (profiles and classifiers are a Python loop; the fixed ones share one program)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _counts(c, profile):
   if profile == "balanced":
@@ -82,10 +77,9 @@ def _classifiers(c, key, dt):
   return out
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(profile, classifier, seed, step)`` for the traces, ``(profile, classifier, seed)`` for final values,
   ``(classifier,)`` for the fixed classifiers' largest pairwise cosine."""
-  ctx = ctx or Context()
   profiles = _common.check_settings(c.profiles, allowed=("balanced", "long-tailed"), key="profiles")
   _common.check_steps(c)
   dt = _common.dtype(c)
@@ -95,7 +89,7 @@ def run(c, ctx=None) -> xr.Dataset:
   problems = {(p, name): spherical.make_spherical_problem(counts[p], d=c.d, tau=c.tau, W_fixed=W, dtype=dt)
               for p in profiles for name, W in Ws.items()}
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   parts = []
   for p in profiles:
     per = []

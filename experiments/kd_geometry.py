@@ -19,7 +19,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import geometry, spherical
 
 TITLE = "Spherical CE-UFM for K > d + 1: learned classifiers beside softmax codes and minimal-energy configurations"
@@ -64,16 +63,15 @@ def _check(c):
   return shapes
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(shape, tau, seed)`` for the learned rho and GNC2, ``(shape, tau, seed, k, x)`` for the learned classifier
   (zero-padded to the largest K and to 3 coordinates), ``(shape, k, x)`` for the references."""
-  ctx = ctx or Context()
   shapes = _check(c)
   dt = _common.dtype(c)
   problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, c.n), d=d, tau=c.taus[0], dtype=dt)
               for d, K in shapes]
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   Kmax = max(K for _, K in shapes)
   T, S = len(c.taus), int(c.num_seeds)
   out = {k: [] for k in ("rho", "gnc2", "W", "code_W", "code_rho", "code_spread", "energy_W", "energy_rho",

@@ -16,7 +16,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import geometry, spherical
 
 TITLE = "GNC2 vs K/d: spherical CE-UFM against the minimal log-energy configuration and the ETF value"
@@ -42,10 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds ((d, K) are a Python loop)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _shapes(c):
   dims = tuple(_common.check_int("dims[i]", d, lo=2) for d in c.dims)
@@ -63,16 +58,15 @@ def _gnc2_pair(params_W, params_H, labels):
   return ufm.metrics.gnc2(M - params_H.mean(axis=1, keepdims=True)), ufm.metrics.gnc2(params_W.T)
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(shape, seed)`` for the learned GNC2 values, ``(shape,)`` for the references."""
-  ctx = ctx or Context()
   shapes = _shapes(c)
   _common.check_int("num_steps", c.num_steps, hi=10**7)
   dt = _common.dtype(c)
   problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, _common.check_int("n", c.n)), d=d, tau=c.tau,
                                                dtype=dt) for d, K in shapes]
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   key = jax.random.key(int(c.seed))
   rows = {k: [] for k in ("gnc2_M", "gnc2_W", "objective", "diverged", "energy_gnc2", "energy_spread", "etf_gnc2")}
   for (d, K), p in zip(shapes, problems):

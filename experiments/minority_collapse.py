@@ -29,7 +29,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import convex
 
 TITLE = "Minority collapse: cosines and norms of minority classifiers vs n_A/n_B and lambda (convex reference + L-BFGS)"
@@ -170,10 +169,9 @@ def _lbfgs_point(ctx, tag, c, setting, counts, mu, K_A):
 _KEYS = ("cos_minor", "spread_minor", "norm_minor", "norm_major", "cos_major_minor")
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims: ``(setting, lam, R)`` convex grid; ``(setting, lam, R_check)`` L-BFGS; ``(setting, K_A_hl, mu)``
   convex at Hong & Ling's counts; ``(setting, mu_check)`` L-BFGS there (with ``K_A``); ``(setting, lam)`` thresholds."""
-  ctx = ctx or Context()
   settings, axes, K_A, K_B, n_B, K_A_hl, R_check, scale = _validate(c)
   lams, Rs = axes["lam"], axes["R"]
   mus = np.geomspace(float(c.mu_min), float(c.mu_max), c.num_mu)

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import metrics, mixup, theory
 
 TITLE = "Mixup UFM geometry against alpha and K (input and manifold mixup, learned classifier)"
@@ -123,10 +122,9 @@ def _manifold_measures(params, problem):
               rho=jnp.mean(jnp.linalg.norm(W, axis=1)), confidence_half=jnp.mean(jnp.max(jax.nn.softmax(Z, axis=0), 0)))
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dataset with dims ``(K, alpha, seed)``: ``input_*`` and ``manifold_*`` measures, the solver flags, and
   ``input_theory_confidence_half`` (the fixed-ETF closed form at the measured rho)."""
-  ctx = ctx or Context()
   models, Ks, axes, problems = _validate(c)
   hp = ufm.lbfgs_hparams(init_scale=c.init_scale, dtype=_common.dtype(c))
   alphas = jnp.asarray(axes["alpha"], _common.dtype(c))

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import mixup, theory
 
 TITLE = "Confidence of mixed examples vs lambda: mixup CE, plain CE, MSE, against the closed forms"
@@ -104,10 +103,9 @@ def _confidences(W, H_dxKxKxQ, lam):
   return jnp.stack(out)
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dataset: ``confidence`` with dims ``(setting, lam_H, seed, pair, lam)``, the closed form ``theory`` with dims
   ``(setting, lam_H, lam)`` and ``theory_fine`` on ``lam_fine``, and the training traces."""
-  ctx = ctx or Context()
   settings, axes, grid, problems = _validate(c)
   lam_fine = np.linspace(0.0, 1.0, 201)
   parts, conf, th, th_fine = [], [], [], []

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import mixup, theory
 
 TITLE = "Mixed features of the mixup UFM on the plane of two classifiers (CE channel vs MSE segment)"
@@ -51,10 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.panels, c.K, c.d, c.num_lam, c.num_seeds, c.num_steps, c.log_every = ("ce",), 3, 3, 5, 2, 20, 10
   return c
 
-
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (the panels are a Python loop: loss and the fixed classifier are static)."""
-  return {"seed": _common.seeds(c)}
 
 
 def _problem(c, panel):
@@ -91,12 +86,11 @@ def _pair_coordinates(W, H_dxKxKxQ):
   return jnp.stack(xs), jnp.stack(ys), jnp.stack(rs), jnp.stack(cs)
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dataset: ``x, y, resid, confidence`` with dims ``(panel, seed, pair, lam)``, the theory ``theory_x, theory_y``
   with dims ``(panel, lam_fine)``, the training trace and ``rho`` (mean classifier row norm) per panel and seed."""
-  ctx = ctx or Context()
   panels, problems = _validate(c)
-  keys = sweep(c)
+  keys = ctx.axes
   lam_fine = np.linspace(0.0, 1.0, 201)
   out = {k: [] for k in ("x", "y", "resid", "confidence", "rho", "theory_x", "theory_y", "theory_seg_x",
                          "theory_seg_y")}

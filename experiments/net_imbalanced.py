@@ -22,7 +22,6 @@ import xarray as xr
 import ufm
 from experiments import _common
 from experiments import _networks as N
-from experiments.runner import Context
 from ufm import networks as nets
 
 TITLE = "Imbalanced digits: classifier norms and angles vs class size, networks beside the UFM"
@@ -53,10 +52,6 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (settings and profiles change shapes or static choices: Python loops)."""
-  return {"seed": _common.seeds(c)}
-
 
 def _counts(c, profile):
   if profile == "step":
@@ -69,10 +64,9 @@ def _cos(G):
   return G / np.maximum(np.outer(n, n), 1e-300)
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(profile, setting, seed, class[, class2])`` for the measured ``norm_w``, ``norm_m``, ``cos_w``;
   ``(profile, setting, class[, class2])`` for the predicted ``pred_*``; ``(profile, class)`` for ``counts``."""
-  ctx = ctx or Context()
   settings = N.check_settings(c.settings)
   profiles = _common.check_settings(c.profiles, PROFILES, key="profiles")
   _common.check_int("n_major", c.n_major, lo=2, hi=124)
@@ -113,7 +107,7 @@ def run(c, ctx=None) -> xr.Dataset:
     data_vars[k] = (("profile", "setting") + dims, np.stack([np.stack([d[(p, s)][1] for s in settings])
                                                              for p in profiles]))
   data_vars["counts"] = (("profile", "class"), np.asarray([counts[p] for p in profiles]))
-  ds = xr.Dataset(data_vars, coords={"profile": list(profiles), "setting": list(settings), "seed": _common.seeds(c),
+  ds = xr.Dataset(data_vars, coords={"profile": list(profiles), "setting": list(settings), "seed": ctx.axes["seed"],
                                      "class": np.arange(10), "class2": np.arange(10)})
   ds.attrs.update(width=c.width, depth=c.depth, lam_W=c.lam_W, lam_H=c.lam_H, weight_decay=c.weight_decay,
                   num_epochs=c.num_epochs, n_major=c.n_major, n_minor=c.n_minor, rho=c.rho)

@@ -20,7 +20,6 @@ import xarray as xr
 
 from experiments import _common
 from experiments import _networks as N
-from experiments.runner import Context
 from ufm import networks as nets
 
 TITLE = "Layer-wise NC1 through the hidden layers of an MLP on digits"
@@ -45,15 +44,10 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds."""
-  return {"seed": _common.seeds(c)}
 
-
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, seed, epoch, layer)`` for the layer metrics (``layer`` 0 = the input, constant in epoch),
   ``(setting, seed, epoch)`` for the accuracies; ``(setting, seed)`` the fitted per-layer decay of log10 NC1."""
-  ctx = ctx or Context()
   settings = N.check_settings(c.settings)
   n = _common.check_int("n", c.n, lo=2, hi=124)
   data = N.digits(c, (n,) * 10)
@@ -82,7 +76,7 @@ def run(c, ctx=None) -> xr.Dataset:
     v["nc1_decade_per_layer"] = (("seed",), slope)
     per.append(v)
   ds = xr.Dataset({k: (("setting",) + per[0][k][0], np.stack([p[k][1] for p in per])) for k in per[0]},
-                  coords={"setting": list(settings), "seed": _common.seeds(c), "epoch": list(cfg.epochs),
+                  coords={"setting": list(settings), "seed": ctx.axes["seed"], "epoch": list(cfg.epochs),
                           "layer": np.arange(0, c.depth + 1)})
   ds.attrs.update(K=10, n=n, width=c.width, depth=c.depth, lam_W=c.lam_W, lam_H=c.lam_H,
                   weight_decay=c.weight_decay, lr=c.lr, num_epochs=c.num_epochs)

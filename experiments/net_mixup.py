@@ -27,7 +27,6 @@ import xarray as xr
 
 from experiments import _common
 from experiments import _networks as N
-from experiments.runner import Context
 from ufm import networks as nets
 from ufm import theory
 
@@ -57,10 +56,6 @@ def get_config(arg: str | None = None):
     c.num_epochs, c.num_points, c.metrics, c.layer_metrics, c.fast_compile = 3, 2, ("nc1",), ("nc1",), True
   return c
 
-
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (mixup on/off is static: a Python loop)."""
-  return {"seed": _common.seeds(c)}
 
 
 def _mixed_inputs(c, data):
@@ -99,11 +94,10 @@ def _fit_mu(h, logits, targets, W):
   return float(np.sum(h * g) / np.sum(h * h))
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, seed, lam)`` for the mean plane coordinates and confidence of mixed examples (``*_std``: the
   spread over class and image pairs), ``(setting, seed)`` for the fitted ``mu`` and accuracies, ``(setting, seed,
   lam)`` for the UFM prediction at each fitted ``mu`` (``pred_*``)."""
-  ctx = ctx or Context()
   settings = _common.check_settings(c.settings, SETTINGS)
   n = _common.check_int("n", c.n, lo=2, hi=124)
   _common.check_int("num_lams", c.num_lams, lo=2)
@@ -161,7 +155,7 @@ def run(c, ctx=None) -> xr.Dataset:
     out[s] = v
   ds = xr.Dataset({k: (("setting",) + out[settings[0]][k][0], np.stack([out[s][k][1] for s in settings]))
                    for k in out[settings[0]]},
-                  coords={"setting": list(settings), "seed": _common.seeds(c), "lam": lams})
+                  coords={"setting": list(settings), "seed": ctx.axes["seed"], "lam": lams})
   ds.attrs.update(K=K, n=n, width=c.width, depth=c.depth, rho=c.rho, mixup_alpha=c.mixup_alpha, lam_H=c.lam_H,
                   weight_decay=c.weight_decay, num_epochs=c.num_epochs, pairs=int(P * m))
   return ds

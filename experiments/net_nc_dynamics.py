@@ -21,7 +21,6 @@ import xarray as xr
 
 from experiments import _common
 from experiments import _networks as N
-from experiments.runner import Context
 from ufm import networks as nets
 
 TITLE = "NC1-NC4 along the training of an MLP on digits (CE, MSE), with the UFM's limits"
@@ -45,15 +44,10 @@ def get_config(arg: str | None = None):
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (the settings are a Python loop: loss and bias are static)."""
-  return {"seed": _common.seeds(c)}
 
-
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, seed, epoch[, layer])`` for the traces, ``(setting, seed)`` for the final comparison with the
   UFM (``cmp_*`` measured, ``pred_*`` predicted), ``(setting,)`` for the predicted geometry."""
-  ctx = ctx or Context()
   settings = N.check_settings(c.settings)
   n = _common.check_int("n", c.n, lo=2, hi=124)
   data = N.digits(c, (n,) * 10)
@@ -79,7 +73,7 @@ def run(c, ctx=None) -> xr.Dataset:
     v["geometry"] = ((), np.asarray(cmp[0].geometry))
     per.append(v)
   ds = xr.Dataset({k: (("setting",) + per[0][k][0], np.stack([p[k][1] for p in per])) for k in per[0]},
-                  coords={"setting": list(settings), "seed": _common.seeds(c), "epoch": list(cfgs[settings[0]].epochs),
+                  coords={"setting": list(settings), "seed": ctx.axes["seed"], "epoch": list(cfgs[settings[0]].epochs),
                           "layer": np.arange(1, c.depth + 1)})
   ds.attrs.update(K=10, n=n, width=c.width, depth=c.depth, lam_W=c.lam_W, lam_H=c.lam_H,
                   weight_decay=c.weight_decay, lr=c.lr, num_epochs=c.num_epochs)

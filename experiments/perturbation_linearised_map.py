@@ -55,13 +55,13 @@ def sweep(c) -> dict:
   return {"lam_H": np.geomspace(lo, hi, _common.check_int("num_lam_H", c.num_lam_H))}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(beta, lam_H)``: measured, exact and first-order singular values."""
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K + 1), _common.check_int("n", c.n, lo=2)
   ufm.problem.check_real("lam_W", c.lam_W, lo=0.0, lo_open=True)
   betas = np.asarray([float(ufm.problem.check_real("betas", b, lo=0.0, lo_open=True)) for b in c.betas])
-  lam_H = sweep(c)["lam_H"]
+  lam_H = ctx.axes["lam_H"]
   counts = ufm.balanced_counts(K, n)
   key = jax.random.key(_common.check_int("seed", c.seed, lo=0))
   out = {k: np.zeros((len(betas), len(lam_H))) for k in

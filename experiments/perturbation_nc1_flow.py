@@ -65,11 +65,11 @@ def sweep(c) -> dict:
   return {"within": _positive("withins", c.withins), "beta": _positive("betas", c.betas)}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(within, beta, time)`` for the flow, ``(within, beta)`` for the minimiser."""
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K), _common.check_int("n", c.n, lo=2)
-  axes = sweep(c)
+  axes = ctx.axes
   _common.check_int("flow_steps", c.flow_steps, hi=10**6)
   _common.check_int("log_every", c.log_every)
   if c.flow_steps % c.log_every:

@@ -20,7 +20,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import vicinity
 
 TITLE = "Distance to collapse of the minimiser over (lam_W, lam_H) and (beta, lam_H)"
@@ -59,12 +58,11 @@ def sweep(c) -> dict:
   return {"lam_W": lams, "beta": _grid("beta_range", c.beta_range, num), "lam_H": lams}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Variables ``nc1_ratio_WH`` (dims ``lam_W, lam_H``) and ``nc1_ratio_bH`` (dims ``beta, lam_H``)."""
-  ctx = ctx or Context()
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K), _common.check_int("n", c.n, lo=2)
-  axes = sweep(c)
+  axes = ctx.axes
   counts = ufm.balanced_counts(K, n)
   H0 = vicinity.noisy_collapsed_features(jax.random.key(_common.check_int("seed", c.seed, lo=0)), counts, d,
                                          scale=c.scale, within=c.within, between=c.between)

@@ -43,11 +43,12 @@ import xarray as xr
 
 import experiments
 import ufm
-from ufm.sweep import atomic_write
+from ufm import validate
+from ufm.io import atomic_write
 
-__all__ = ["Context", "ResultsError", "RunRecord", "apply_overrides", "config_dict", "config_hash",
+__all__ = ["Context", "ResultsError", "RunRecord", "apply_overrides", "axes", "compute", "config_dict", "config_hash",
            "default_figures_dir", "environment", "figure_paths", "load_results", "read_run", "run", "save_figure",
-           "save_results"]
+           "save_results", "seeds"]
 
 FORMAT = "ufm-results/1"
 _REPO = Path(__file__).resolve().parent.parent
@@ -155,12 +156,14 @@ class Context:
   ``ctx.sweep(tag, solver, problem, hparams, axes=..., **solver_kwargs)`` is
   :func:`ufm.sweep.sweep` with, for resumable solvers (gradient descent), a checkpoint file
   ``<workdir>/<tag>.npz`` and a progress bar labelled ``tag``. ``tag`` must be unique within
-  one run. Without a ``workdir`` (``run(config)`` from Python) nothing is written.
+  one run. Without a ``workdir`` (:func:`compute` from Python) nothing is written. ``ctx.axes``
+  holds the experiment's vmapped axes (:func:`axes`), set by :func:`compute`.
   """
 
   def __init__(self, workdir: str | os.PathLike | None = None, *, progress: bool = False,
-               chunk_steps: int | None = None):
+               chunk_steps: int | None = None, axes: dict | None = None):
     self.workdir = None if workdir is None else Path(workdir)
+    self.axes = axes
     self.progress = progress
     self.chunk_steps = chunk_steps
     self._tags: set[str] = set()
@@ -325,6 +328,52 @@ def read_run(name: str, config: ml_collections.ConfigDict, out: str | os.PathLik
                    reused=True)
 
 
+def _precision(config):
+  """float64 on for a configuration with ``x64 = True``, whoever calls (the CLI or Python), the caller's setting
+  restored afterwards; ``x64 = False`` leaves the caller's setting as it is (as the CLI does)."""
+  return jax.enable_x64(True) if getattr(config, "x64", False) else contextlib.nullcontext()
+
+
+def axes(name: str, config: ml_collections.ConfigDict) -> dict:
+  """The vmapped axes of experiment ``name`` at ``config``: its module's ``sweep(config)`` where it defines one,
+  else the seed axis ``{"seed": config.seed + arange(config.num_seeds)}`` (validated)."""
+  module = experiments.get(name)
+  if hasattr(module, "sweep"):
+    with _precision(config):
+      return module.sweep(config)
+  for key in ("seed", "num_seeds"):
+    if key not in config:
+      raise TypeError(f"experiments.{name} defines no sweep(config) and its configuration has no {key!r}")
+  return {"seed": seeds(config)}
+
+
+def seeds(config: ml_collections.ConfigDict) -> np.ndarray:
+  """``config.seed + arange(config.num_seeds)``, validated (``num_seeds >= 1``, seeds in ``[0, 2**32)``)."""
+  num = validate.check_int("num_seeds", config.num_seeds, lo=1)
+  return validate.check_seed("seed", np.arange(num) + validate.check_int("seed", config.seed, lo=0))
+
+
+def compute(name: str, config: ml_collections.ConfigDict | None = None, ctx: Context | None = None) -> xr.Dataset:
+  """The results of experiment ``name`` at ``config`` (default: the full configuration), nothing stored.
+
+  Computes the axes (:func:`axes`) into ``ctx`` (default: a :class:`Context` that writes nothing), and runs the
+  module's ``run(config, ctx)`` in float64 when ``config.x64`` (the caller's setting restored afterwards).
+
+  Raises:
+    ValueError: an unknown name or a bad configuration value (before anything compiles).
+    TypeError: ``run`` returned something other than an ``xarray.Dataset``.
+  """
+  module = experiments.get(name)
+  config = module.get_config() if config is None else config
+  ctx = Context() if ctx is None else ctx
+  with _precision(config):
+    ctx.axes = axes(name, config)
+    results = module.run(config, ctx)
+  if not isinstance(results, xr.Dataset):
+    raise TypeError(f"experiments.{name}.run returned {type(results).__name__}; expected an xarray.Dataset")
+  return results
+
+
 def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str | os.PathLike = "results",
         recompute: bool = False, progress: bool = False, chunk_steps: int | None = None) -> RunRecord:
   """Runs experiment ``name`` (or reuses its stored result) and stores it atomically.
@@ -339,6 +388,7 @@ def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str 
   """
   module = experiments.get(name)
   config = module.get_config() if config is None else config
+  axes(name, config)  # validates the axes before anything is created on disk
   h = config_hash(name, config)
   root = Path(out) / name
   final = root / h
@@ -348,17 +398,12 @@ def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str 
   partial = root / f"{h}.partial"
   partial.mkdir(exist_ok=True)
   ctx = Context(partial, progress=progress, chunk_steps=chunk_steps)
-  # A configuration with x64 = True runs in float64 whoever calls this (the CLI or Python); the caller's setting is
-  # restored afterwards. x64 = False leaves the caller's setting as it is (as the CLI does).
-  x64 = jax.enable_x64(True) if getattr(config, "x64", False) else contextlib.nullcontext()
-  with x64:
+  with _precision(config):
     env = environment()
-    t0 = time.perf_counter()
-    with _compile_timer() as compile_s:
-      results = module.run(config, ctx=ctx)
+  t0 = time.perf_counter()
+  with _compile_timer() as compile_s:
+    results = compute(name, config, ctx)
   wall = time.perf_counter() - t0
-  if not isinstance(results, xr.Dataset):
-    raise TypeError(f"experiments.{name}.run returned {type(results).__name__}; expected an xarray.Dataset")
   meta = dict(env, experiment=name, config_hash=h, wall_time_s=round(wall, 3),
               compile_time_s=round(compile_s["s"], 3), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
   tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{h}.tmp-"))

@@ -18,7 +18,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import convex
 
 TITLE = "Distance of the CE-UFM minimiser to the SELI Grams vs lambda, for several imbalance profiles"
@@ -84,9 +83,8 @@ def _distances(X, counts, lam):
   return jax.vmap(jax.vmap(one, in_axes=(0, None, 0)), in_axes=(0, 0, None))(X, counts, lam)
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, profile, lam)`` for the convex reference and ``(setting, lam_check)`` for L-BFGS."""
-  ctx = ctx or Context()
   settings, lams, profiles, counts, lam_check, d = _validate(c)
   C = np.asarray([counts[p] for p in profiles], float)
   dt = _common.dtype(c)

@@ -23,7 +23,6 @@ import xarray as xr
 
 import ufm
 from experiments import _common
-from experiments.runner import Context
 
 TITLE = "Minimiser norms and NC over a (lam_W, lam_H) grid, with the collapse threshold"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
@@ -75,11 +74,10 @@ def _curve(problem, lams) -> dict:
   return {k: np.asarray(v) for k, v in out.items()}
 
 
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(loss, lam_W, lam_H)`` for solved and predicted values; ``(loss, lam)`` for the curve."""
-  ctx = ctx or Context()
   losses = _common.check_settings(c.losses, allowed=("ce", "mse"), key="losses")
-  axes = sweep(c)
+  axes = ctx.axes
   dt = _common.dtype(c)
   problems = {loss: ufm.make_problem(ufm.balanced_counts(c.K, c.n), d=c.d, lam_W=1.0, lam_H=1.0, loss=loss,
                                      bias=bool(c.bias), dtype=dt) for loss in losses}

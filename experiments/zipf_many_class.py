@@ -19,7 +19,6 @@ import xarray as xr
 import jax
 import ufm
 from experiments import _common
-from experiments.runner import Context
 from ufm import spherical, tiled
 
 TITLE = "K >> d with Zipfian counts: GNC2, UNC3, CDNV of the spherical CE-UFM vs training length and d"
@@ -46,14 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def sweep(c) -> dict:
-  """The vmapped axis: seeds (d changes shapes: a Python loop)."""
-  return {"seed": _common.seeds(c)}
 
-
-def run(c, ctx=None) -> xr.Dataset:
+def run(c, ctx) -> xr.Dataset:
   """Dims ``(d, seed, step)`` for the traces, ``(d, seed)`` for the final tiled metrics."""
-  ctx = ctx or Context()
   counts = tiled.zipf_counts(c.K, n_max=c.n_max, a=c.zipf_a)
   dims = tuple(_common.check_int("dims[i]", d, lo=2) for d in c.dims)
   if not dims:
@@ -63,7 +57,7 @@ def run(c, ctx=None) -> xr.Dataset:
   dt = _common.dtype(c)
   problems = {d: spherical.make_spherical_problem(counts, d=d, tau=c.tau, dtype=dt) for d in dims}
   hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = sweep(c)
+  axes = ctx.axes
   parts = []
   for d, p in problems.items():
     res = ctx.sweep(f"zipf_many_class[d={d}]", ufm.gradient_descent, p, hp, axes=axes, num_steps=c.num_steps,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,12 +40,12 @@ def _assert_same(a: xr.Dataset, b: xr.Dataset):
 @pytest.mark.parametrize("name", experiments.EXPERIMENTS)
 def test_experiment_smoke_end_to_end(name, tmp_path):
   module = experiments.get(name)
-  for attr in ("TITLE", "PAPER", "FIGURE", "RUNTIME", "get_config", "sweep", "run", "plot"):
+  for attr in experiments.REQUIRED:
     assert hasattr(module, attr), attr
   c = module.get_config("smoke")
   record = runner.run(name, c, out=tmp_path)
   ds = record.results
-  for axis, values in module.sweep(c).items():  # the declared vmapped axes are named dims with their values
+  for axis, values in runner.axes(name, c).items():  # the declared vmapped axes are named dims with their values
     assert axis in ds.dims, axis
     np.testing.assert_array_equal(ds[axis].values, np.asarray(values))
   for var in ds.data_vars:
@@ -234,16 +235,47 @@ def test_a_checkpoint_of_another_sweep_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------ CLI
 
-def test_list_names_every_experiment(capsys):
+def test_list_names_every_experiment_within_100_columns(capsys):
   assert cli.main(["list"]) == 0
   out = capsys.readouterr().out
+  assert max(map(len, out.splitlines())) <= cli.WIDTH
+  rows = out.splitlines()[1:-1]
+  assert [r.split()[0] for r in rows] == list(experiments.EXPERIMENTS)
+  for name in experiments.EXPERIMENTS:
+    assert re.match(r"\d+ s\b", experiments.get(name).RUNTIME), name  # list shows the leading "N s"
+  assert cli.main(["list", "--verbose"]) == 0
+  verbose = capsys.readouterr().out
+  assert max(map(len, verbose.splitlines())) <= cli.WIDTH
+  flat = " ".join(verbose.split())  # wrapped lines joined
   for name in experiments.EXPERIMENTS:
     m = experiments.get(name)
-    assert name in out and m.PAPER in out and m.RUNTIME in out
+    for text in (name, m.TITLE, m.PAPER, m.FIGURE, m.RUNTIME):
+      assert " ".join(text.split()) in flat, (name, text)
+
+
+def test_experiments_are_discovered_and_checked(monkeypatch):
+  """Every public module but the runner is an experiment (no hand-kept list); a module without the contract is
+  refused by name."""
+  files = sorted(p.stem for p in (REPO / "experiments").glob("*.py") if not p.stem.startswith("_"))
+  assert list(experiments.EXPERIMENTS) == [f for f in files if f != "runner"]
+  monkeypatch.setattr(experiments, "EXPERIMENTS", experiments.EXPERIMENTS + ("_common",))
+  with pytest.raises(TypeError, match="experiments._common is not an experiment module: it lacks TITLE"):
+    experiments.get("_common")
+
+
+def test_the_runner_supplies_the_seed_axis_and_a_context():
+  """A module without ``sweep`` gets ``{"seed": seed + arange(num_seeds)}``, validated before anything runs."""
+  module = experiments.get("etf_emergence")
+  assert not hasattr(module, "sweep")
+  c = module.get_config("smoke")
+  np.testing.assert_array_equal(runner.axes("etf_emergence", c)["seed"], c.seed + np.arange(c.num_seeds))
+  for key, value, match in (("num_seeds", 0, "num_seeds = 0 is out of range"), ("seed", -1, "seed = -1")):
+    with pytest.raises(ValueError, match=match):
+      runner.compute("etf_emergence", runner.apply_overrides(c, [f"{key}={value}"]))
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["run", "nope", "--smoke"], "unknown experiment 'nope'; valid experiments: etf_emergence"),
+    (["run", "nope", "--smoke"], "unknown experiment 'nope'; valid experiments: benign_landscape, "),
     (["run", "etf_emergence", "--smoke", "--set", "Kay=3"], "unknown config key 'Kay'; valid keys: K, d,"),
     (["run", "etf_emergence", "--smoke", "--set", "K=three"], "--set K=three: expected a value of type int"),
     (["run", "etf_emergence", "--smoke", "--set", "K"], "expected key=value"),
@@ -312,7 +344,7 @@ def test_etf_emergence_converges_to_the_closed_form():
   """A reduced full run: every seed's objective reaches f* and the NC metrics their targets."""
   c = runner.apply_overrides(experiments.get("etf_emergence").get_config(),
                              ["K=4", "n=5", "d=6", "num_seeds=4", "num_steps=10000", "log_every=1000"])
-  ds = experiments.get("etf_emergence").run(c)
+  ds = runner.compute("etf_emergence", c)
   for s in ds.setting.values:
     r = ds.sel(setting=s)
     assert_close(r.objective.values, np.full(4, float(r.pred_objective)), "reference")
@@ -326,7 +358,7 @@ def test_weight_decay_phase_matches_the_closed_form_across_the_threshold():
   """gtol 1e-12: at lam = 1e-4 the default 1e-10 leaves the norms 4e-8 off (measured; the argmin error is about
   gtol / lambda_min(Hessian) and lambda_min scales with lam), beyond TOL["reference"]."""
   c = runner.apply_overrides(experiments.get("weight_decay_phase").get_config(), ["num_lams=7", "gtol=1e-12"])
-  ds = experiments.get("weight_decay_phase").run(c)
+  ds = runner.compute("weight_decay_phase", c)
   ok = ds.converged.values
   assert ok.mean() > 0.9, ok
   for var in ("norm_W_sq", "norm_H_sq", "objective"):
