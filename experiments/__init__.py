@@ -12,7 +12,7 @@ Every module has the same three parts:
 
 optionally ``sweep(config) -> dict``, the vmapped axes in order (name -> values) when they are
 not the default seed axis ``{"seed": config.seed + arange(config.num_seeds)}``; and the module
-constants ``TITLE``, ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the measured time of the full
+constants ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the measured time of the full
 configuration on a 2-core CPU) that ``python -m experiments list --verbose`` prints.
 
 :mod:`experiments.runner` does the shared work: ``runner.compute(name, config)`` runs one
@@ -29,7 +29,7 @@ from types import ModuleType
 #: Modules of this package that are not experiments.
 _NOT_EXPERIMENTS = ("runner",)
 #: What every experiment module defines.
-REQUIRED = ("TITLE", "PAPER", "FIGURE", "RUNTIME", "get_config", "run", "plot")
+REQUIRED = ("PAPER", "FIGURE", "RUNTIME", "get_config", "run", "plot")
 
 
 def _discover() -> tuple[str, ...]:
@@ -43,7 +43,7 @@ def _discover() -> tuple[str, ...]:
 #: module; nothing else registers it.
 EXPERIMENTS = _discover()
 
-__all__ = ["EXPERIMENTS", "REQUIRED", "get"]
+__all__ = ["EXPERIMENTS", "REQUIRED", "get", "title"]
 
 
 def get(name: str) -> ModuleType:
@@ -53,6 +53,13 @@ def get(name: str) -> ModuleType:
     raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}")
   module = importlib.import_module(f"experiments.{name}")
   missing = [a for a in REQUIRED if not hasattr(module, a)]
+  missing += [] if (module.__doc__ or "").strip() else ["a docstring"]
   if missing:
     raise TypeError(f"experiments.{name} is not an experiment module: it lacks {', '.join(missing)}")
   return module
+
+
+def title(name: str) -> str:
+  """The title of experiment ``name``: the first paragraph of its module docstring on one line, RST markup removed."""
+  first = get(name).__doc__.strip().split("\n\n")[0]
+  return " ".join(first.replace("``", "").replace(":math:", "").split())

@@ -70,10 +70,11 @@ def _list(verbose: bool = False) -> None:
   for name, m in zip(names, modules):
     lead = f"{name.ljust(w_name)}  {_runtime(m).ljust(w_time)}  "
     if not verbose:
-      print(lead + (m.TITLE if len(m.TITLE) <= room else m.TITLE[:room - 3] + "..."))
+      text = experiments.title(name)
+      print(lead + (text if len(text) <= room else text[:room - 3] + "..."))
       continue
     wrap = textwrap.TextWrapper(room, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
-    lines = wrap.wrap(m.TITLE)
+    lines = wrap.wrap(experiments.title(name))
     for label in ("paper", "figure", "runtime"):
       lines += wrap.wrap(f"{label}: {getattr(m, label.upper())}")
     print(lead + lines[0])

@@ -6,7 +6,7 @@ import xarray as xr
 import jax.numpy as jnp
 import ufm
 from ufm import validate
-from experiments.runner import seeds  # noqa: F401 -- the seed axis, for modules whose sweep adds one
+from experiments.runner import seeds  # noqa: F401 -- re-exported: the seed axis for modules whose sweep adds one
 
 #: Setting label -> (loss, bias) for the four balanced UFM variants.
 SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False), "mse+bias": ("mse", True)}
@@ -15,6 +15,14 @@ SETTINGS = {"ce": ("ce", False), "ce+bias": ("ce", True), "mse": ("mse", False),
 def dtype(config):
   """float64 when ``config.x64`` (the CLI then enables ``jax_enable_x64``), else float32."""
   return jnp.float64 if config.x64 else jnp.float32
+
+
+def gd_hparams(c, **overrides) -> "ufm.GDHparams":
+  """:func:`ufm.gd_hparams` from the configuration's ``lr`` and, where it has them, ``momentum`` and
+  ``init_scale``, in :func:`dtype` (``overrides`` win)."""
+  kw = {k: c[k] for k in ("lr", "momentum", "init_scale") if k in c}
+  kw.update(dtype=dtype(c), **overrides)
+  return ufm.gd_hparams(kw.pop("lr"), **kw)
 
 
 def variant(arg, allowed=("smoke",)):
@@ -32,6 +40,24 @@ def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
   if hi is not None and value > hi:
     raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers in [{lo}, {hi}]")
   return value
+
+
+def positive(name: str, values) -> np.ndarray:
+  """``values`` as a non-empty 1-D float64 array of finite numbers > 0 (a vmapped axis); ``ValueError`` naming
+  config key ``name`` otherwise."""
+  arr = validate.check_real(name, values, lo=0.0, lo_open=True)
+  if arr.ndim != 1 or arr.size == 0:
+    raise ValueError(f"{name} = {values!r}: allowed: a non-empty tuple of numbers > 0")
+  return arr
+
+
+def log_grid(c, lo: str, hi: str, num: str, *, min_num: int = 1, decreasing: bool = False) -> np.ndarray:
+  """``geomspace(c[lo], c[hi], c[num])`` (reversed when ``decreasing``) with ``0 < c[lo] <= c[hi]`` and
+  ``c[num] >= min_num`` checked first; ``ValueError`` naming the offending key otherwise."""
+  a = float(validate.check_real(lo, c[lo], lo=0.0, lo_open=True))
+  b = float(validate.check_real(hi, c[hi], lo=a))
+  grid = np.geomspace(a, b, check_int(num, c[num], lo=min_num))
+  return grid[::-1] if decreasing else grid
 
 
 def check_steps(config):

@@ -22,7 +22,6 @@ import xarray as xr
 import ufm
 from experiments import _common
 
-TITLE = "Final objective gap from >= 1000 random initialisations per setting"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Thm. 3.2 / Zhou Thm. 3.2 (benign landscape)"
 RUNTIME = "160 s"
@@ -53,12 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def sweep(c) -> dict:
   """The vmapped axes: ``init_scale`` (outer) and ``seed``; losses and ``d`` are a Python loop (static)."""
-  scales = np.asarray(c.init_scales, np.float64)
-  for s in scales:
-    ufm.solvers.check_hparam("init_scale", s, np.float64)
-  if scales.ndim != 1 or scales.size == 0:
-    raise ValueError(f"init_scales = {c.init_scales!r}: allowed: a non-empty tuple of positive numbers")
-  return {"init_scale": scales, "seed": _common.seeds(c)}
+  return {"init_scale": _common.positive("init_scales", c.init_scales), "seed": _common.seeds(c)}
 
 
 def run(c, ctx) -> xr.Dataset:
@@ -73,14 +67,13 @@ def run(c, ctx) -> xr.Dataset:
   f_star = {key: float(ufm.predict(p).objective) for key, p in problems.items()}  # NoClosedFormError: d too small
   _common.check_steps(c)
   ufm.problem.check_real("gap_tol", c.gap_tol, lo=0.0, lo_open=True)
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   rows = []
   for loss in losses:
     per_d = []
     for d in ds_:
       problem = problems[(loss, d)]
-      res = ctx.sweep(f"benign_landscape[{loss},d={d}]", ufm.gradient_descent, problem, hp, axes=axes,
+      res = ctx.sweep(f"benign_landscape[{loss},d={d}]", ufm.gradient_descent, problem, hp, axes=ctx.axes,
                       num_steps=c.num_steps, log_every=c.log_every)
       ds = _common.sweep_dataset(res, log_every=c.log_every)
       for k, v in _common.final_metrics(res, problem, ("nc1", "etf_error_M", "norm_W_sq")).items():

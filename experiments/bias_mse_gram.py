@@ -20,7 +20,6 @@ import jax
 import ufm
 from experiments import _common
 
-TITLE = "MSE: Gram matrices without bias (orthogonal frame) and with bias (ETF), solved vs predicted"
 PAPER = "Tirer & Bruna 2022; Zhou et al. 2022"
 FIGURE = "Tirer-Bruna Thm. 2 vs Zhou Thm. 3.1 (Grams)"
 RUNTIME = "20 s"
@@ -61,11 +60,10 @@ def run(c, ctx) -> xr.Dataset:
                                   dtype=dt) for s in settings}
   preds = {s: ufm.predict(p) for s, p in problems.items()}
   _common.check_steps(c)
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   parts = []
   for s, problem in problems.items():
-    res = ctx.sweep(f"bias_mse_gram[{s}]", ufm.gradient_descent, problem, hp, axes=axes, num_steps=c.num_steps,
+    res = ctx.sweep(f"bias_mse_gram[{s}]", ufm.gradient_descent, problem, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.log_every)
     ds = _common.sweep_dataset(res)
     grams = jax.vmap(lambda p, problem=problem: _grams(p, problem))(res.solution.params)

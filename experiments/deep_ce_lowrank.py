@@ -21,7 +21,6 @@ import ufm
 from experiments import _common
 from ufm import deep, theory
 
-TITLE = "Deep linear CE-UFM: best ETF vs rank-K/2 blocks vs L-BFGS from random starts"
 PAPER = "Garrod & Keating 2024 (arXiv 2410.23169) Thm. 1 vs Dang et al. 2023 (arXiv 2301.00437) Thm. A.1"
 FIGURE = "new (G&K Thm. 1 checked with the solvers)"
 RUNTIME = "1367 s wall under load (205 s CPU; mostly compilation of 16 L-BFGS programs)"

@@ -18,7 +18,6 @@ import ufm
 from experiments import _common, _deep
 from ufm import deep, theory
 
-TITLE = "Imbalanced deep linear MSE-UFM: per-class norms vs depth, distance to the general orthogonal frame"
 PAPER = "Dang et al. 2023 (arXiv 2301.00437), imbalanced MSE theorem"
 FIGURE = "Dang et al. imbalanced synthetic figure"
 RUNTIME = "383 s wall under load (62 s CPU)"
@@ -50,7 +49,7 @@ def run(c, ctx) -> xr.Dataset:
   problems = {M: deep.make_deep_problem(c.counts, d=c.d, depth=M, lam_W=c.lam, lam_H=c.lam, loss="mse",
                                         dtype=_common.dtype(c)) for M in depths}
   _common.check_steps(c)
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
+  hp = _common.gd_hparams(c)
   K, D, S, T = len(c.counts), len(depths), len(ctx.axes["seed"]), c.num_steps // c.log_every
   dist = {k: np.zeros((D, S, T)) for k in ("gram_W", "gram_M", "logits_M")}
   w, h, obj = np.zeros((D, S, K)), np.zeros((D, S, K)), np.zeros((D, S))

@@ -22,7 +22,6 @@ import ufm
 from experiments import _common, _deep
 from ufm import deep, theory
 
-TITLE = "NC across the layers of a deep linear UFM (MSE/CE, bias/bias-free, depths 1-9)"
 PAPER = "Dang et al. 2023 (arXiv 2301.00437); Garrod & Keating 2024 (arXiv 2410.23169)"
 FIGURE = "Dang et al. Fig. 2 (synthetic, balanced)"
 RUNTIME = "1660 s wall under load (load ~9 on 2 shared cores; 335 s CPU)"
@@ -63,7 +62,7 @@ def run(c, ctx) -> xr.Dataset:
   ``(setting, depth, seed)`` for final values, ``(setting, depth)`` for predictions."""
   problems = _problems(c)
   _common.check_steps(c)
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
+  hp = _common.gd_hparams(c)
   L = max(c.depths) + 1
   settings, depths = tuple(c.settings), tuple(c.depths)
   T = c.num_steps // c.log_every

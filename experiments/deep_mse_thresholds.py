@@ -21,7 +21,6 @@ import ufm
 from experiments import _common
 from ufm import deep, theory
 
-TITLE = "Deep linear MSE-UFM: classes cross the collapse threshold one by one (global vs largest-root rule)"
 PAPER = "Dang et al. 2023 (arXiv 2301.00437), imbalanced MSE theorem and code"
 FIGURE = "new (Dang et al.'s general orthogonal frame over lambda)"
 RUNTIME = "1156 s wall under load (155 s CPU)"
@@ -46,8 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def sweep(c) -> dict:
   """Vmapped axes: ``lam_H`` (the feature decay; ``lam_W`` fixed on every layer) and seeds."""
-  _common.check_int("num_lams", c.num_lams)
-  return {"lam_H": np.geomspace(c.lam_H_min, c.lam_H_max, c.num_lams), "seed": _common.seeds(c)}
+  return {"lam_H": _common.log_grid(c, "lam_H_min", "lam_H_max", "num_lams"), "seed": _common.seeds(c)}
 
 
 def lam_H_threshold(counts, M: int, lam_W: float, ratio: float) -> np.ndarray:
@@ -61,8 +59,7 @@ def lam_H_threshold(counts, M: int, lam_W: float, ratio: float) -> np.ndarray:
 
 def run(c, ctx) -> xr.Dataset:
   """Dims ``(depth, lam_H, seed, class)`` for the solver's per-class norms, ``(depth, lam_H, class)`` for the theory."""
-  axes = ctx.axes
-  lams, seeds = axes["lam_H"], axes["seed"]
+  lams, seeds = ctx.axes["lam_H"], ctx.axes["seed"]
   depths = tuple(_common.check_int("depth", M, lo=1, hi=20) for M in c.depths)
   problems = {M: deep.make_deep_problem(c.counts, d=c.d, depth=M, lam_W=c.lam_W, lam_H=float(lams[0]), loss="mse",
                                         dtype=_common.dtype(c)) for M in depths}
@@ -76,7 +73,7 @@ def run(c, ctx) -> xr.Dataset:
   thr, exist = np.zeros((D, K)), np.zeros((D, K))
   for j, M in enumerate(depths):
     p = problems[M]
-    res = ctx.sweep(f"deep_mse_thresholds[M={M}]", ufm.lbfgs_reference, p, hp, axes=axes, max_steps=c.max_steps)
+    res = ctx.sweep(f"deep_mse_thresholds[M={M}]", ufm.lbfgs_reference, p, hp, axes=ctx.axes, max_steps=c.max_steps)
     sol = res.solution
     W = np.asarray(jax.vmap(jax.vmap(lambda prm: prm.W))(sol.params), np.float64)
     Hs = np.asarray(sol.params.H, np.float64)

@@ -21,7 +21,6 @@ import xarray as xr
 import ufm
 from experiments import _common
 
-TITLE = "NC metrics along gradient descent, with closed-form limits"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Fig. 2, Zhou Fig. 2 (UFM)"
 RUNTIME = "110 s"
@@ -59,11 +58,10 @@ def run(c, ctx) -> xr.Dataset:
   ``(setting,)`` for the predictions ``pred_*`` (NaN where the closed form fixes nothing)."""
   problems = _problems(c)  # validates everything before any compilation
   _common.check_steps(c)
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, init_scale=c.init_scale, dtype=_common.dtype(c))
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   parts, preds = [], []
   for s, problem in problems.items():
-    res = ctx.sweep(f"etf_emergence[{s}]", ufm.gradient_descent, problem, hp, axes=axes, num_steps=c.num_steps,
+    res = ctx.sweep(f"etf_emergence[{s}]", ufm.gradient_descent, problem, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.log_every, trace_metrics=TRACE_METRICS)
     parts.append(_common.sweep_dataset(res, log_every=c.log_every))
     pred, p = _common.predicted(problem)

@@ -22,7 +22,6 @@ import ufm
 from experiments import _common
 from ufm import geometry, spherical
 
-TITLE = "Learned vs fixed classifiers (ETF, d-simplex, EBV, sparse ETF) on the spherical CE-UFM"
 PAPER = "Pernici et al. 2022; Shen et al. 2023; Xiao et al. 2024 (FedLoGe); Jiang et al. 2024"
 FIGURE = "learned vs fixed classifier (UFM analogue of the papers' comparisons)"
 RUNTIME = "50 s CPU; 210 s wall measured under load from other jobs"
@@ -88,14 +87,13 @@ def run(c, ctx) -> xr.Dataset:
   Ws = _classifiers(c, key, dt)
   problems = {(p, name): spherical.make_spherical_problem(counts[p], d=c.d, tau=c.tau, W_fixed=W, dtype=dt)
               for p in profiles for name, W in Ws.items()}
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   parts = []
   for p in profiles:
     per = []
     for name in Ws:
       prob = problems[(p, name)]
-      res = ctx.sweep(f"fixed_classifiers[{p},{name}]", ufm.gradient_descent, prob, hp, axes=axes,
+      res = ctx.sweep(f"fixed_classifiers[{p},{name}]", ufm.gradient_descent, prob, hp, axes=ctx.axes,
                       num_steps=c.num_steps, log_every=c.log_every, trace_metrics=TRACE_METRICS)
       ds = _common.sweep_dataset(res, log_every=c.log_every)
       al = _alignment(res.solution.params, prob.labels, K=prob.K)

@@ -21,7 +21,6 @@ import ufm
 from experiments import _common
 from ufm import geometry, spherical
 
-TITLE = "Spherical CE-UFM for K > d + 1: learned classifiers beside softmax codes and minimal-energy configurations"
 PAPER = "Jiang et al. 2024 (arXiv 2310.05351)"
 FIGURE = "Jiang et al. Fig. 1-2 (softmax codes, d = 2, 3)"
 RUNTIME = "140 s CPU; 280 s wall measured under load from other jobs"
@@ -70,15 +69,14 @@ def run(c, ctx) -> xr.Dataset:
   dt = _common.dtype(c)
   problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, c.n), d=d, tau=c.taus[0], dtype=dt)
               for d, K in shapes]
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   Kmax = max(K for _, K in shapes)
   T, S = len(c.taus), int(c.num_seeds)
   out = {k: [] for k in ("rho", "gnc2", "W", "code_W", "code_rho", "code_spread", "energy_W", "energy_rho",
                          "energy_gnc2", "energy_spread", "code_gnc2", "diverged", "objective")}
   key = jax.random.key(int(c.seed))
   for (d, K), problem in zip(shapes, problems):
-    res = ctx.sweep(f"kd_geometry[d={d},K={K}]", ufm.gradient_descent, problem, hp, axes=axes,
+    res = ctx.sweep(f"kd_geometry[d={d},K={K}]", ufm.gradient_descent, problem, hp, axes=ctx.axes,
                     num_steps=c.num_steps, log_every=c.num_steps)
     W = np.asarray(res.solution.params.W)  # (tau, seed, K, d), unit rows
     code = geometry.softmax_code(jax.random.fold_in(key, 1000 * d + K), K, d, num_restarts=c.num_restarts,
@@ -108,8 +106,8 @@ def run(c, ctx) -> xr.Dataset:
   data = {k: (dims.get(k, ("shape",)), np.asarray(v)) for k, v in out.items()}
   data["d"] = ("shape", np.asarray([d for d, _ in shapes]))
   data["K"] = ("shape", np.asarray([K for _, K in shapes]))
-  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "tau": axes["tau"],
-                                "seed": axes["seed"]})
+  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "tau": ctx.axes["tau"],
+                                "seed": ctx.axes["seed"]})
   ds.attrs.update(n=c.n, num_steps=c.num_steps, num_restarts=c.num_restarts)
   return ds
 

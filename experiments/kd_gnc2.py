@@ -18,7 +18,6 @@ import ufm
 from experiments import _common
 from ufm import geometry, spherical
 
-TITLE = "GNC2 vs K/d: spherical CE-UFM against the minimal log-energy configuration and the ETF value"
 PAPER = "Wu & Papyan 2024; Liu et al. 2023; Jiang et al. 2024"
 FIGURE = "GNC2 vs K/d (Linguistic Collapse Fig. 2 regime, UFM version)"
 RUNTIME = "130 s CPU; 440 s wall measured under load from other jobs"
@@ -65,12 +64,11 @@ def run(c, ctx) -> xr.Dataset:
   dt = _common.dtype(c)
   problems = [spherical.make_spherical_problem(ufm.balanced_counts(K, _common.check_int("n", c.n)), d=d, tau=c.tau,
                                                dtype=dt) for d, K in shapes]
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   key = jax.random.key(int(c.seed))
   rows = {k: [] for k in ("gnc2_M", "gnc2_W", "objective", "diverged", "energy_gnc2", "energy_spread", "etf_gnc2")}
   for (d, K), p in zip(shapes, problems):
-    res = ctx.sweep(f"kd_gnc2[d={d},K={K}]", ufm.gradient_descent, p, hp, axes=axes, num_steps=c.num_steps,
+    res = ctx.sweep(f"kd_gnc2[d={d},K={K}]", ufm.gradient_descent, p, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.num_steps)
     gM, gW = jax.vmap(_gnc2_pair, in_axes=(0, 0, None))(res.solution.params.W, res.solution.params.H, p.labels)
     e = geometry.minimal_energy(jax.random.fold_in(key, 1000 * d + K), K, d, s=0.0, num_restarts=c.num_restarts,
@@ -86,7 +84,7 @@ def run(c, ctx) -> xr.Dataset:
   data = {k: (("shape", "seed") if np.ndim(v[0]) else ("shape",), np.asarray(v)) for k, v in rows.items()}
   data["d"] = ("shape", np.asarray([d for d, _ in shapes]))
   data["K"] = ("shape", np.asarray([K for _, K in shapes]))
-  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "seed": axes["seed"]})
+  ds = xr.Dataset(data, coords={"shape": [f"d={d},K={K}" for d, K in shapes], "seed": ctx.axes["seed"]})
   ds.attrs.update(n=c.n, tau=c.tau, num_steps=c.num_steps, num_restarts=c.num_restarts)
   return ds
 

@@ -31,7 +31,6 @@ import ufm
 from experiments import _common
 from ufm import convex
 
-TITLE = "Minority collapse: cosines and norms of minority classifiers vs n_A/n_B and lambda (convex reference + L-BFGS)"
 PAPER = "Fang et al. 2021; Hong & Ling 2023"
 FIGURE = "Fang et al. Thm. 5 / Finding 2; Hong & Ling minority-collapse grids"
 RUNTIME = "120 s"
@@ -70,15 +69,11 @@ def _Rs(c) -> np.ndarray:
 
 def sweep(c) -> dict:
   """The vmapped axes of the main convex grid: ``lam`` (outer) and the ratio ``R = n_A / n_B``."""
-  lams = ufm.problem.check_real("lams", c.lams, lo=0.0, lo_open=True)
-  if lams.ndim != 1 or lams.size == 0:
-    raise ValueError(f"lams = {c.lams!r}: allowed: a non-empty tuple of weight decays > 0")
-  return {"lam": lams, "R": _Rs(c)}
+  return {"lam": _common.positive("lams", c.lams), "R": _Rs(c)}
 
 
-def _validate(c):
+def _validate(c, axes):
   settings = _common.check_settings(c.settings, allowed=_SETTINGS, key="settings")
-  axes = sweep(c)
   K_A = _common.check_int("K_A", c.K_A)
   K_B = _common.check_int("K_B", c.K_B, lo=2)
   n_B = float(ufm.problem.check_real("n_B", c.n_B, lo=0.0, lo_open=True))
@@ -172,7 +167,7 @@ _KEYS = ("cos_minor", "spread_minor", "norm_minor", "norm_major", "cos_major_min
 def run(c, ctx) -> xr.Dataset:
   """Dims: ``(setting, lam, R)`` convex grid; ``(setting, lam, R_check)`` L-BFGS; ``(setting, K_A_hl, mu)``
   convex at Hong & Ling's counts; ``(setting, mu_check)`` L-BFGS there (with ``K_A``); ``(setting, lam)`` thresholds."""
-  settings, axes, K_A, K_B, n_B, K_A_hl, R_check, scale = _validate(c)
+  settings, axes, K_A, K_B, n_B, K_A_hl, R_check, scale = _validate(c, ctx.axes)
   lams, Rs = axes["lam"], axes["R"]
   mus = np.geomspace(float(c.mu_min), float(c.mu_max), c.num_mu)
   mu_check = np.asarray(c.mu_check, float)

@@ -27,7 +27,6 @@ import ufm
 from experiments import _common
 from ufm import metrics, mixup, theory
 
-TITLE = "Mixup UFM geometry against alpha and K (input and manifold mixup, learned classifier)"
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = "Fisher et al.: effect of alpha on the last-layer geometry"
 RUNTIME = "650 s (under load 10-15; compile 467 s)"
@@ -55,15 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def sweep(c) -> dict:
   """The vmapped axes: ``alpha`` and seeds (``K`` is a Python loop)."""
-  alphas = ufm.problem.check_real("alphas", c.alphas, lo=0.0, lo_open=True)
-  if alphas.ndim != 1 or alphas.size == 0:
-    raise ValueError(f"alphas = {c.alphas!r}: allowed: a non-empty sequence of values > 0")
-  return {"alpha": alphas, "seed": _common.seeds(c)}
+  return {"alpha": _common.positive("alphas", c.alphas), "seed": _common.seeds(c)}
 
 
-def _validate(c):
+def _validate(c, axes):
   models = _common.check_settings(c.models, allowed=_MODELS, key="models")
-  axes = sweep(c)
   Ks = tuple(_common.check_int("Ks", K, lo=2, hi=20) for K in c.Ks)
   if not Ks or len(set(Ks)) != len(Ks):
     raise ValueError(f"Ks = {c.Ks!r}: allowed: distinct integers in [2, 20]")
@@ -125,7 +120,7 @@ def _manifold_measures(params, problem):
 def run(c, ctx) -> xr.Dataset:
   """Dataset with dims ``(K, alpha, seed)``: ``input_*`` and ``manifold_*`` measures, the solver flags, and
   ``input_theory_confidence_half`` (the fixed-ETF closed form at the measured rho)."""
-  models, Ks, axes, problems = _validate(c)
+  models, Ks, axes, problems = _validate(c, ctx.axes)
   hp = ufm.lbfgs_hparams(init_scale=c.init_scale, dtype=_common.dtype(c))
   alphas = jnp.asarray(axes["alpha"], _common.dtype(c))
   rows = {}

@@ -28,7 +28,6 @@ import ufm
 from experiments import _common
 from ufm import mixup, theory
 
-TITLE = "Confidence of mixed examples vs lambda: mixup CE, plain CE, MSE, against the closed forms"
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = "Fisher et al. Sec. 3 / calibration: confidence on mixed examples"
 RUNTIME = "175 s"
@@ -58,15 +57,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def sweep(c) -> dict:
   """The vmapped axes: ``lam_H`` (the feature decay mu) and seeds."""
-  lam_Hs = ufm.problem.check_real("lam_Hs", c.lam_Hs, lo=0.0, lo_open=True)
-  if lam_Hs.ndim != 1 or lam_Hs.size == 0:
-    raise ValueError(f"lam_Hs = {c.lam_Hs!r}: allowed: a non-empty sequence of values > 0")
-  return {"lam_H": lam_Hs, "seed": _common.seeds(c)}
+  return {"lam_H": _common.positive("lam_Hs", c.lam_Hs), "seed": _common.seeds(c)}
 
 
-def _validate(c):
+def _validate(c, axes):
   settings = _common.check_settings(c.settings, allowed=_SETTINGS, key="settings")
-  axes = sweep(c)
   if not np.any(np.isclose(axes["lam_H"], c.lam_H_main)):
     raise ValueError(f"lam_H_main = {c.lam_H_main!r}: allowed: one of lam_Hs = {tuple(c.lam_Hs)}")
   _common.check_int("K", c.K, lo=2, hi=20)
@@ -106,11 +101,11 @@ def _confidences(W, H_dxKxKxQ, lam):
 def run(c, ctx) -> xr.Dataset:
   """Dataset: ``confidence`` with dims ``(setting, lam_H, seed, pair, lam)``, the closed form ``theory`` with dims
   ``(setting, lam_H, lam)`` and ``theory_fine`` on ``lam_fine``, and the training traces."""
-  settings, axes, grid, problems = _validate(c)
+  settings, axes, grid, problems = _validate(c, ctx.axes)
   lam_fine = np.linspace(0.0, 1.0, 201)
   parts, conf, th, th_fine = [], [], [], []
   for s, p in problems.items():
-    hp = ufm.gd_hparams(c.lr, init_scale=c.init_scale, dtype=p.dtype)
+    hp = _common.gd_hparams(c)
     res = ctx.sweep(f"mixup_confidence[{s}]", mixup.mixup_sgd, p, hp, axes=axes, num_steps=c.num_steps,
                     log_every=c.log_every, batch_size=c.batch_size)
     parts.append(_common.sweep_dataset(res, log_every=c.log_every))

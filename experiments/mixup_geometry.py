@@ -24,7 +24,6 @@ import ufm
 from experiments import _common
 from ufm import mixup, theory
 
-TITLE = "Mixed features of the mixup UFM on the plane of two classifiers (CE channel vs MSE segment)"
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = "Fisher et al. Sec. 3 (UFM + mixup, fixed ETF): last-layer features of mixed examples"
 RUNTIME = "115 s"

@@ -24,7 +24,6 @@ from experiments import _common
 from experiments import _networks as N
 from ufm import networks as nets
 
-TITLE = "Imbalanced digits: classifier norms and angles vs class size, networks beside the UFM"
 PAPER = "Fang et al. 2021; Dang et al. 2023; Thrampoulidis et al. 2022"
 FIGURE = "minority collapse / general orthogonal frame in MLPs on digits"
 RUNTIME = "90 s (measured under load)"

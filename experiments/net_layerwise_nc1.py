@@ -22,7 +22,6 @@ from experiments import _common
 from experiments import _networks as N
 from ufm import networks as nets
 
-TITLE = "Layer-wise NC1 through the hidden layers of an MLP on digits"
 PAPER = "Tirer et al. 2023; Dang et al. 2023; He & Su 2022"
 FIGURE = "depthwise NC1 decrease (MLP on digits)"
 RUNTIME = "190 s (measured under load)"

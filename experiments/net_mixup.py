@@ -30,7 +30,6 @@ from experiments import _networks as N
 from ufm import networks as nets
 from ufm import theory
 
-TITLE = "Mixup vs plain MLPs: mixed-example features on the plane of two classifiers, beside the mixup UFM"
 PAPER = "Fisher, Meng & Papyan 2024"
 FIGURE = "Fisher et al. Sec. 3-4 (features of mixed examples, confidence)"
 RUNTIME = "100 s (measured under load)"

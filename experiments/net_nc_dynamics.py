@@ -23,7 +23,6 @@ from experiments import _common
 from experiments import _networks as N
 from ufm import networks as nets
 
-TITLE = "NC1-NC4 along the training of an MLP on digits (CE, MSE), with the UFM's limits"
 PAPER = "Papyan et al. 2020; Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Papyan Figs. 2-7 (MLP on digits, UFM limits)"
 RUNTIME = "390 s (measured under load)"

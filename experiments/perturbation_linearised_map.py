@@ -15,44 +15,36 @@ Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658, near-collapse the
 (theorem number UNVERIFIED; exact forms derived in derivations §10).
 """
 
-import math
-
 import jax
 import ml_collections
 import numpy as np
 import xarray as xr
 
 import ufm
-from experiments import _common
+from experiments import _common, _perturbation
 from ufm import theory, vicinity
 
-TITLE = "Singular values of the linearised map dH*/dH0 at the collapsed point vs the paper's first order"
-PAPER = "Tirer, Huang & Niles-Weed 2023"
+PAPER = _perturbation.PAPER
 FIGURE = "Fig. 1 (near-collapse theorem)"
 RUNTIME = "25 s"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: the paper's Fig. 1 setting, 12 values of lam_H in [0.01, 0.6], beta in (100, 1000). ``"smoke"``: K = 2."""
-  c = ml_collections.ConfigDict()
-  c.K, c.d, c.n = 4, 10, 10
-  c.lam_W = math.sqrt(2)
+  c = _perturbation.base_config(arg)
   c.lam_H_min, c.lam_H_max, c.num_lam_H = 0.01, 0.6, 12
   c.betas = (100.0, 1000.0)
-  c.seed = 0
-  c.x64 = True
-  if _common.variant(arg) == "smoke":
-    c.K, c.d, c.n, c.num_lam_H, c.betas = 2, 3, 2, 2, (100.0,)
+  if arg == "smoke":
+    c.num_lam_H, c.betas = 2, (100.0,)
   return c
 
 
 def sweep(c) -> dict:
   """The vmapped axis ``lam_H`` (one ``vmap`` of the linearised map per ``beta``)."""
-  lo = float(ufm.problem.check_real("lam_H_min", c.lam_H_min, lo=0.0, lo_open=True))
-  hi = float(ufm.problem.check_real("lam_H_max", c.lam_H_max, lo=lo, lo_open=True))
-  if hi * c.lam_W >= 1:
-    raise ValueError(f"lam_H_max = {hi}: allowed: lam_H_max * lam_W < 1 (the base point is 0 beyond)")
-  return {"lam_H": np.geomspace(lo, hi, _common.check_int("num_lam_H", c.num_lam_H))}
+  lam_H = _common.log_grid(c, "lam_H_min", "lam_H_max", "num_lam_H")
+  if lam_H[-1] * c.lam_W >= 1:
+    raise ValueError(f"lam_H_max = {c.lam_H_max}: allowed: lam_H_max * lam_W < 1 (the base point is 0 beyond)")
+  return {"lam_H": lam_H}
 
 
 def run(c, ctx) -> xr.Dataset:
@@ -60,7 +52,7 @@ def run(c, ctx) -> xr.Dataset:
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K + 1), _common.check_int("n", c.n, lo=2)
   ufm.problem.check_real("lam_W", c.lam_W, lo=0.0, lo_open=True)
-  betas = np.asarray([float(ufm.problem.check_real("betas", b, lo=0.0, lo_open=True)) for b in c.betas])
+  betas = _common.positive("betas", c.betas)
   lam_H = ctx.axes["lam_H"]
   counts = ufm.balanced_counts(K, n)
   key = jax.random.key(_common.check_int("seed", c.seed, lo=0))

@@ -26,50 +26,38 @@ import numpy as np
 import xarray as xr
 
 import ufm
-from experiments import _common
+from experiments import _common, _perturbation
 from ufm import theory, vicinity
 
-TITLE = "NC1 of the optimised features vs the input's, along the central-path flow and at the minimiser"
-PAPER = "Tirer, Huang & Niles-Weed 2023"
+PAPER = _perturbation.PAPER
 FIGURE = "claim 1 (within-class variability decreases)"
 RUNTIME = "40 s"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K = 4, d = 10, n = 10, lam_W = sqrt(2), lam_H = 0.3, 6 noise levels x 6 betas. ``"smoke"``: 2 x 2."""
-  c = ml_collections.ConfigDict()
-  c.K, c.d, c.n = 4, 10, 10
-  c.lam_W, c.lam_H = math.sqrt(2), 0.3
+  c = _perturbation.base_config(arg)
+  c.lam_H = 0.3
   c.withins = (0.03, 0.06, 0.1, 0.2, 0.4, 0.8)
   c.between = 0.05
   c.betas = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
-  c.seed = 0
   c.flow_time, c.flow_steps, c.log_every = 20.0, 4000, 40
   c.gtol = 1e-10
-  c.x64 = True
-  if _common.variant(arg) == "smoke":
-    c.K, c.d, c.n, c.withins, c.betas = 2, 3, 2, (0.1, 0.3), (1.0, 10.0)
+  if arg == "smoke":
+    c.withins, c.betas = (0.1, 0.3), (1.0, 10.0)
     c.flow_time, c.flow_steps, c.log_every = 0.5, 40, 10
   return c
 
 
-def _positive(name, values):
-  vals = np.asarray([float(ufm.problem.check_real(name, v, lo=0.0, lo_open=True)) for v in values])
-  if vals.ndim != 1 or vals.size == 0:
-    raise ValueError(f"{name} = {values!r}: allowed: a non-empty tuple of positive numbers")
-  return vals
-
-
 def sweep(c) -> dict:
   """The vmapped axes: noise level ``within`` (outer) and ``beta``."""
-  return {"within": _positive("withins", c.withins), "beta": _positive("betas", c.betas)}
+  return {"within": _common.positive("withins", c.withins), "beta": _common.positive("betas", c.betas)}
 
 
 def run(c, ctx) -> xr.Dataset:
   """Dims ``(within, beta, time)`` for the flow, ``(within, beta)`` for the minimiser."""
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K), _common.check_int("n", c.n, lo=2)
-  axes = ctx.axes
   _common.check_int("flow_steps", c.flow_steps, hi=10**6)
   _common.check_int("log_every", c.log_every)
   if c.flow_steps % c.log_every:
@@ -82,9 +70,9 @@ def run(c, ctx) -> xr.Dataset:
   base = vicinity.make_vicinity_problem(bp.H0, counts, lam_W=c.lam_W, lam_H=c.lam_H, beta=1.0)
   hp = ufm.lbfgs_hparams(init_scale=1e-6, gtol=c.gtol)
   step = flow_time / c.flow_steps
-  if step * (1 + axes["beta"].max() + c.lam_H + bp.a2) > 1.0:  # explicit Euler: N dt x curvature < 2 with margin
-    raise ValueError(f"flow_time / flow_steps = {step:g} is too large for beta = {axes['beta'].max()}; "
-                     f"allowed: flow_steps >= {math.ceil(flow_time * (1 + axes['beta'].max() + c.lam_H + bp.a2))}")
+  if step * (1 + ctx.axes["beta"].max() + c.lam_H + bp.a2) > 1.0:  # explicit Euler: N dt x curvature < 2 with margin
+    raise ValueError(f"flow_time / flow_steps = {step:g} is too large for beta = {ctx.axes['beta'].max()}; "
+                     f"allowed: flow_steps >= {math.ceil(flow_time * (1 + ctx.axes['beta'].max() + c.lam_H + bp.a2))}")
 
   def H0_of(within):
     return vicinity.noisy_collapsed_features(key, counts, d, scale=math.sqrt(bp.b2), within=within, between=between)
@@ -101,13 +89,13 @@ def run(c, ctx) -> xr.Dataset:
                 diverged=sol.diverged | ~jnp.all(jnp.isfinite(tr.objective)))
 
   dt = _common.dtype(c)
-  out = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(jnp.asarray(axes["within"], dt),
-                                                                 jnp.asarray(axes["beta"], dt))
+  out = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(jnp.asarray(ctx.axes["within"], dt),
+                                                                 jnp.asarray(ctx.axes["beta"], dt))
   dims2 = ("within", "beta")
   data = {k: (dims2 + (("time",) if k.startswith("flow_") else ()), np.asarray(v)) for k, v in out.items()}
   times = step * c.log_every * np.arange(c.flow_steps // c.log_every + 1)
-  ds = xr.Dataset(data, coords={"within": axes["within"], "beta": axes["beta"], "time": times})
-  ds["bound"] = ("beta", (axes["beta"] / (axes["beta"] + c.lam_H)) ** 2)
+  ds = xr.Dataset(data, coords={"within": ctx.axes["within"], "beta": ctx.axes["beta"], "time": times})
+  ds["bound"] = ("beta", (ctx.axes["beta"] / (ctx.axes["beta"] + c.lam_H)) ** 2)
   ds.attrs.update(K=K, d=d, n=n, lam_W=c.lam_W, lam_H=c.lam_H, between=between)
   return ds
 

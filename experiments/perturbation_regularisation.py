@@ -11,68 +11,63 @@ reports the range of the ratio along each axis.
 Source: Tirer, Huang, Niles-Weed, ICML 2023, arXiv 2210.16658 (regularisation effects; derivations §3.2).
 """
 
-import math
-
 import jax
 import ml_collections
 import numpy as np
 import xarray as xr
 
 import ufm
-from experiments import _common
+from experiments import _common, _perturbation
 from ufm import vicinity
 
-TITLE = "Distance to collapse of the minimiser over (lam_W, lam_H) and (beta, lam_H)"
-PAPER = "Tirer, Huang & Niles-Weed 2023"
+PAPER = _perturbation.PAPER
 FIGURE = "claim 3 (regularisation vs NC)"
 RUNTIME = "70 s"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Full: K = 4, d = 10, n = 10, 9 x 9 log grids (lam in [1e-2, 1], beta in [0.1, 100]). ``"smoke"``: 2 x 2."""
-  c = ml_collections.ConfigDict()
-  c.K, c.d, c.n = 4, 10, 10
+  c = _perturbation.base_config(arg)  # its lam_W is the fixed value of the (beta, lam_H) grid
   c.within, c.between, c.scale = 0.3, 0.1, 1.0
   c.lam_range, c.beta_range, c.num = (1e-2, 1.0), (0.1, 100.0), 9
-  c.beta, c.lam_W = 1.0, math.sqrt(2)  # fixed values of the other axis
-  c.seed = 0
+  c.beta = 1.0  # the fixed value of the (lam_W, lam_H) grid
   c.gtol = 1e-10
-  c.x64 = True
-  if _common.variant(arg) == "smoke":
-    c.K, c.d, c.n, c.num = 2, 3, 2, 2
+  if arg == "smoke":
+    c.num = 2
   return c
 
 
-def _grid(name, rng, num):
+def _grid(c, key: str) -> np.ndarray:
+  """``geomspace(low, high, c.num)`` for ``c[key] = (low, high)``, ``0 < low <= high``."""
+  rng = c[key]
   if len(rng) != 2:
-    raise ValueError(f"{name} = {rng!r}: allowed: (low, high) with 0 < low < high")
-  lo = float(ufm.problem.check_real(name, rng[0], lo=0.0, lo_open=True))
-  hi = float(ufm.problem.check_real(name, rng[1], lo=lo, lo_open=True))
-  return np.geomspace(lo, hi, num)
+    raise ValueError(f"{key} = {rng!r}: allowed: (low, high) with 0 < low <= high")
+  low, high = (float(v) for v in _common.positive(key, rng))
+  if high < low:
+    raise ValueError(f"{key} = {rng!r}: allowed: (low, high) with 0 < low <= high")
+  return np.geomspace(low, high, _common.check_int("num", c.num, lo=2))
 
 
 def sweep(c) -> dict:
   """Two vmapped grids: ``{"lam_W", "lam_H"}`` at ``beta``, and ``{"beta", "lam_H"}`` at ``lam_W``."""
-  num = _common.check_int("num", c.num, lo=2)
-  lams = _grid("lam_range", c.lam_range, num)
-  return {"lam_W": lams, "beta": _grid("beta_range", c.beta_range, num), "lam_H": lams}
+  lams = _grid(c, "lam_range")
+  return {"lam_W": lams, "beta": _grid(c, "beta_range"), "lam_H": lams}
 
 
 def run(c, ctx) -> xr.Dataset:
   """Variables ``nc1_ratio_WH`` (dims ``lam_W, lam_H``) and ``nc1_ratio_bH`` (dims ``beta, lam_H``)."""
   K = _common.check_int("K", c.K, lo=2)
   d, n = _common.check_int("d", c.d, lo=K), _common.check_int("n", c.n, lo=2)
-  axes = ctx.axes
   counts = ufm.balanced_counts(K, n)
   H0 = vicinity.noisy_collapsed_features(jax.random.key(_common.check_int("seed", c.seed, lo=0)), counts, d,
                                          scale=c.scale, within=c.within, between=c.between)
   p = vicinity.make_vicinity_problem(H0, counts, lam_W=c.lam_W, lam_H=1.0, beta=c.beta, dtype=_common.dtype(c))
   hp = ufm.lbfgs_hparams(init_scale=1e-6, gtol=c.gtol, dtype=_common.dtype(c))
   nc1_H0 = float(ufm.metrics.nc1_ratio(H0, p.labels, K))
-  ds = xr.Dataset(coords={k: v for k, v in axes.items()})
+  ds = xr.Dataset(coords={k: v for k, v in ctx.axes.items()})
   for tag, names in (("WH", ("lam_W", "lam_H")), ("bH", ("beta", "lam_H"))):
     res = ctx.sweep(f"perturbation_regularisation[{tag}]", ufm.lbfgs_reference, p, hp,
-                    axes={k: axes[k] for k in names})
+                    axes={k: ctx.axes[k] for k in names})
     H = res.solution.params.H
     nc1 = jax.vmap(jax.vmap(lambda h: ufm.metrics.nc1_ratio(h, p.labels, K)))(H)
     ds[f"nc1_ratio_{tag}"] = (names, np.asarray(nc1) / nc1_H0)

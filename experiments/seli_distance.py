@@ -20,7 +20,6 @@ import ufm
 from experiments import _common
 from ufm import convex
 
-TITLE = "Distance of the CE-UFM minimiser to the SELI Grams vs lambda, for several imbalance profiles"
 PAPER = "Thrampoulidis et al. 2022"
 FIGURE = "Thrampoulidis et al. Def. 2 / Thm. 2 (SELI as lambda -> 0)"
 RUNTIME = "95 s"
@@ -47,9 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def sweep(c) -> dict:
   """The vmapped axis: ``lam`` (log-spaced, decreasing)."""
-  lo = ufm.problem.check_real("lam_min", c.lam_min, lo=0.0, lo_open=True)
-  hi = ufm.problem.check_real("lam_max", c.lam_max, lo=float(lo), lo_open=True)
-  return {"lam": np.geomspace(float(hi), float(lo), _common.check_int("num_lams", c.num_lams, lo=2))}
+  return {"lam": _common.log_grid(c, "lam_min", "lam_max", "num_lams", min_num=2, decreasing=True)}
 
 
 def _validate(c):

@@ -24,7 +24,6 @@ import xarray as xr
 import ufm
 from experiments import _common
 
-TITLE = "Minimiser norms and NC over a (lam_W, lam_H) grid, with the collapse threshold"
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Thm. 3.1 / Zhou Thm. 3.1 (phase diagram)"
 RUNTIME = "115 s"
@@ -47,15 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def _lams(c) -> np.ndarray:
-  lo = ufm.problem.check_real("lam_min", c.lam_min, lo=0.0, lo_open=True)
-  hi = ufm.problem.check_real("lam_max", c.lam_max, lo=float(lo), lo_open=True)
-  return np.geomspace(float(lo), float(hi), _common.check_int("num_lams", c.num_lams))
-
-
 def sweep(c) -> dict:
   """The vmapped axes: ``lam_W`` (outer) and ``lam_H``, the same log-spaced values."""
-  lams = _lams(c)
+  lams = _common.log_grid(c, "lam_min", "lam_max", "num_lams")
   return {"lam_W": lams, "lam_H": lams}
 
 
@@ -77,7 +70,6 @@ def _curve(problem, lams) -> dict:
 def run(c, ctx) -> xr.Dataset:
   """Dims ``(loss, lam_W, lam_H)`` for solved and predicted values; ``(loss, lam)`` for the curve."""
   losses = _common.check_settings(c.losses, allowed=("ce", "mse"), key="losses")
-  axes = ctx.axes
   dt = _common.dtype(c)
   problems = {loss: ufm.make_problem(ufm.balanced_counts(c.K, c.n), d=c.d, lam_W=1.0, lam_H=1.0, loss=loss,
                                      bias=bool(c.bias), dtype=dt) for loss in losses}
@@ -88,15 +80,15 @@ def run(c, ctx) -> xr.Dataset:
   names = ("etf_error_W", "etf_error_M", "of_error_W", "nc1", "norm_W_sq", "norm_H_sq")
   parts = []
   for loss, problem in problems.items():
-    res = ctx.sweep(f"weight_decay_phase[{loss}]", ufm.lbfgs_reference, problem, hp, axes=axes,
+    res = ctx.sweep(f"weight_decay_phase[{loss}]", ufm.lbfgs_reference, problem, hp, axes=ctx.axes,
                     seed=c.seed, max_steps=c.max_steps)
     ds = _common.sweep_dataset(res)
     for k, v in _common.final_metrics(res, problem, names).items():
       ds[k] = v
     grid = {"norm_W_sq": [], "norm_H_sq": [], "objective": [], "etf_error_W": []}
-    for lw in axes["lam_W"]:
+    for lw in ctx.axes["lam_W"]:
       row = {k: [] for k in grid}
-      for lh in axes["lam_H"]:
+      for lh in ctx.axes["lam_H"]:
         pred, _ = _common.predicted(_at(problem, lw, lh))
         for k in grid:
           row[k].append(pred.get(k, np.nan))  # no ETF target at the zero solution
@@ -110,7 +102,7 @@ def run(c, ctx) -> xr.Dataset:
     ds["geometry_below"] = ufm.theory.predict(_at(problem, curve_lams[0], curve_lams[0])).geometry
     parts.append(ds.drop_vars("num_steps").assign(num_iterations=ds.num_steps))
   ds = xr.concat(parts, dim=xr.DataArray(list(problems), dims="loss", name="loss"))
-  ds["tau"] = (("lam_W", "lam_H"), c.K * np.sqrt(c.n * np.outer(axes["lam_W"], axes["lam_H"])))
+  ds["tau"] = (("lam_W", "lam_H"), c.K * np.sqrt(c.n * np.outer(ctx.axes["lam_W"], ctx.axes["lam_H"])))
   ds.attrs.update(K=c.K, n=c.n, d=c.d, bias=bool(c.bias), threshold_lam=1.0 / (c.K * math.sqrt(c.n)))
   return ds
 

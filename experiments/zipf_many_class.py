@@ -21,7 +21,6 @@ import ufm
 from experiments import _common
 from ufm import spherical, tiled
 
-TITLE = "K >> d with Zipfian counts: GNC2, UNC3, CDNV of the spherical CE-UFM vs training length and d"
 PAPER = "Wu & Papyan 2024 (Linguistic Collapse); Jiang et al. 2024"
 FIGURE = "Linguistic Collapse Figs. (GNC2 / UNC3 / CDNV vs training and scale), UFM analogue"
 RUNTIME = "150 s CPU; 340 s wall measured under load from other jobs"
@@ -56,11 +55,10 @@ def run(c, ctx) -> xr.Dataset:
   block = _common.check_int("block", c.block)
   dt = _common.dtype(c)
   problems = {d: spherical.make_spherical_problem(counts, d=d, tau=c.tau, dtype=dt) for d in dims}
-  hp = ufm.gd_hparams(c.lr, momentum=c.momentum, dtype=dt)
-  axes = ctx.axes
+  hp = _common.gd_hparams(c)
   parts = []
   for d, p in problems.items():
-    res = ctx.sweep(f"zipf_many_class[d={d}]", ufm.gradient_descent, p, hp, axes=axes, num_steps=c.num_steps,
+    res = ctx.sweep(f"zipf_many_class[d={d}]", ufm.gradient_descent, p, hp, axes=ctx.axes, num_steps=c.num_steps,
                     log_every=c.log_every, trace_metrics=TRACE_METRICS)
     ds = _common.sweep_dataset(res, log_every=c.log_every)
     fin = jax.vmap(lambda P, p=p: tiled.compute(P, p, TRACE_METRICS, block=block))(res.solution.params)

@@ -249,7 +249,7 @@ def test_list_names_every_experiment_within_100_columns(capsys):
   flat = " ".join(verbose.split())  # wrapped lines joined
   for name in experiments.EXPERIMENTS:
     m = experiments.get(name)
-    for text in (name, m.TITLE, m.PAPER, m.FIGURE, m.RUNTIME):
+    for text in (name, experiments.title(name), m.PAPER, m.FIGURE, m.RUNTIME):
       assert " ".join(text.split()) in flat, (name, text)
 
 
@@ -259,7 +259,7 @@ def test_experiments_are_discovered_and_checked(monkeypatch):
   files = sorted(p.stem for p in (REPO / "experiments").glob("*.py") if not p.stem.startswith("_"))
   assert list(experiments.EXPERIMENTS) == [f for f in files if f != "runner"]
   monkeypatch.setattr(experiments, "EXPERIMENTS", experiments.EXPERIMENTS + ("_common",))
-  with pytest.raises(TypeError, match="experiments._common is not an experiment module: it lacks TITLE"):
+  with pytest.raises(TypeError, match="experiments._common is not an experiment module: it lacks PAPER"):
     experiments.get("_common")
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from ufm.problem import ClassCounts
 from ufm.validate import check_counts, check_dtype, check_int, check_real
 
 __all__ = ["Dataset", "DIGITS_K", "DIGITS_MAX_TRAIN", "digits", "gaussian_mixture", "load_npz", "make_dataset",
@@ -39,8 +40,8 @@ DIGITS_MAX_TRAIN = 124
 
 
 @struct.dataclass
-class Dataset:
-  """A training set sorted class-major and a test set.
+class Dataset(ClassCounts):
+  """A training set sorted class-major and a test set (``K``, ``N``, ``balanced``, ``n`` from ``counts``).
 
   Attributes:
     X: training inputs, ``(N, ...)``, rows grouped by class in class order.
@@ -53,14 +54,6 @@ class Dataset:
   X_test: Any
   y_test: Any
   counts: tuple[int, ...] = struct.field(pytree_node=False)
-
-  @property
-  def K(self) -> int:
-    return len(self.counts)
-
-  @property
-  def N(self) -> int:
-    return sum(self.counts)
 
   @property
   def input_shape(self) -> tuple[int, ...]:

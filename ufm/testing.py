@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from hypothesis import strategies as st
 
-from ufm.problem import LOSSES, Problem, balanced_counts, long_tailed_counts, make_problem, step_counts
+from ufm.problem import LOSSES, ClassCounts, Problem, balanced_counts, long_tailed_counts, make_problem, step_counts
 from ufm.validate import check_seed
 
 __all__ = [
@@ -195,13 +195,8 @@ class ProblemSpec(NamedTuple):
   seed: int = 0
   init_scale: float = 0.1
 
-  @property
-  def K(self) -> int:
-    return len(self.counts)
-
-  @property
-  def N(self) -> int:
-    return sum(self.counts)
+  K = ClassCounts.K  # a NamedTuple takes no mixin: the properties themselves
+  N = ClassCounts.N
 
   @property
   def shape_key(self) -> tuple:

@@ -176,38 +176,34 @@ def _ce_bias_free_b_check(problem, sol, th):
 
 _ZHU = "Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.1"
 
-CE_ETF_GEOMETRY = Claim(
+
+def _zhu_claim(*, regime: str, check, quantities: tuple[str, ...], **fields) -> Claim:
+  """A claim on Zhu et al.'s balanced CE problems (bias or not, ``lam_b`` in {1e-2, 1}) at ``regime``, checked
+  against :func:`_ce_theory`; every quantity in ``quantities`` at the ``"reference"`` tolerance."""
+  return Claim(problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime=regime), theory=_ce_theory, check=check,
+               tolerances=dict.fromkeys(quantities, "reference"), gtol=_GTOL, **fields)
+
+
+CE_ETF_GEOMETRY = _zhu_claim(
     name="ce_etf_geometry",
     source=_ZHU,
     statement="Balanced CE-UFM, d >= K-1, below the threshold: the rows of W form a simplex ETF, every feature "
               "equals its class mean, h_k = sqrt(lam_W/(n lam_H)) w_k, and b = 0 when lam_b > 0.",
-    problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime="below"),
-    theory=_ce_theory, check=_ce_geometry_check,
-    tolerances={"gram_W": "reference", "collapse": "reference", "self_duality": "reference", "bias": "reference"},
-    gtol=_GTOL,
-)
+    regime="below", check=_ce_geometry_check, quantities=("gram_W", "collapse", "self_duality", "bias"))
 
-CE_NORMS = Claim(
+CE_NORMS = _zhu_claim(
     name="ce_norms",
     source=_ZHU + "; norm t* from the convex reduction in ufm.theory.ce_balanced (derivations §5.1)",
     statement="Balanced CE-UFM, below the threshold: ||W||^2 = K t*, ||H||^2 = N rho^2 t*, f* = g(t*), "
               "t* = max(0, log((K-1)(beta - K lam_W)/(K lam_W))/beta).",
-    problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime="below"),
-    theory=_ce_theory, check=_ce_norms_check,
-    tolerances={"objective": "reference", "norm_W_sq": "reference", "norm_H_sq": "reference"},
-    gtol=_GTOL,
-)
+    regime="below", check=_ce_norms_check, quantities=("objective", "norm_W_sq", "norm_H_sq"))
 
-CE_COLLAPSE_THRESHOLD = Claim(
+CE_COLLAPSE_THRESHOLD = _zhu_claim(
     name="ce_collapse_threshold",
     source=_ZHU + "; threshold from ufm.theory.collapse_threshold (derivations §5.1)",
     statement="Balanced CE-UFM: the global minimiser is W = 0, H = 0 (f* = log K) iff "
               "K sqrt(n lam_W lam_H) >= 1; below, the norms are those of ce_balanced.",
-    problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime="straddle"),
-    theory=_ce_theory, check=_ce_threshold_check,
-    tolerances={"norm_W_sq": "reference", "norm_H_sq": "reference", "objective": "reference"},
-    gtol=_GTOL,
-)
+    regime="straddle", check=_ce_threshold_check, quantities=("norm_W_sq", "norm_H_sq", "objective"))
 
 CE_UNREGULARISED_BIAS = Claim(
     name="ce_unregularised_bias",

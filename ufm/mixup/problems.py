@@ -196,10 +196,31 @@ def class_pairs(K: int) -> np.ndarray:
   return np.stack([c.ravel(), c2.ravel()], 1)
 
 
+@struct.dataclass(kw_only=True)
 class MixupFamily(FamilyBase):
   r"""What the two mixup problems share: the classifier (fixed ``W0`` or learned ``W``), its regulariser
-  :math:`\frac{\lambda_W}{2}\|W\|^2` (learned only) :math:`+ \frac{\lambda_b}{2}\|b\|^2` (with a bias), and
-  the Gaussian initialisation."""
+  :math:`\frac{\lambda_W}{2}\|W\|^2` (learned only) :math:`+ \frac{\lambda_b}{2}\|b\|^2` (with a bias), the
+  Gaussian initialisation, and the fields below (keyword-only).
+
+  Attributes:
+    W0: the fixed classifier ``K x d`` (ETF rows of norm ``rho``; zeros when ``fixed_W`` is false).
+    alpha, lam_W, lam_H, lam_b: scalar leaves (sweepable).
+    lam_nodes, lam_weights: the explicit grid (``grid="fixed"``), else ``None``.
+    d, num_lam, loss, bias, fixed_W, grid: static.
+  """
+  W0: Any
+  alpha: Any
+  lam_W: Any
+  lam_H: Any
+  lam_b: Any
+  lam_nodes: Any
+  lam_weights: Any
+  d: int = struct.field(pytree_node=False)
+  num_lam: int = struct.field(pytree_node=False)
+  loss: str = struct.field(pytree_node=False, default="ce")
+  bias: bool = struct.field(pytree_node=False, default=False)
+  fixed_W: bool = struct.field(pytree_node=False, default=False)
+  grid: str = struct.field(pytree_node=False, default="beta")
 
   def _classifier(self, params: Params) -> jax.Array:
     return self.W0 if self.fixed_W else params.W
@@ -224,36 +245,21 @@ class MixupFamily(FamilyBase):
 # ----------------------------------------------------------------------------- input mixup
 
 
-@struct.dataclass
+@struct.dataclass(kw_only=True)
 class InputMixupProblem(MixupFamily):
   r"""The input-mixup UFM (module docstring): one free feature per (ordered class pair, :math:`\lambda` node).
 
   ``H`` is ``d x (K^2 Q)`` with column ``p Q + q`` the feature of pair ``p`` (:func:`class_pairs` order) at node
   ``q`` (:func:`mixed_features` reshapes it).
 
-  Attributes:
+  Attributes (besides :class:`MixupFamily`'s):
     Y1, Y2: one-hot labels ``K x K^2`` of the first and second class of each pair.
-    W0: the fixed classifier ``K x d`` (ETF rows of norm ``rho``; unused, zeros, when ``fixed_W`` is false).
-    alpha, lam_W, lam_H, lam_b: scalar leaves (sweepable).
-    lam_nodes, lam_weights: the explicit grid (``grid="fixed"``), else ``None``.
-    num_classes, d, num_lam, loss, bias, fixed_W, grid: static.
+    num_classes: static.
   """
   Y1: Any
   Y2: Any
-  W0: Any
-  alpha: Any
-  lam_W: Any
-  lam_H: Any
-  lam_b: Any
-  lam_nodes: Any
-  lam_weights: Any
   num_classes: int = struct.field(pytree_node=False)
-  d: int = struct.field(pytree_node=False)
-  num_lam: int = struct.field(pytree_node=False)
-  loss: str = struct.field(pytree_node=False, default="ce")
-  bias: bool = struct.field(pytree_node=False, default=False)
   fixed_W: bool = struct.field(pytree_node=False, default=True)
-  grid: str = struct.field(pytree_node=False, default="beta")
 
   FAMILY: ClassVar[str] = "input_mixup"
   SCALAR_LEAVES = ("alpha", "lam_W", "lam_H", "lam_b")
@@ -380,33 +386,17 @@ def input_as_plain_problem(problem: InputMixupProblem):
 # ----------------------------------------------------------------------------- manifold mixup
 
 
-@struct.dataclass
+@struct.dataclass(kw_only=True)
 class ManifoldMixupProblem(MixupFamily):
   r"""The manifold-mixup UFM (module docstring): free sample features ``H`` (``d x N``), mixed as
   :math:`\lambda h_i + (1-\lambda) h_j` over all ``N^2`` ordered sample pairs.
 
-  Attributes:
+  Attributes (besides :class:`MixupFamily`'s):
     Y: one-hot labels ``K x N`` (columns grouped by class).
-    W0: the fixed classifier (``fixed_W``) or zeros.
-    alpha, lam_W, lam_H, lam_b: scalar leaves (sweepable).
-    lam_nodes, lam_weights: the explicit grid (``grid="fixed"``), else ``None``.
-    counts, d, num_lam, loss, bias, fixed_W, grid: static.
+    counts: static.
   """
   Y: Any
-  W0: Any
-  alpha: Any
-  lam_W: Any
-  lam_H: Any
-  lam_b: Any
-  lam_nodes: Any
-  lam_weights: Any
   counts: tuple[int, ...] = struct.field(pytree_node=False)
-  d: int = struct.field(pytree_node=False)
-  num_lam: int = struct.field(pytree_node=False)
-  loss: str = struct.field(pytree_node=False, default="ce")
-  bias: bool = struct.field(pytree_node=False, default=False)
-  fixed_W: bool = struct.field(pytree_node=False, default=False)
-  grid: str = struct.field(pytree_node=False, default="beta")
 
   FAMILY: ClassVar[str] = "manifold_mixup"
   SCALAR_LEAVES = ("alpha", "lam_W", "lam_H", "lam_b")

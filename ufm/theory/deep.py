@@ -415,18 +415,28 @@ def deep_ce_etf(K: int, n, M: int, lam_W, lam_H) -> DeepCE:
   check_int("K", K, lo=2)
   check_int("M", M, lo=1)
   dt = jnp.result_type(float)
-  return _deep_ce_etf_impl(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M)
+  return _deep_ce_1d(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M, block=False)
 
 
-@functools.partial(jax.jit, static_argnames=("K", "M"))
-def _deep_ce_etf_impl(n, lam_W, lam_H, *, K, M):
+@functools.partial(jax.jit, static_argnames=("K", "M", "block"))
+def _deep_ce_1d(n, lam_W, lam_H, *, K, M, block):
+  """The one-parameter minimisation of :func:`deep_ce_etf` (``block`` false: scale ``t``, ``K - 1`` singular values
+  ``t``) or :func:`deep_ce_block` (``block`` true: scale ``a``, ``K/2`` singular values ``2a``)."""
   c = _ce_c(K, n, M, lam_W, lam_H)
   q = 2.0 / (M + 1)
-  fn = lambda t: jnp.log1p((K - 1) * jnp.exp(-t)) + c * (K - 1) * t**q
-  t, f = _min_1d(fn)
-  E = jnp.eye(K, dtype=t.dtype) - 1.0 / K
-  sv = jnp.concatenate([jnp.full((K - 1,), t), jnp.zeros((1,), t.dtype)])
-  return DeepCE(scale=t, objective=f, singular_values=sv, Zbar=t * E)
+  if block:
+    fn = lambda a: jnp.log(1 + jnp.exp(-2 * a) + (K - 2) * jnp.exp(-a)) + c * (K / 2) * (2 * a) ** q
+  else:
+    fn = lambda t: jnp.log1p((K - 1) * jnp.exp(-t)) + c * (K - 1) * t**q
+  s, f = _min_1d(fn)
+  if block:
+    blk = jnp.asarray([[1.0, -1.0], [-1.0, 1.0]], s.dtype)
+    Zbar = s * jnp.kron(jnp.eye(K // 2, dtype=s.dtype), blk)
+    sv = jnp.concatenate([jnp.full((K // 2,), 2 * s), jnp.zeros((K - K // 2,), s.dtype)])
+  else:
+    Zbar = s * (jnp.eye(K, dtype=s.dtype) - 1.0 / K)
+    sv = jnp.concatenate([jnp.full((K - 1,), s), jnp.zeros((1,), s.dtype)])
+  return DeepCE(scale=s, objective=f, singular_values=sv, Zbar=Zbar)
 
 
 def deep_ce_block(K: int, n, M: int, lam_W, lam_H) -> DeepCE:
@@ -443,19 +453,7 @@ def deep_ce_block(K: int, n, M: int, lam_W, lam_H) -> DeepCE:
   if K % 2:
     raise ValueError(f"K = {K}: the block construction needs an even K; allowed: K even >= 2")
   dt = jnp.result_type(float)
-  return _deep_ce_block_impl(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M)
-
-
-@functools.partial(jax.jit, static_argnames=("K", "M"))
-def _deep_ce_block_impl(n, lam_W, lam_H, *, K, M):
-  c = _ce_c(K, n, M, lam_W, lam_H)
-  q = 2.0 / (M + 1)
-  fn = lambda a: jnp.log(1 + jnp.exp(-2 * a) + (K - 2) * jnp.exp(-a)) + c * (K / 2) * (2 * a) ** q
-  a, f = _min_1d(fn)
-  blk = jnp.asarray([[1.0, -1.0], [-1.0, 1.0]], a.dtype)
-  Zbar = a * jnp.kron(jnp.eye(K // 2, dtype=a.dtype), blk)
-  sv = jnp.concatenate([jnp.full((K // 2,), 2 * a), jnp.zeros((K - K // 2,), a.dtype)])
-  return DeepCE(scale=a, objective=f, singular_values=sv, Zbar=Zbar)
+  return _deep_ce_1d(jnp.asarray(n, dt), jnp.asarray(lam_W, dt), jnp.asarray(lam_H, dt), K=K, M=M, block=True)
 
 
 def _deep_scalar_lams(problem):
