@@ -21,7 +21,7 @@ UNTUNED = [  # configurations not used anywhere else in the suite
 
 @pytest.mark.parametrize("argv", UNTUNED, ids=["ce", "ce-bias", "mse", "mse-bias-imbalanced"])
 def test_solve_json_agrees_with_closed_form(argv, capsys):
-  assert cli.main(["solve", *argv, "--x64", "--json"]) == 0
+  assert cli.main(["solve", *argv, "--json"]) == 0
   rec = json.loads(capsys.readouterr().out)
   assert {"objective", "norm_W_sq", "norm_H_sq", "norm_b", "metrics", "theory", "diverged", "converged",
           "grad_norm", "config"} <= set(rec)
@@ -35,11 +35,12 @@ def test_solve_json_agrees_with_closed_form(argv, capsys):
 
 
 def test_solve_table_and_no_closed_form(capsys):
-  assert cli.main(["solve", "--loss", "ce", "--counts", "5,2", "--d", "2", "--x64", "--steps", "200"]) == 0
+  assert cli.main(["solve", "--loss", "ce", "--counts", "5,2", "--d", "2", "--steps", "200"]) == 0
   out = capsys.readouterr().out
   assert "theory: none (counts = (5, 2): the imbalanced CE-UFM has no closed form" in out
-  assert out.splitlines()[3].split() == ["quantity", "solver", "theory", "rel.", "err"]
-  names = [line.split()[0] for line in out.splitlines()[4:]]
+  assert out.splitlines()[2].startswith("verdict: ")  # "no closed form" (or "not converged" at 200 steps)
+  assert out.splitlines()[4].split() == ["quantity", "solver", "theory", "rel.", "err"]
+  names = [line.split()[0] for line in out.splitlines()[5:]]
   assert len(names) == len(set(names)), "a quantity printed twice"
   assert {"objective", "norm_W_sq", "norm_H_sq", "norm_b", "nc1"} <= set(names)
 
@@ -97,7 +98,7 @@ def test_claims_defaults_match_ufm_claims():
     (["--K", "3", "--n", "3", "--d", "2", "--steps", "0"], "steps = 0 is out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
-  assert cli.main(["solve", *argv, "--x64"]) == 2
+  assert cli.main(["solve", *argv]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and message in err and err.startswith("ufm: error:")
 
@@ -106,7 +107,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     (["--loss", "hinge"], "invalid choice: 'hinge'"),
     (["--seed", "99999999999999999999"], "seed = 99999999999999999999 is out of range"),
     (["--steps", "100000000000"], "steps = 100000000000 is out of range"),
-    (["--lam-W", "1e300"], "lam_W = 1e+300 overflows float32"),
+    (["--float32", "--lam-W", "1e300"], "lam_W = 1e+300 overflows float32"),
 ])
 def test_bad_input_in_a_real_process_has_no_traceback(extra, message):
   r = subprocess.run([sys.executable, "-m", "ufm", "solve", "--K", "3", "--n", "3", "--d", "2", *extra],
@@ -118,7 +119,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(extra, message):
 def test_solve_deep_flags_build_a_deep_problem_and_validate():
   """--depth / --widths: a deep linear UFM beside its closed form; bad values exit 2 with one line."""
   rec = cli.solve(cli._parser().parse_args(["solve", "--loss", "mse", "--counts", "3,2", "--widths", "3,2",
-                                            "--lam-W", "1e-2", "--lam-H", "1e-2", "--x64", "--init-scale", "1.0"]))
+                                            "--lam-W", "1e-2", "--lam-H", "1e-2", "--init-scale", "1.0"]))
   assert rec["config"]["d"] == 3 and rec["theory"]["geometry"] == "general orthogonal frame"
   assert abs(rec["objective"] - rec["theory"]["objective"]) <= 1e-8 * rec["theory"]["objective"]
   for extra, msg in ((["--widths", "3,x"], "widths"), (["--widths", "3,3", "--depth", "3"], "depth = 3"),

@@ -167,11 +167,11 @@ def test_vmap_equals_python_loop(small):
   assert res.axes == ("lr", "seed")
   assert res.solution.params.W.shape == (2, 3, 3, 3)
   assert res.solution.trace.metrics["nc1"].shape == (2, 3, 4)
-  for i, lr in enumerate([0.1, 0.5]):
-    for j, seed in enumerate([0, 1, 2]):
+  for lr in [0.1, 0.5]:
+    for seed in [0, 1, 2]:
       one = solvers.gradient_descent(jax.random.key(seed), small, solvers.gd_hparams(lr), num_steps=200, log_every=50,
                                      trace_metrics=("nc1",))
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), res.sel(lr=i, seed=j), one)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), res.sel(lr=lr, seed=seed), one)
 
 
 def test_sweep_over_weight_decays_and_unknown_axis(small):

@@ -23,9 +23,9 @@ from ufm.validate import check_int, check_seed
 DESCRIPTION = ("Simulate the unconstrained features model (UFM) of neural collapse and compare each solve with its "
                "closed form.")
 EPILOG = """examples:
-  python -m ufm solve --loss ce --K 4 --n 5 --d 6 --x64
+  python -m ufm solve --loss ce --K 4 --n 5 --d 6
   python -m ufm solve --loss mse --bias --counts 20,10,5,5 --d 8 --json
-  python -m ufm solve --loss mse --counts 3,2 --widths 3,2 --x64
+  python -m ufm solve --loss mse --counts 6,6,6 --d 4 --depth 2 --lam-W 0.02 --lam-H 0.01
   python -m ufm demo
   python -m ufm claims list
   python -m ufm claims run ce_norms --examples 50
@@ -39,7 +39,10 @@ over the classifier W (K x d), the features H (d x N) and the bias b, then print
 ||b|| and the neural-collapse metrics, each beside its closed form (ufm.theory.predict) and the relative error
 (absolute where the closed form is 0). Give the classes as --K and --n (balanced) or --counts (any counts), and the
 feature dimension as --d, or the layer widths of a deep linear UFM as --widths (then lam_W is the weight decay of
-every layer)."""
+every layer). Runs in float64 (--float32 for speed). The verdict line says what the solve reached: global (the
+objective matches the closed form), local (converged above it, by how much), below theory (a counterexample to the
+closed form), not converged, diverged, or no closed form (ufm.verdict). Deep problems start from 8 initialisations
+by default (--restarts), vmapped, and keep the best."""
 DEMO_DESCRIPTION = ("Every closed form of ufm.theory beside its float64 L-BFGS solve (seven settings, CE and MSE, "
                     "with and without a bias; about 40 s on 2 CPU cores).")
 CLAIMS_DESCRIPTION = ("Theory claims of ufm.claims, each checked on random problems (hypothesis) against a float64 "
@@ -117,8 +120,14 @@ def _parser() -> argparse.ArgumentParser:
                  help="std of the Gaussian initialisation")
   s.add_argument("--steps", type=int, default=None,
                  help="gd/adam steps (20000) or lbfgs cap (3000)")
-  s.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
-  s.add_argument("--x64", action="store_true", help="float64 (needed for 1e-10 agreement; default float32)")
+  s.add_argument("--seed", type=int, default=0, help="seed of the initialisation (of the first start)")
+  s.add_argument("--restarts", type=int, default=None, metavar="R",
+                 help="starts, vmapped, the best kept (default: 8 for a deep problem, depth >= 2, whose landscape has "
+                      "local minima; 1 for the plain UFM, whose landscape is benign)")
+  s.add_argument("--float32", action="store_true",
+                 help="float32 instead of the default float64 (faster; the reference agreement of 1e-10 needs "
+                      "float64, float32 reaches about 1e-4 to 1e-3)")
+  s.add_argument("--x64", action="store_true", help=argparse.SUPPRESS)  # float64 is the default now
   s.add_argument("--json", action="store_true", help="print one JSON object, not the table")
   sub.add_parser("demo", help="every closed form beside its float64 reference solve", description=DEMO_DESCRIPTION,
                  **kw)
@@ -184,6 +193,10 @@ def _widths(args):
 
 
 MAX_STEPS = 10_000_000
+#: Starts of a deep (depth >= 2) solve by default: 3 of 8 single starts end at a local minimum on the deep MSE-UFM
+#: with counts (6, 6, 6), d = 4, depth 2, lam_W = 0.02, lam_H = 0.01 (seeds 0-7, measured).
+DEEP_RESTARTS = 8
+MAX_RESTARTS = 4096
 
 
 def _check_steps(steps: int) -> int:
@@ -204,9 +217,15 @@ def solve(args) -> dict:
 
   from ufm import metrics, solvers, theory
   from ufm.problem import make_problem
-  dtype = "float64" if args.x64 else "float32"
+  from ufm import verdict as verdicts
+  dtype = "float32" if getattr(args, "float32", False) else "float64"
   counts = _counts(args)
   widths = _widths(args)
+  restarts = getattr(args, "restarts", None)
+  restarts = (1 if widths is None else DEEP_RESTARTS) if restarts is None else restarts
+  check_int("restarts", restarts, lo=1)
+  if restarts > MAX_RESTARTS:
+    raise ValueError(f"restarts = {restarts} is out of range; allowed range: integers 1 <= restarts <= {MAX_RESTARTS}")
   if widths is None:
     problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                            loss=args.loss, bias=args.bias, dtype=dtype)
@@ -218,14 +237,21 @@ def solve(args) -> dict:
   if args.solver == "lbfgs":
     steps = _check_steps(3000 if args.steps is None else args.steps)
     hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)
-    run = lambda: solvers.lbfgs_reference(key, problem, hp, max_steps=steps)
+    solver, static = solvers.lbfgs_reference, {"max_steps": steps}
   else:
     steps = _check_steps(20_000 if args.steps is None else args.steps)
     hp = solvers.gd_hparams(args.lr, momentum=args.momentum, init_scale=args.init_scale, dtype=dtype)
-    run = lambda: solvers.gradient_descent(key, problem, hp, optimizer="adam" if args.solver == "adam" else "sgd",
-                                           num_steps=steps, log_every=math.gcd(steps, 100))
+    solver = solvers.gradient_descent
+    static = {"optimizer": "adam" if args.solver == "adam" else "sgd", "num_steps": steps,
+              "log_every": math.gcd(steps, 100)}
   t0 = time.perf_counter()
-  sol = jax.block_until_ready(run())
+  if restarts == 1:
+    sol, starts = jax.block_until_ready(solver(key, problem, hp, **static)), None
+  else:
+    ms = verdicts.multistart(solver, key, problem, hp, restarts=restarts, **static)
+    sol = jax.block_until_ready(ms.best)
+    starts = {"restarts": restarts, "best": ms.index, "objectives": [float(f) for f in ms.objectives],
+              "spread": ms.spread}
   wall = time.perf_counter() - t0
   W, H, b = (np.asarray(x, np.float64) for x in (sol.params.W, sol.params.H, sol.params.b))
   got = {"objective": float(sol.objective), "norm_W_sq": float(np.sum(W**2)), "norm_H_sq": float(np.sum(H**2)),
@@ -238,7 +264,9 @@ def solve(args) -> dict:
     note = None
   except theory.NoClosedFormError as e:
     th, note = None, str(e)
-  return {**got, "metrics": got_metrics, "theory": th, "theory_note": note,
+  v = verdicts.verdict(sol, problem, optimum=None if th is None else th["objective"])
+  return {**got, "metrics": got_metrics, "theory": th, "theory_note": note, "verdict": v.status,
+          "verdict_message": v.message, "gap": v.gap, "starts": starts,
           "diverged": bool(sol.diverged), "converged": bool(sol.converged), "grad_norm": float(sol.grad_norm),
           "num_steps": int(sol.num_steps), "wall_time_s": wall,
           "config": {**{k: v for k, v in vars(args).items() if k not in ("command", "json")}, "counts": list(counts),
@@ -271,13 +299,17 @@ def format_table(rec: dict) -> str:
     lines.append(f"{name:<24}{v:18.10g}{ts:>18}{es:>12}")
   c = rec["config"]
   status = "DIVERGED" if rec["diverged"] else ("converged" if rec["converged"] else "not converged")
+  starts = rec.get("starts")
+  if starts:
+    status += (f" (best of {starts['restarts']} starts, #{starts['best']}; objectives spread "
+               f"{starts['spread']:.2e})")
   deep_s = f", widths={c['widths']}" if c.get("widths") else (f", depth={c['depth']}" if c.get("depth", 1) > 1 else "")
   head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, "
           f"d={c['d']}{deep_s}, "
           f"lam_W={c['lam_W']:g}, lam_H={c['lam_H']:g}, lam_b={c['lam_b']:g}, {c['solver']}, {c['dtype']}\n"
           f"{status}: |grad| = {rec['grad_norm']:.2e} after {rec['num_steps']} steps ({rec['wall_time_s']:.1f} s)")
   geo = f"theory: {th['geometry']} — {th['source']}" if th else f"theory: none ({rec['theory_note']})"
-  return "\n".join([head, geo, *lines])
+  return "\n".join([head, f"verdict: {rec['verdict_message']}", geo, *lines])
 
 
 def demo() -> int:
@@ -293,7 +325,8 @@ def demo() -> int:
     counts = spec if "," in spec else None
     args = argparse.Namespace(loss=loss, bias=bias, K=4 if counts is None else None, n=5 if counts is None else None,
                               counts=counts, d=d, lam_W=lam, lam_H=lam, lam_b=lam_b, solver="lbfgs", lr=0.1,
-                              momentum=0.0, init_scale=0.1, steps=None, seed=0, x64=True, command="solve", json=False)
+                              momentum=0.0, init_scale=0.1, steps=None, seed=0, float32=False, restarts=1,
+                              command="solve", json=False)
     rec = solve(args)
     print(format_table(rec), end="\n\n")
     th = rec["theory"]
@@ -356,8 +389,8 @@ def claims_run(args, selected, store) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  # only ever switched on: never undo a caller's x64
-  if getattr(args, "x64", False) or args.command in ("demo", "claims"):
+  # float64 unless solve --float32; only ever switched on: never undo a caller's x64
+  if not getattr(args, "float32", False):
     jax.config.update("jax_enable_x64", True)
   try:
     if args.command == "demo":

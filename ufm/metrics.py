@@ -14,11 +14,30 @@ the unweighted :math:`\Sigma_B` of Papyan et al. (2020) used by every peer codeb
 exactly when the geometry they measure is undefined (for example the angles of zero
 vectors); NC1 is never NaN for finite input.
 
+**Input that cannot be measured reads as NaN, never as collapse.** Every metric returns NaN when any of
+its floating-point inputs holds a NaN or an infinity (:func:`nan_if_nonfinite`); a network whose features
+diverged scores NaN, not ``nc1 = 0``.
+
+**Scale and offset.** The feature metrics (:func:`nc1`, :func:`nc1_ratio`, :func:`cdnv`) are computed on
+:func:`standardise`\ d features: centred at the global mean (two passes) and divided by their largest
+absolute entry ``s``. NC1 and the NC1 ratio are invariant to the scale of ``H`` over the whole float range
+(no underflow at 1e-160, no overflow at 1e200 in float64) and to a common offset up to the rounding of
+the input itself; :func:`cdnv` is rescaled by :math:`s^{2-2e}` afterwards. Decisions of the form "is
+this zero?" are relative to the data: on standardised features, a class-mean spread or a within-class
+spread below :func:`rounding_floor` (:math:`8\sqrt N\,\mathrm{eps}`) is rounding, i.e. zero. The
+degenerate cases have documented values, the same eagerly and under ``jit``:
+
+* every feature equal (``H = c 1 1^T``): NC1 = NC1 ratio = CDNV = 0 (everything has collapsed to one point);
+* class means equal but features spread (no separation): NC1 = NC1 ratio = ``inf``, CDNV ``inf``;
+* separated means, no within-class spread: 0.
+
 Names follow ``rhubarbwu/neural-collapse`` (the library of Wu & Papyan 2024,
 "Linguistic Collapse", arXiv 2405.17767) where it has them; ``tests/test_metrics.py``
 pins the values computed by that library on the same arrays (see its docstring).
 """
 
+import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -31,7 +50,10 @@ from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 __all__ = [
     "METRICS",
     "bias_relation",
+    "nan_if_nonfinite",
+    "rounding_floor",
     "safe_div",
+    "standardise",
     "cdnv",
     "class_means",
     "compute",
@@ -59,6 +81,58 @@ def safe_div(num, den):
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
+def nan_if_nonfinite(fn: Callable) -> Callable:
+  """``fn`` whose every output is NaN when any floating-point array argument holds a NaN or an inf.
+
+  Works under ``jit`` and ``vmap`` (a ``jnp.where`` on the result, no Python branch); integer arguments
+  (labels) and Python scalars are not inspected.
+  """
+  @functools.wraps(fn)
+  def guarded(*args, **kwargs):
+    out = fn(*args, **kwargs)
+    arrays = [a for a in (*args, *kwargs.values())
+              if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)]
+    if not arrays:
+      return out
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
+    return jax.tree.map(lambda v: jnp.where(finite, v, jnp.nan), out)
+  return guarded
+
+
+def rounding_floor(N: int, dtype) -> float:
+  r""":math:`8\sqrt N\,\mathrm{eps}`: on :func:`standardise`\ d features (largest entry 1) a mean or spread
+  below it is the rounding of a sum of ``N`` terms, not a measurement, and counts as zero."""
+  return 8.0 * math.sqrt(N) * float(jnp.finfo(dtype).eps)
+
+
+def standardise(H: Float[Array, "d N"]) -> tuple[jax.Array, jax.Array]:
+  r"""``(Hn, s)``: :math:`H_n = (H - \mu_G\mathbf 1^\top)/s` with :math:`\mu_G` the mean column (two passes, so
+  a large common offset costs no more digits than the input already lost) and ``s`` the largest absolute entry
+  of the centred features (``Hn = 0`` and ``s = 0`` when every column is equal). Every scale-invariant feature
+  metric is a function of ``Hn`` alone."""
+  Hc = H - jnp.mean(H, axis=1, keepdims=True)
+  Hc = Hc - jnp.mean(Hc, axis=1, keepdims=True)
+  s = jnp.max(jnp.abs(Hc))
+  return Hc / jnp.where(s > 0, s, 1.0), s
+
+
+def _degenerate(value, separated, spread):
+  """``value`` where the class means are separated; else ``inf`` with within-class spread, 0 without."""
+  return jnp.where(separated, value, jnp.where(spread, jnp.inf, 0.0))
+
+
+def _feature_parts(H, labels, K):
+  """Standardised features, their class means, within-class residuals and the two "is it zero?" decisions."""
+  Hn, s = standardise(H)
+  M_dxK, mu_G, n_K = class_means(Hn, labels, K)
+  Mc_dxK = M_dxK - mu_G[:, None]
+  C_dxN = Hn - M_dxK[:, labels]
+  floor = rounding_floor(H.shape[1], H.dtype)
+  separated = jnp.max(jnp.linalg.norm(Mc_dxK, axis=0)) > floor
+  spread = jnp.max(jnp.abs(C_dxN)) > floor
+  return Hn, s, Mc_dxK, C_dxN, n_K, separated, spread
+
+
 def class_means(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   r"""Class means :math:`\bar H` (``d x K``), global mean :math:`\mu_G` (``d``) and class counts (``K``)."""
   sums_Kxd = jax.ops.segment_sum(H.T, labels, num_segments=K)
@@ -79,39 +153,65 @@ def _pairs(K: int):
   return jnp.triu_indices(K, k=1)
 
 
+@nan_if_nonfinite
 def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r"""NC1 = :math:`\frac1K \mathrm{tr}(\Sigma_W \Sigma_B^+)` (Papyan et al. 2020, arXiv 2008.08186, Fig. 6).
 
-  Computed in the eigenbasis of :math:`\Sigma_B`: with :math:`\tilde M = U S V^\top`,
+  Computed on :func:`standardise`\ d features, in the eigenbasis of :math:`\Sigma_B`: with
+  :math:`\tilde M = U S V^\top`,
   :math:`\mathrm{tr}(\Sigma_W\Sigma_B^+) = \sum_{j:\,\lambda_j > \epsilon} u_j^\top\Sigma_W u_j/\lambda_j`,
   :math:`\lambda_j = s_j^2/K`, keeping :math:`\lambda_j > \max(d, K)\,\mathrm{eps}\,\lambda_{\max}`
   (the relative cutoff ``jnp.linalg.pinv`` applies to the ``d x K`` matrix :math:`\tilde M`).
-  Every term is :math:`\ge 0`, so NC1 is never negative and never NaN for finite input.
-  When :math:`\Sigma_B = 0` (no class separation) it is ``inf`` if :math:`\Sigma_W \ne 0` and 0
-  if everything has collapsed to one point, consistent with :func:`nc1_ratio` and :func:`cdnv`.
+  Every term is :math:`\ge 0`, so NC1 is never negative; NaN exactly when the input is not finite.
+  Without class separation (centred means below :func:`rounding_floor`) it is ``inf`` if the features
+  spread within classes and 0 if everything has collapsed to one point, consistent with :func:`nc1_ratio`
+  and :func:`cdnv`. Invariant to the scale of ``H`` and to a common offset (see the module docstring).
   Cost :math:`O(dK^2 + dKN)`; no ``d x d`` inverse.
   """
   d, N = H.shape
-  M_dxK, mu_G, _ = class_means(H, labels, K)
-  C_dxN = H - M_dxK[:, labels]
-  U, s, _ = jnp.linalg.svd(M_dxK - mu_G[:, None], full_matrices=False)
+  _, _, Mc_dxK, C_dxN, _, separated, spread = _feature_parts(H, labels, K)
+  U, s, _ = jnp.linalg.svd(Mc_dxK, full_matrices=False)
   lam_B = s**2 / K
   keep = lam_B > max(d, K) * jnp.finfo(H.dtype).eps * jnp.max(lam_B)
   w = jnp.sum((U.T @ C_dxN) ** 2, axis=1) / N
   value = jnp.sum(jnp.where(keep, w / jnp.where(keep, lam_B, 1.0), 0.0)) / K
-  no_separation = jnp.max(lam_B) == 0
-  return jnp.where(no_separation, safe_div(jnp.sum(C_dxN**2), 0.0), value)
+  return _degenerate(value, separated, spread)
 
 
+@nan_if_nonfinite
 def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{tr}\,\Sigma_W / \mathrm{tr}\,\Sigma_B` (Tirer, Huang, Niles-Weed 2023, arXiv 2210.16658;
-  rhubarbwu ``covariance_ratio``). ``0/0 -> 0``, ``x/0 -> inf``."""
-  M_dxK, mu_G, _ = class_means(H, labels, K)
-  tr_W = jnp.sum((H - M_dxK[:, labels]) ** 2) / H.shape[1]
-  tr_B = jnp.sum((M_dxK - mu_G[:, None]) ** 2) / K
-  return safe_div(tr_W, tr_B)
+  rhubarbwu ``covariance_ratio``), on :func:`standardise`\ d features; degenerate cases as :func:`nc1`."""
+  _, _, Mc_dxK, C_dxN, _, separated, spread = _feature_parts(H, labels, K)
+  tr_W = jnp.sum(C_dxN**2) / H.shape[1]
+  tr_B = jnp.sum(Mc_dxK**2) / K
+  return _degenerate(tr_W / jnp.where(separated, tr_B, 1.0), separated, spread)
 
 
+def class_variances(C_dxN: jax.Array, labels: jax.Array, n_K: jax.Array, K: int) -> jax.Array:
+  r"""Per-class variances :math:`\sigma_c^2 = \frac1{n_c}\sum_{i: y_i = c}\|c_i\|^2` of residuals ``C``
+  (features minus their class mean)."""
+  return jax.ops.segment_sum(jnp.sum(C_dxN**2, axis=0), labels, num_segments=K) / n_K
+
+
+def cdnv_pairs(var_i, var_j, dist2_ij, dist_exp, floor):
+  r"""Per-pair CDNV terms :math:`(\sigma_i^2 + \sigma_j^2)/(2 d_{ij}^{2e})` on standardised features: a pair
+  whose squared distance is below ``floor**2`` has coincident means (``inf``, or 0 when both variances are
+  below ``floor**2`` too)."""
+  apart = dist2_ij > floor**2
+  var = (var_i + var_j) / 2
+  return jnp.where(apart, var / jnp.where(apart, dist2_ij, 1.0) ** dist_exp,
+                   jnp.where(var > floor**2, jnp.inf, 0.0))
+
+
+def rescale_cdnv(value, s, dist_exp):
+  r"""The CDNV of the original features from that of the standardised ones: :math:`s^{2-2e}` times it."""
+  if dist_exp == 1:
+    return value
+  return jnp.where(s > 0, value * s ** (2.0 - 2.0 * dist_exp), value)
+
+
+@nan_if_nonfinite
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
   r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121), averaged over pairs.
 
@@ -120,17 +220,19 @@ def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: f
 
   ``e = dist_exp``: 1 is Galanti et al.'s CDNV and rhubarbwu's default; Wu & Papyan (2024)
   report ``e = 2``. A pair with coincident means contributes ``inf`` (``0`` if both
-  variances are 0). Matches rhubarbwu ``class_dist_norm_vars`` averaged by ``symm_reduce``.
+  variances are 0), decided on standardised features (:func:`cdnv_pairs`). Matches rhubarbwu
+  ``class_dist_norm_vars`` averaged by ``symm_reduce``.
   """
-  M_dxK, mu_G, n_K = class_means(H, labels, K)
-  var_K = jax.ops.segment_sum(jnp.sum((H - M_dxK[:, labels]) ** 2, axis=0), labels, num_segments=K) / n_K
-  Mc_dxK = M_dxK - mu_G[:, None]  # centred first: the expansion below then loses no digits to a large offset
+  _, s, Mc_dxK, C_dxN, n_K, _, _ = _feature_parts(H, labels, K)
+  var_K = class_variances(C_dxN, labels, n_K, K)
   sq = jnp.sum(Mc_dxK**2, axis=0)
   dist2_KxK = jnp.maximum(sq[:, None] + sq[None, :] - 2 * Mc_dxK.T @ Mc_dxK, 0.0)
   i, j = _pairs(K)
-  return jnp.mean(safe_div((var_K[i] + var_K[j]) / 2, dist2_KxK[i, j] ** dist_exp))
+  floor = rounding_floor(H.shape[1], H.dtype)
+  return rescale_cdnv(jnp.mean(cdnv_pairs(var_K[i], var_K[j], dist2_KxK[i, j], dist_exp, floor)), s, dist_exp)
 
 
+@nan_if_nonfinite
 def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Coefficient of variation of the column norms, :math:`\mathrm{std}_k\|x_k\| / \mathrm{mean}_k\|x_k\|`
   (Papyan et al. 2020, Fig. 2), with the sample std (``ddof = 1``) of their code's ``torch.std``.
@@ -139,6 +241,7 @@ def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLi
   return jnp.std(norms, ddof=ddof) / jnp.mean(norms)
 
 
+@nan_if_nonfinite
 def cosines(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Cosines of the ``K(K-1)/2`` column pairs ``c < c'`` (rhubarbwu ``interference``). Undefined for zero columns."""
   Xn = _normalise_columns(X_dxK)
@@ -146,6 +249,7 @@ def cosines(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return (Xn.T @ Xn)[i, j]
 
 
+@nan_if_nonfinite
 def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` over the ``K(K-1)/2`` pairs (Papyan et al. 2020, Fig. 3,
   ``ddof = 1`` as their ``torch.std``; ``ddof = 0`` is the population std that Wu & Papyan take of
@@ -153,6 +257,7 @@ def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.A
   return jnp.std(cosines(X_dxK), ddof=ddof)
 
 
+@nan_if_nonfinite
 def max_angle(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac{1}{K-1}|` (Papyan et al. 2020, Fig. 4)."""
   K = X_dxK.shape[1]
@@ -163,6 +268,7 @@ def _gram_error(G, T_unit):
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T_unit)
 
 
+@nan_if_nonfinite
 def etf_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
   (Zhu et al. 2021, NC2; rhubarbwu ``simplex_etf_error``). Scale invariant."""
@@ -171,6 +277,7 @@ def etf_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return _gram_error(X_dxK.T @ X_dxK, E)
 
 
+@nan_if_nonfinite
 def of_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`, the orthogonal-frame error (Dang et al. 2023,
   ``compute_NC2_Identity_W``; Tirer & Bruna 2022). Use *uncentred* means for the bias-free MSE-UFM."""
@@ -178,11 +285,13 @@ def of_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return _gram_error(X_dxK.T @ X_dxK, jnp.eye(K, dtype=X_dxK.dtype) / jnp.sqrt(1.0 * K))
 
 
+@nan_if_nonfinite
 def self_duality(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3, :math:`\|W^\top/\|W\|_F - \tilde M/\|\tilde M\|_F\|_F` (Papyan et al. 2020, Fig. 5)."""
   return jnp.linalg.norm(W.T / jnp.linalg.norm(W) - M_dxK / jnp.linalg.norm(M_dxK))
 
 
+@nan_if_nonfinite
 def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3 in Zhu et al.'s form,
   :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
@@ -192,11 +301,13 @@ def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.
   return _gram_error(W @ M_dxK, E)
 
 
+@nan_if_nonfinite
 def self_duality_classwise(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_k \|w_k/\|w_k\| - \tilde\mu_k/\|\tilde\mu_k\|\|` (rhubarbwu ``distance_norms``)."""
   return jnp.mean(jnp.linalg.norm(_normalise_columns(W.T) - _normalise_columns(M_dxK), axis=0))
 
 
+@nan_if_nonfinite
 def unc3(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Uniform duality (Wu & Papyan 2024, UNC3): CoV over classes of :math:`\cos(w_k, \tilde\mu_k)`
   std (``ddof = 1``, as the paper's ``.var()``) over mean, of rhubarbwu ``similarities(cos=True)``."""
@@ -212,6 +323,7 @@ def _log_inverse_distances(M_dxK):
   return -0.5 * jnp.log(dist2[i, j])
 
 
+@nan_if_nonfinite
 def gnc2(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""Hyperspherical uniformity (GNC2; Liu et al. 2023, arXiv 2303.06484; Wu & Papyan 2024):
   :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` on normalised centred means.
@@ -219,6 +331,7 @@ def gnc2(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return jnp.mean(_log_inverse_distances(M_dxK))
 
 
+@nan_if_nonfinite
 def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Population variance over pairs of the GNC2 log kernel (rhubarbwu ``kernel_stats``; 0 for a simplex ETF)."""
   return jnp.var(_log_inverse_distances(M_dxK))
@@ -228,6 +341,7 @@ def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
 _NC4_BLOCK = 4096
 
 
+@nan_if_nonfinite
 def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"],
         K: int) -> jax.typing.ArrayLike:
   r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
@@ -253,6 +367,7 @@ def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], la
   return count / N  # counts are integers: exact, as the mean of the 0/1 agreements
 
 
+@nan_if_nonfinite
 def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"]) -> jax.typing.ArrayLike:
   r""":math:`\|W\mu_G + b\|_2`, the bias relation that Zhu et al. (2021) and Zhou et al. (2022) call NC4
   (not to be confused with :func:`nc4`). At the CE optimum with :math:`\lambda_b > 0` it is 0."""
@@ -297,7 +412,17 @@ def _on_problem(fn_kind: str, fn: Callable, pairwise_std: bool = False) -> Calla
     return fn(W, H, b)
   metric.__name__ = fn.__name__
   metric.__doc__ = fn.__doc__
-  return metric
+  return _params_guard(metric)
+
+
+def _params_guard(metric: Callable) -> Callable:
+  """``metric(params, problem)``, NaN when any leaf of ``params`` is not finite (the problem's own leaves, such as
+  an infinite vicinity radius, are not inspected)."""
+  @functools.wraps(metric)
+  def guarded(params, problem):
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+    return jnp.where(finite, metric(params, problem), jnp.nan)
+  return guarded
 
 
 #: Metric name -> ``(params, problem) -> scalar``. ``_W`` acts on the rows of ``W``, ``_M`` on the
@@ -324,9 +449,9 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
     "gnc2_var": _on_problem("M", gnc2_var),
     "nc4": _on_problem("nc4", nc4),
     "bias_relation": _on_problem("bias", bias_relation),
-    "norm_W_sq": _norm_W_sq,
-    "norm_H_sq": _norm_H_sq,
-    "norm_b": _norm_b,
+    "norm_W_sq": _params_guard(_norm_W_sq),
+    "norm_H_sq": _params_guard(_norm_H_sq),
+    "norm_b": _params_guard(_norm_b),
 }
 
 

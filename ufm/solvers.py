@@ -9,11 +9,13 @@ r"""Solvers: ``(key, problem, hparams, *, static...) -> Solution``, each a singl
 
 Numeric knobs (learning rate, momentum, initial scale, tolerances) are array leaves of
 the hyperparameter ``NamedTuple`` s, so ``jax.vmap`` sweeps them and a new value never
-recompiles. Nothing raises inside a solve: a run that produces a non-finite objective
-is stopped at its last finite iterate and flagged ``diverged`` (diffrax ``throw=False``).
+recompiles. Nothing raises inside a solve: a run that produces a non-finite objective, or
+whose objective grows past :data:`DIVERGENCE_RATIO` times its starting value, is stopped at its
+last iterate before that and flagged ``diverged`` (diffrax ``throw=False``).
 """
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,7 +29,9 @@ from ufm.problem import Params, ProblemLike
 from ufm.validate import cast_checked, check_real
 
 __all__ = [
+    "DIVERGENCE_RATIO",
     "GDHparams",
+    "blown_up",
     "GDState",
     "GD_STEPPER",
     "HPARAM_RANGES",
@@ -110,6 +114,11 @@ def lbfgs_hparams(*, init_scale=0.1, gtol=None, dtype=None) -> LBFGSHparams:
   """Validated :class:`LBFGSHparams`: ``init_scale > 0``, ``gtol >= 0`` (default :func:`default_gtol`)."""
   dtype = dtype or jnp.result_type(float)
   gtol = default_gtol(dtype) if gtol is None else gtol
+  if jnp.dtype(dtype) != jnp.float64:
+    reach = "cannot reach it (|grad| floors near 1e-5)" if float(gtol) < 1e-6 else "leaves relative errors of 1e-4-1e-3"
+    warnings.warn(f"lbfgs_hparams: a {jnp.dtype(dtype).name} reference solve with gtol = {float(gtol):g} {reach}; "
+                  "for reference precision enable float64 first (jax.config.update('jax_enable_x64', True); the "
+                  "CLI's default) and pass dtype='float64'", UserWarning, stacklevel=2)
   return LBFGSHparams(init_scale=check_hparam("init_scale", init_scale, dtype), gtol=check_hparam("gtol", gtol, dtype))
 
 
@@ -200,8 +209,9 @@ class GDState(NamedTuple):
     params: the last finite iterate.
     opt_state: the optax state (momentum buffer, Adam moments, step count).
     step: steps taken (stops growing at divergence).
-    diverged: a non-finite objective or gradient was met.
+    diverged: a non-finite objective or gradient was met, or the objective blew up (:func:`blown_up`).
     objective, grad_norm: at ``params``.
+    objective0: the objective at the start (the divergence bound's reference).
   """
   params: Params
   opt_state: Any
@@ -209,6 +219,20 @@ class GDState(NamedTuple):
   diverged: jax.Array
   objective: jax.Array
   grad_norm: jax.Array
+  objective0: jax.Array
+
+
+#: A first-order run is ``diverged`` once its objective exceeds ``DIVERGENCE_RATIO * |f(start)|``. Every UFM
+#: objective is bounded below by 0 and starts at ``O(1)`` (log K for CE at a small initialisation), so six orders of
+#: magnitude above the start is a blow-up, not a transient (a learning rate of 100 takes CE to 1e113, Adam at
+#: 1000 to 6e6 times its start); non-finite values are flagged too. L-BFGS needs no bound: its line search only
+#: accepts decreasing steps.
+DIVERGENCE_RATIO = 1e6
+
+
+def blown_up(f, f0):
+  """``f`` is not finite, or above :data:`DIVERGENCE_RATIO` times ``|f0|`` (the objective at the start)."""
+  return ~jnp.isfinite(f) | (f > DIVERGENCE_RATIO * jnp.abs(f0))
 
 
 def _check_gd_static(optimizer: str, num_steps: int, log_every: int):
@@ -224,7 +248,7 @@ def _gd_init(key, problem, hparams, *, optimizer):
   params0 = _project(problem, problem.init(key, hparams.init_scale))
   f0, gn0 = problem.value(params0), otu.tree_norm(grad_fn(params0))
   return GDState(params=params0, opt_state=opt.init(params0), step=jnp.zeros((), jnp.int32),
-                 diverged=~(jnp.isfinite(f0) & jnp.isfinite(gn0)), objective=f0, grad_norm=gn0)
+                 diverged=~(jnp.isfinite(f0) & jnp.isfinite(gn0)), objective=f0, grad_norm=gn0, objective0=f0)
 
 
 def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, trace_metrics):
@@ -242,12 +266,12 @@ def _gd_advance(state, problem, hparams, *, optimizer, num_chunks, log_every, tr
     new_params, new_opt = jax.lax.fori_loop(0, log_every, one_step, (s.params, s.opt_state),
                                             unroll=2 if optimizer == "sgd" else 1)
     new_f, new_gn = problem.value(new_params), otu.tree_norm(grad_fn(new_params))
-    bad = s.diverged | ~(jnp.isfinite(new_f) & jnp.isfinite(new_gn))
+    bad = s.diverged | blown_up(new_f, s.objective0) | ~jnp.isfinite(new_gn)
     params, opt_state, f, gn = jax.tree.map(lambda new, old: jnp.where(bad, old, new),
                                             (new_params, new_opt, new_f, new_gn),
                                             (s.params, s.opt_state, s.objective, s.grad_norm))
     s = GDState(params=params, opt_state=opt_state, step=jnp.where(bad, s.step, s.step + log_every),
-                diverged=bad, objective=f, grad_norm=gn)
+                diverged=bad, objective=f, grad_norm=gn, objective0=s.objective0)
     row = Trace(step=s.step, objective=f, grad_norm=gn, metrics=_metrics.compute(params, problem, trace_metrics))
     return s, row
 

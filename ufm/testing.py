@@ -123,6 +123,15 @@ TOL = {
     # A planned sweep (batches, calls, devices) against the one-program sweep: every configuration runs the same
     # float64 program; only the batch width of XLA's kernels differs, which may reorder sums (measured: bitwise).
     "plan": (1e-12, 1e-12, "the same float64 solve at another vmap width (planned sweeps; measured bitwise)"),
+    # A scale-invariant metric of H against the same metric of s H for s over the float range: features are
+    # standardised (centred, divided by their largest entry) first, so only the rounding of that division and of the
+    # O(dN) sums differs. Measured <= 9e-16 (float64), 1.1e-6 (float32).
+    "scale_invariance": (1e-12, 0.0, "standardised features: rounding of one division and O(dN) sums (9e-16)"),
+    "scale_invariance_float32": (1e-5, 0.0, "the same in float32, eps 1.2e-7 x O(dN) sums (measured 1.1e-6)"),
+    # NC1 of near-collapsed float64 features (within-class spread 1e-4) against the same features plus a common
+    # offset 1e10: the input itself is rounded to ulp(1e10)/2 = 9.5e-7 per entry, up to 1e-2 of the spread, and NC1
+    # is quadratic in the spread, so up to 2e-2 relative is the input's rounding, not the metric's (measured 2.6e-3).
+    "offset_rounding": (2e-2, 0.0, "input rounded at ulp(1e10)/2 = 1e-2 of a 1e-4 spread; NC1 quadratic (2.6e-3)"),
 }
 
 

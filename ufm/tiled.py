@@ -105,20 +105,24 @@ def _check_block(block) -> int:
   return check_int("block", block, lo=1)
 
 
+@_m.nan_if_nonfinite
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0,
          block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.cdnv`: :math:`\frac{2}{K(K-1)}\sum_{c<c'}\frac{\sigma_c^2 + \sigma_{c'}^2}
-  {2\|\mu_c - \mu_{c'}\|^{2e}}` (Galanti et al. 2021, arXiv 2112.15121)."""
-  M_dxK, mu_G, n_K = _m.class_means(H, labels, K)
-  var_K = jax.ops.segment_sum(jnp.sum((H - M_dxK[:, labels]) ** 2, axis=0), labels, num_segments=K) / n_K
+  {2\|\mu_c - \mu_{c'}\|^{2e}}` (Galanti et al. 2021, arXiv 2112.15121), on standardised features with the
+  same decisions and rescaling (:func:`ufm.metrics.standardise`, :func:`ufm.metrics.cdnv_pairs`)."""
+  Hn, s = _m.standardise(H)
+  M_dxK, mu_G, n_K = _m.class_means(Hn, labels, K)
+  var_K = _m.class_variances(Hn - M_dxK[:, labels], labels, n_K, K)
   Mc = M_dxK - mu_G[:, None]
   sq = jnp.sum(Mc**2, axis=0)
+  floor = _m.rounding_floor(H.shape[1], H.dtype)
 
   def tile(rows):
     dist2 = jnp.maximum(sq[rows][:, None] + sq[None, :] - 2 * Mc[:, rows].T @ Mc, 0.0)
-    return _m.safe_div((var_K[rows][:, None] + var_K[None, :]) / 2, dist2**dist_exp)
+    return _m.cdnv_pairs(var_K[rows][:, None], var_K[None, :], dist2, dist_exp, floor)
 
-  return _pair_sum(tile, K, block) / _num_pairs(K)
+  return _m.rescale_cdnv(_pair_sum(tile, K, block) / _num_pairs(K), s, dist_exp)
 
 
 def _unit(X):
@@ -131,6 +135,7 @@ def _cos_mean(Xn, K):
   return (jnp.sum(s**2) - jnp.sum(Xn**2)) / (K * (K - 1))
 
 
+@_m.nan_if_nonfinite
 def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.equiangularity`: :math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` with ``ddof``
   (two passes: the mean in closed form, then the tiled sum of squared deviations)."""
@@ -141,6 +146,7 @@ def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1, block: int = DE
   return jnp.sqrt(ss / (_num_pairs(K) - ddof))
 
 
+@_m.nan_if_nonfinite
 def max_angle(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.max_angle`: :math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac1{K-1}|`."""
   K = X_dxK.shape[1]
@@ -163,6 +169,7 @@ def _etf_tile(K, dtype):
   return lambda rows: ((rows[:, None] == cols[None, :]).astype(dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
 
 
+@_m.nan_if_nonfinite
 def etf_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.etf_error`:
   :math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
@@ -170,6 +177,7 @@ def etf_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.
   return _gram_target_error(X_dxK, X_dxK, _etf_tile(K, X_dxK.dtype), block)
 
 
+@_m.nan_if_nonfinite
 def of_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.of_error`: :math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`."""
   K = X_dxK.shape[1]
@@ -178,6 +186,7 @@ def of_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.t
   return _gram_target_error(X_dxK, X_dxK, eye, block)
 
 
+@_m.nan_if_nonfinite
 def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *,
                      block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.self_duality_etf`:
@@ -193,6 +202,7 @@ def _log_inverse_tile(Mn, sq):
   return tile
 
 
+@_m.nan_if_nonfinite
 def gnc2(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.gnc2`: :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` (GNC2; Liu et al.
   2023, arXiv 2303.06484; Wu & Papyan 2024)."""
@@ -201,6 +211,7 @@ def gnc2(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typin
   return _pair_sum(_log_inverse_tile(Mn, jnp.sum(Mn**2, axis=0)), K, block) / _num_pairs(K)
 
 
+@_m.nan_if_nonfinite
 def gnc2_var(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   """Tiled :func:`ufm.metrics.gnc2_var`: the population variance over pairs of the GNC2 log kernel (two passes)."""
   K = M_dxK.shape[1]
@@ -210,6 +221,7 @@ def gnc2_var(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.t
   return _pair_sum(lambda rows: (tile(rows) - mean) ** 2, K, block) / _num_pairs(K)
 
 
+@_m.nan_if_nonfinite
 def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"], K: int, *,
         block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.nc4`: the fraction of samples where :math:`\arg\max_k(Wh_i + b)_k` equals the
@@ -276,4 +288,6 @@ def compute(params: Params, problem: ProblemLike, names=None, *, block: int = DE
 
 @functools.partial(jax.jit, static_argnames=("names", "block"))
 def _compute(params, problem, *, names, block):
-  return {n: _tiled_metric(n, params, problem, block) for n in names}
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+  # as ufm.metrics.compute: every metric NaN when any parameter is not finite (not only those that read it)
+  return {n: jnp.where(finite, _tiled_metric(n, params, problem, block), jnp.nan) for n in names}

@@ -12,7 +12,8 @@ import optax
 import optax.tree_utils as otu
 
 from ufm.problem import Params
-from ufm.solvers import OPTIMIZERS, GDHparams, Plan, Solution, Stepper, Trace, make_optimizer, public_solver
+from ufm.solvers import (OPTIMIZERS, GDHparams, Plan, Solution, Stepper, Trace, blown_up, make_optimizer,
+                         public_solver)
 from ufm.validate import check_int
 
 __all__ = ["MIXUP_SGD_STEPPER", "MixupSGDState", "mixup_sgd"]
@@ -26,10 +27,12 @@ class MixupSGDState(NamedTuple):
     opt_state: optax state.
     key: the sampling key as raw key data (``jax.random.key_data``, so that checkpoints store plain integers),
       split every step (jax-md's ``NVTLangevinState.rng``).
-    step: steps taken. diverged: a non-finite value met (the run stopped at the chunk start).
+    step: steps taken. diverged: a non-finite value met, or the objective blew up past
+      :data:`ufm.solvers.DIVERGENCE_RATIO` times its start (the run stopped at the chunk start).
     avg_params, avg_count: the running Polyak–Ruppert average of the iterates from ``average_from`` on.
     objective, grad_norm: the deterministic (quadrature) objective and its gradient norm at the output parameters
       (the average once it has started, else the iterate).
+    objective0: the objective at the start (the divergence bound's reference).
   """
   params: Params
   opt_state: Any
@@ -40,6 +43,7 @@ class MixupSGDState(NamedTuple):
   avg_count: jax.Array
   objective: jax.Array
   grad_norm: jax.Array
+  objective0: jax.Array
 
 
 def _check_sgd_static(optimizer, num_steps, log_every, batch_size, average_from):
@@ -75,7 +79,7 @@ def _sgd_init(key, problem, hparams, *, optimizer):
   return MixupSGDState(params=params, opt_state=opt.init(params), key=jax.random.key_data(k_sample),
                        step=jnp.zeros((), jnp.int32),
                        diverged=~(jnp.isfinite(f) & jnp.isfinite(gn)), avg_params=jax.tree.map(jnp.zeros_like, params),
-                       avg_count=jnp.zeros((), jnp.int32), objective=f, grad_norm=gn)
+                       avg_count=jnp.zeros((), jnp.int32), objective=f, grad_norm=gn, objective0=f)
 
 
 def _sgd_advance(state, problem, hparams, *, optimizer, batch_size, average_from, log_every, num_chunks):
@@ -102,11 +106,11 @@ def _sgd_advance(state, problem, hparams, *, optimizer, batch_size, average_from
     out = _output_params(new[0], new[4], new[5])
     f, gn = problem.value(out), otu.tree_norm(full_grad(out))
     f_last = problem.value(new[0])
-    bad = s.diverged | ~(jnp.isfinite(f) & jnp.isfinite(gn) & jnp.isfinite(f_last))
+    bad = s.diverged | blown_up(f, s.objective0) | blown_up(f_last, s.objective0) | ~jnp.isfinite(gn)
     kept = jax.tree.map(lambda a, b: jnp.where(bad, b, a), (new, f, gn), (carry, s.objective, s.grad_norm))
     (params, opt_state, key, step, avg, count), f, gn = kept
     s = MixupSGDState(params=params, opt_state=opt_state, key=key, step=step, diverged=bad, avg_params=avg,
-                      avg_count=count, objective=f, grad_norm=gn)
+                      avg_count=count, objective=f, grad_norm=gn, objective0=s.objective0)
     row = Trace(step=step, objective=f, grad_norm=gn, metrics={"objective_last": jnp.where(bad, jnp.nan, f_last)})
     return s, row
 

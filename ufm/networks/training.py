@@ -42,6 +42,7 @@ from ufm.data import Dataset
 from ufm.networks.measurement import LAYER_METRICS
 from ufm.networks.models import NetSpec, build, check_bool, graphdef, net_inputs, split_state
 from ufm.problem import Params, make_problem
+from ufm.solvers import blown_up
 from ufm.validate import check_dtype, check_int, check_loss, check_real
 
 __all__ = ["NetTrace", "TrainConfig", "TrainHparams", "TrainResult", "log_epochs", "train", "train_config",
@@ -153,7 +154,8 @@ class NetTrace(NamedTuple):
 
 class TrainResult(NamedTuple):
   """``state``: ``(trainable, fixed)`` nnx states of the trained network (for :func:`features`); ``trace``:
-  :class:`NetTrace`; ``diverged``: a non-finite loss at some measurement (flagged, never raised)."""
+  :class:`NetTrace`; ``diverged``: a non-finite objective at some measurement, or one above
+  :data:`ufm.solvers.DIVERGENCE_RATIO` times the first measured (flagged, never raised)."""
   state: Any
   trace: NetTrace
   diverged: jax.Array
@@ -290,7 +292,8 @@ def _result(carry, fixed, outs) -> TrainResult:
   epoch, tl, vl, ta, va, obj, m, lm = outs
   trace = NetTrace(epoch=epoch, train_loss=tl, test_loss=vl, train_acc=ta, test_acc=va, objective=obj, metrics=m,
                    layer_metrics=lm)
-  return TrainResult(state=(carry[0], fixed), trace=trace, diverged=~jnp.all(jnp.isfinite(obj), axis=-1))
+  diverged = jnp.any(blown_up(obj, obj[..., :1]), axis=-1)  # non-finite, or past DIVERGENCE_RATIO x the first
+  return TrainResult(state=(carry[0], fixed), trace=trace, diverged=diverged)
 
 
 def _train_one(key, data: Dataset, hp: TrainHparams, *, net: NetSpec, cfg: TrainConfig) -> TrainResult:

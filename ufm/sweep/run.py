@@ -36,13 +36,105 @@ class SweepResult(NamedTuple):
   coords: dict[str, np.ndarray]
   plan: Any = None
 
-  def sel(self, **index) -> Any:
-    """The solution at integer positions along named axes, e.g. ``result.sel(seed=0, lam_W=2)``."""
+  def sel(self, **labels) -> Any:
+    """The solution at coordinate values along named axes, e.g. ``result.sel(lam_W=1e-2, seed=3)``.
+
+    Like :meth:`xarray.Dataset.sel`: each value is looked up in ``coords`` (floats with
+    ``numpy.isclose(rtol=1e-12, atol=0)``, other values exactly); axes not named are kept whole.
+
+    Raises:
+      ValueError: an unknown axis name (listing the valid axes), a value absent from its axis or
+        found at several positions (naming the axis, the value and the axis's values), a non-scalar value.
+    """
+    self._check_axes(labels)
+    return self.isel(**{a: _position(a, v, np.asarray(self.coords[a])) for a, v in labels.items()})
+
+  def isel(self, **positions) -> Any:
+    """The solution at integer positions (or slices) along named axes, e.g. ``result.isel(seed=0, lam_W=1)``.
+
+    Raises:
+      ValueError: an unknown axis name (listing the valid axes) or an integer position out of range
+        (naming the axis, the position and the axis's length).
+    """
+    self._check_axes(positions)
+    for a, i in positions.items():
+      n = len(self.coords[a])
+      if isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) and not -n <= i < n:
+        raise ValueError(f"position {i} is out of range for axis {a!r} of length {n}; allowed: -{n} to {n - 1}")
+    idx = tuple(positions.get(a, slice(None)) for a in self.axes)
+    return jax.tree.map(lambda x: x[idx], self.solution)
+
+  def to_xarray(self, names=None):
+    """The solution as an :class:`xarray.Dataset`, one data variable per array leaf with the sweep's leading axes.
+
+    A variable is named by its leaf's path joined with ``"_"`` (``objective``, ``params_W``,
+    ``trace_objective``, ``trace_metrics_nc1``, ...); its dims are the sweep's axes followed by
+    ``<name>_dim0, <name>_dim1, ...`` for its trailing dimensions, and the axes' coordinates are
+    ``coords``. Leaves without the leading axes (and ``None``) are skipped.
+
+    Args:
+      names: the variables to keep (default: all), in this order.
+
+    Raises:
+      ValueError: a name among ``names`` that is not a variable (listing the available ones), or two leaves
+        whose paths join to the same name.
+    """
+    import xarray as xr  # lazily: ``import ufm`` stays light
+
+    shape = tuple(len(self.coords[a]) for a in self.axes)
+    data = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(self.solution)[0]:
+      if leaf is None:
+        continue
+      x = np.asarray(leaf)
+      if x.shape[:len(shape)] != shape:
+        continue
+      var = "_".join(_key_name(k) for k in path)
+      if var in data:
+        raise ValueError(f"two leaves of the solution are both named {var!r}")
+      data[var] = (self.axes + tuple(f"{var}_dim{i}" for i in range(x.ndim - len(shape))), x)
+    if names is not None:
+      names = (names,) if isinstance(names, str) else tuple(names)
+      unknown = [n for n in names if n not in data]
+      if unknown:
+        raise ValueError(f"unknown variable {unknown}; available: {', '.join(data)}")
+      data = {n: data[n] for n in dict.fromkeys(names)}
+    return xr.Dataset(data, coords={a: np.asarray(self.coords[a]) for a in self.axes})
+
+  def _check_axes(self, index) -> None:
+    """Raises ``ValueError`` for axis names of ``index`` that are not axes of the sweep."""
     unknown = set(index) - set(self.axes)
     if unknown:
       raise ValueError(f"unknown axis {sorted(unknown)}; valid axes: {', '.join(self.axes)}")
-    idx = tuple(index.get(a, slice(None)) for a in self.axes)
-    return jax.tree.map(lambda x: x[idx], self.solution)
+
+
+def _position(axis: str, value, coords: np.ndarray) -> int:
+  """The position of ``value`` among ``coords`` (the values of ``axis``): floats compared with
+  ``numpy.isclose(rtol=1e-12, atol=0)``, anything else exactly; ``ValueError`` unless exactly one matches."""
+  if np.ndim(value) != 0:
+    raise ValueError(f"axis {axis!r}: value {value!r} is not a scalar; allowed: one of its values "
+                     f"({', '.join(map(str, coords.tolist()))}); use isel for positions and slices")
+  try:
+    v = np.asarray(value)
+    if np.issubdtype(coords.dtype, np.inexact) or np.issubdtype(v.dtype, np.inexact):
+      match = np.isclose(coords, v, rtol=1e-12, atol=0)
+    else:
+      match = coords == v
+    hits = np.flatnonzero(np.asarray(match, bool))
+  except (TypeError, ValueError):  # e.g. a string looked up among floats
+    hits = np.zeros(0, int)
+  if hits.size != 1:
+    what = "is not a value" if hits.size == 0 else f"matches several positions {hits.tolist()}"
+    raise ValueError(f"{value!r} {what} of axis {axis!r}; available values: {', '.join(map(str, coords.tolist()))}")
+  return int(hits[0])
+
+
+def _key_name(key) -> str:
+  """One step of a pytree path as a name: an attribute's or a dict key's name, a sequence index."""
+  for attr in ("name", "key", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
 
 
 def _init_impl(values, problem, hparams, base_seed, *, stepper, names, init_kwargs, plan=None):
