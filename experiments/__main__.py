@@ -20,6 +20,7 @@ import textwrap
 
 import experiments
 from experiments import runner
+from ufm.io import check_writable_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
     module = experiments.get(args.name)
     config = runner.apply_overrides(module.get_config("smoke" if args.smoke else None), args.sets)
     full = not args.smoke and not args.sets
+    if args.figures is not None:
+      check_writable_dir("figures", args.figures)  # before minutes of computing, not after
     if getattr(config, "x64", False):
       import jax
       jax.config.update("jax_enable_x64", True)
@@ -106,7 +109,12 @@ def main(argv=None) -> int:
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  fig = module.plot(record.results, config)
+  try:
+    fig = module.plot(record.results, config)
+  except (KeyError, AttributeError, ValueError, IndexError) as e:  # results that load but are not what plot reads
+    sys.stderr.write(f"experiments: error: the stored results in {record.path} do not fit experiments.{args.name}.plot "
+                     f"({type(e).__name__}: {e}); rerun with --recompute\n")
+    return 2
   dirs = [record.path]
   if args.figures is not None or full:
     dirs.append(args.figures or runner.default_figures_dir())

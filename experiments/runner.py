@@ -44,7 +44,7 @@ import xarray as xr
 import experiments
 import ufm
 from ufm import validate
-from ufm.io import atomic_write
+from ufm.io import atomic_write, check_writable_dir
 
 __all__ = ["Context", "ResultsError", "RunRecord", "apply_overrides", "axes", "compute", "config_dict", "config_hash",
            "default_figures_dir", "environment", "figure_paths", "load_results", "read_run", "run", "save_figure",
@@ -209,7 +209,16 @@ def save_results(ds: xr.Dataset, directory: str | os.PathLike) -> None:
       schema[kind][str(name)] = {"dims": list(var.dims), "dtype": a.dtype.str, "shape": list(a.shape),
                                  "attrs": _jsonable(dict(var.attrs)), "key": key}
   atomic_write(directory / "results.npz", lambda f: np.savez(f, **arrays))
+  schema["sha256"] = _sha256(directory / "results.npz")  # what the schema describes, byte for byte
   _write_json(directory / "results.json", schema)
+
+
+def _sha256(path: Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def load_results(directory: str | os.PathLike) -> xr.Dataset:
@@ -229,6 +238,10 @@ def load_results(directory: str | os.PathLike) -> xr.Dataset:
     got = schema.get("format") if isinstance(schema, dict) else type(schema).__name__
     raise ResultsError(f"{directory / 'results.json'} is not a ufm results schema (format {got!r}, "
                        f"expected {FORMAT!r})")
+  stored = schema.get("sha256")
+  if stored is not None and (directory / "results.npz").is_file() and _sha256(directory / "results.npz") != stored:
+    raise ResultsError(f"{directory / 'results.npz'} does not match the checksum in results.json (modified or "
+                       "corrupted); rerun with --recompute")
   try:
     with np.load(directory / "results.npz", allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
@@ -394,15 +407,20 @@ def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str 
   final = root / h
   if final.is_dir() and not recompute:
     return read_run(name, config, out)
-  root.mkdir(parents=True, exist_ok=True)
+  check_writable_dir("out", root)
   partial = root / f"{h}.partial"
   partial.mkdir(exist_ok=True)
   ctx = Context(partial, progress=progress, chunk_steps=chunk_steps)
   with _precision(config):
     env = environment()
   t0 = time.perf_counter()
-  with _compile_timer() as compile_s:
-    results = compute(name, config, ctx)
+  try:
+    with _compile_timer() as compile_s:
+      results = compute(name, config, ctx)
+  except Exception:
+    if not any(partial.iterdir()):  # rejected before any checkpoint: leave nothing behind (a killed run resumes)
+      partial.rmdir()
+    raise
   wall = time.perf_counter() - t0
   meta = dict(env, experiment=name, config_hash=h, wall_time_s=round(wall, 3),
               compile_time_s=round(compile_s["s"], 3), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

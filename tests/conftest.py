@@ -2,10 +2,18 @@
 
 import os
 
-import jax
+# Same seed, same numbers on accelerators too: XLA's GPU reductions (scatter-adds, some convolutions) are otherwise
+# free to change their order between runs. Read when the backend starts, so set before any array is made.
+if "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# float32 products at full precision on GPUs and TPUs (JAX's default there is TF32 / bf16 passes, 1e-3 relative);
+# the tests compare float32 solves with closed forms. No effect on CPUs.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 import hypothesis  # noqa: E402
 import pytest  # noqa: E402

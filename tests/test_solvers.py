@@ -244,6 +244,7 @@ def test_solver_static_arguments_are_checked(small):
   assert sol.trace.metrics["nc1"].shape == (1,)
 
 
+@pytest.mark.filterwarnings("ignore:lbfgs_hparams. a float32 reference solve")  # deliberate float32
 def test_float32_problem_stays_float32():
   p = make_problem(balanced_counts(3, 2), d=3, lam_W=5e-3, lam_H=5e-3, loss="mse", dtype=jnp.float32)
   for sol in (solvers.gradient_descent(jax.random.key(0), p, solvers.gd_hparams(0.3, dtype=jnp.float32), num_steps=20,
@@ -290,6 +291,7 @@ def test_benign_landscape_every_random_init_reaches_the_global_minimum(loss, bia
   assert max(rel_frobenius(g, pred.gram_W) for g in G) < TOL["reference"][0]
 
 
+@pytest.mark.filterwarnings("ignore:lbfgs_hparams. a float32 reference solve")  # deliberate float32
 def test_float32_reference_solve_matches_closed_form_to_float32_tolerance():
   p = make_problem(balanced_counts(3, 4), d=4, lam_W=5e-3, lam_H=5e-3, loss="ce", dtype=jnp.float32)
   sol = solvers.lbfgs_reference(jax.random.key(0), p, solvers.lbfgs_hparams(dtype=jnp.float32))

@@ -172,3 +172,29 @@ def test_a_float32_reference_solve_warns_and_says_how_to_switch():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     solvers.lbfgs_hparams(dtype="float64")
+
+
+# ------------------------------------------------------------------------------------------- stored results
+
+def test_tampered_or_incomplete_results_are_refused_in_one_line(tmp_path, capsys):
+  """A value changed in results.npz (same shapes) fails its checksum; results without a variable the plot reads
+  exit 2 with one line instead of a KeyError traceback."""
+  from experiments import __main__ as experiments_cli
+  from experiments import runner
+  argv = ["run", "bias_mse_gram", "--smoke", "--out", str(tmp_path), "--no-progress"]
+  assert experiments_cli.main(argv) == 0
+  capsys.readouterr()
+  run_dir = next(p for p in (tmp_path / "bias_mse_gram").iterdir() if p.is_dir() and "." not in p.name)
+  ds = runner.load_results(run_dir)
+  name = next(v for v in ds.data_vars if ds[v].dtype.kind == "f")
+  with np.load(run_dir / "results.npz", allow_pickle=False) as z:
+    arrays = {k: z[k].copy() for k in z.files}
+  arrays[f"variables/{name}"] = arrays[f"variables/{name}"] * 1.001  # same shape and dtype, other values
+  np.savez(run_dir / "results.npz", **arrays)
+  with pytest.raises(runner.ResultsError, match="checksum"):
+    runner.load_results(run_dir)
+  # results that load (schema and checksum rewritten) but lack a variable the plot reads
+  runner.save_results(ds.drop_vars(list(ds.data_vars)[:3]), run_dir)
+  assert experiments_cli.main(["plot", "bias_mse_gram", "--smoke", "--out", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "do not fit experiments.bias_mse_gram.plot" in err[0] and "--recompute" in err[0], err

@@ -223,9 +223,9 @@ def solve(args) -> dict:
   widths = _widths(args)
   restarts = getattr(args, "restarts", None)
   restarts = (1 if widths is None else DEEP_RESTARTS) if restarts is None else restarts
-  check_int("restarts", restarts, lo=1)
-  if restarts > MAX_RESTARTS:
-    raise ValueError(f"restarts = {restarts} is out of range; allowed range: integers 1 <= restarts <= {MAX_RESTARTS}")
+  check_int("restarts", restarts, lo=1, hi=MAX_RESTARTS)
+  seed = int(check_seed("seed", args.seed))
+  steps = _check_steps((3000 if args.solver == "lbfgs" else 20_000) if args.steps is None else args.steps)
   if widths is None:
     problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                            loss=args.loss, bias=args.bias, dtype=dtype)
@@ -233,17 +233,15 @@ def solve(args) -> dict:
     from ufm.deep import make_deep_problem
     problem = make_deep_problem(counts, widths=widths, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
                                 loss=args.loss, bias=args.bias, dtype=dtype)
-  key = jax.random.key(int(check_seed("seed", args.seed)))
   if args.solver == "lbfgs":
-    steps = _check_steps(3000 if args.steps is None else args.steps)
     hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)
     solver, static = solvers.lbfgs_reference, {"max_steps": steps}
   else:
-    steps = _check_steps(20_000 if args.steps is None else args.steps)
     hp = solvers.gd_hparams(args.lr, momentum=args.momentum, init_scale=args.init_scale, dtype=dtype)
     solver = solvers.gradient_descent
     static = {"optimizer": "adam" if args.solver == "adam" else "sgd", "num_steps": steps,
               "log_every": math.gcd(steps, 100)}
+  key = jax.random.key(seed)
   t0 = time.perf_counter()
   if restarts == 1:
     sol, starts = jax.block_until_ready(solver(key, problem, hp, **static)), None
@@ -352,6 +350,10 @@ def _claims_setup(args):
     selected = [claims.get_claim(n) for n in args.names] if args.names else list(claims.CATALOGUE.values())
   for c in selected:
     store.counterexamples(c.name)  # an unreadable store or a bad stored example fails here, not mid-run
+  store.check_writable()  # and an unwritable one before the first claim computes
+  if getattr(args, "report", None):
+    from ufm.io import check_writable_file
+    check_writable_file("report", args.report)
   return selected, store
 
 

@@ -38,11 +38,12 @@ from flax import struct
 
 from ufm import losses
 from ufm import metrics as _metrics
-from ufm.problem import FamilyBase, make_labels
+from ufm.problem import FamilyBase, check_solve_memory, make_labels
 from ufm.validate import cast_checked, check_counts, check_int, check_loss_bias_dtype, check_real
 
 __all__ = [
     "DEEP_METRICS",
+    "MAX_DEPTH",
     "DeepParams",
     "DeepProblem",
     "balance_errors",
@@ -169,6 +170,11 @@ class DeepProblem(FamilyBase):
     return DEEP_METRICS
 
 
+#: Deepest deep linear UFM accepted: each layer is a Python-level factor of the traced program (compile time grows
+#: with the depth; 10^6 layers hang in tracing); the literature's deep UFMs have at most tens of layers.
+MAX_DEPTH = 256
+
+
 def make_deep_problem(counts, *, lam_W, lam_H, lam_b=0.0, widths=None, d=None, depth=None, loss="mse",
                       bias=False, dtype=None) -> DeepProblem:
   """Builds and validates a :class:`DeepProblem` (errors name the parameter and the allowed range).
@@ -185,14 +191,17 @@ def make_deep_problem(counts, *, lam_W, lam_H, lam_b=0.0, widths=None, d=None, d
   if widths is None:
     if d is None or depth is None:
       raise ValueError("give widths = (d_1, ..., d_M), or d and depth; allowed: integers >= 1")
-    widths = (check_int("d", d, lo=1),) * check_int("depth", depth, lo=1)
+    widths = (check_int("d", d, lo=1),) * check_int("depth", depth, lo=1, hi=MAX_DEPTH)
   elif d is not None or depth is not None:
     raise ValueError("give either widths or (d, depth), not both")
   if not isinstance(widths, (list, tuple, np.ndarray)) or len(widths) < 1:
     raise ValueError(f"widths = {widths!r}: allowed: a non-empty sequence of integers >= 1 (one per layer)")
+  if len(widths) > MAX_DEPTH:
+    raise ValueError(f"depth = len(widths) = {len(widths)} is out of range; allowed range: 1 <= depth <= {MAX_DEPTH}")
   widths = tuple(check_int(f"widths[{m}]", w, lo=1) for m, w in enumerate(np.asarray(widths).tolist()))
   M = len(widths)
   dtype = check_loss_bias_dtype(loss, bias, dtype)
+  check_solve_memory(len(counts), sum(counts), widths[0], dtype, widths=widths + (len(counts),))
   lw = check_real("lam_W", lam_W, lo=0.0)
   if lw.ndim > 1 or (lw.ndim == 1 and lw.shape[0] != M):
     raise ValueError(f"lam_W has shape {lw.shape}; allowed: a scalar or one value per layer, shape ({M},)")

@@ -5,7 +5,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_writable_dir", "check_writable_file"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable) -> None:
@@ -23,3 +23,38 @@ def atomic_write(path: str | os.PathLike, write: Callable) -> None:
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def check_writable_dir(name: str, path) -> Path:
+  """``path`` as a ``Path`` to a directory that exists (or is created) and can be written, checked by creating and
+  removing a file in it (``os.access`` says yes to read-only file systems when run as root); ``ValueError`` naming
+  ``name`` otherwise, before any computation."""
+  path = Path(path)
+  why = None
+  if path.exists() and not path.is_dir():
+    why = f"{str(path)!r} is not a directory"
+  else:
+    try:
+      path.mkdir(parents=True, exist_ok=True)
+      fd, probe = tempfile.mkstemp(dir=path, prefix=".ufm-write-probe-")
+      os.close(fd)
+      os.unlink(probe)
+    except OSError as e:
+      why = f"{str(path)!r} cannot be written ({e.strerror})"
+  if why:
+    raise ValueError(f"{name} = {str(path)!r}: {why}; allowed: a writable directory")
+  return path
+
+
+def check_writable_file(name: str, path) -> Path:
+  """``path`` as a ``Path`` that is not a directory, in a directory :func:`check_writable_dir` accepts; ``ValueError``
+  naming ``name`` otherwise (checked before any computation)."""
+  path = Path(path)
+  if path.is_dir():
+    raise ValueError(f"{name} = {str(path)!r} is a directory; allowed: a file path in a writable directory")
+  try:
+    check_writable_dir(name, path.parent)
+  except ValueError as e:
+    raise ValueError(str(e).replace("allowed: a writable directory", "allowed: a file path in a writable directory")
+                     .replace(f"{name} = {str(path.parent)!r}", f"{name} = {str(path)!r}")) from None
+  return path

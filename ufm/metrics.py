@@ -15,7 +15,7 @@ exactly when the geometry they measure is undefined (for example the angles of z
 vectors); NC1 is never NaN for finite input.
 
 **Input that cannot be measured reads as NaN, never as collapse.** Every metric returns NaN when any of
-its floating-point inputs holds a NaN or an infinity (:func:`nan_if_nonfinite`); a network whose features
+its floating-point inputs holds a NaN or an infinity (:func:`metric_guard`); a network whose features
 diverged scores NaN, not ``nc1 = 0``.
 
 **Scale and offset.** The feature metrics (:func:`nc1`, :func:`nc1_ratio`, :func:`cdnv`) are computed on
@@ -50,7 +50,7 @@ from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 __all__ = [
     "METRICS",
     "bias_relation",
-    "nan_if_nonfinite",
+    "metric_guard",
     "rounding_floor",
     "safe_div",
     "standardise",
@@ -81,15 +81,19 @@ def safe_div(num, den):
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
-def nan_if_nonfinite(fn: Callable) -> Callable:
-  """``fn`` whose every output is NaN when any floating-point array argument holds a NaN or an inf.
+def metric_guard(fn: Callable) -> Callable:
+  """``fn`` as a metric: every output NaN when any floating-point array argument holds a NaN or an inf, and its
+  matrix products at full precision.
 
   Works under ``jit`` and ``vmap`` (a ``jnp.where`` on the result, no Python branch); integer arguments
-  (labels) and Python scalars are not inspected.
+  (labels) and Python scalars are not inspected. Products run under ``jax.default_matmul_precision("highest")``:
+  on GPUs JAX's default rounds float32 products to TF32 (10-bit mantissa), which puts a fixed simplex-ETF
+  classifier's Gram 4e-3 from its closed form; metrics are compared with closed forms, so they never use it.
   """
   @functools.wraps(fn)
   def guarded(*args, **kwargs):
-    out = fn(*args, **kwargs)
+    with jax.default_matmul_precision("highest"):
+      out = fn(*args, **kwargs)
     arrays = [a for a in (*args, *kwargs.values())
               if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)]
     if not arrays:
@@ -153,7 +157,7 @@ def _pairs(K: int):
   return jnp.triu_indices(K, k=1)
 
 
-@nan_if_nonfinite
+@metric_guard
 def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r"""NC1 = :math:`\frac1K \mathrm{tr}(\Sigma_W \Sigma_B^+)` (Papyan et al. 2020, arXiv 2008.08186, Fig. 6).
 
@@ -178,7 +182,7 @@ def nc1(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.A
   return _degenerate(value, separated, spread)
 
 
-@nan_if_nonfinite
+@metric_guard
 def nc1_ratio(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{tr}\,\Sigma_W / \mathrm{tr}\,\Sigma_B` (Tirer, Huang, Niles-Weed 2023, arXiv 2210.16658;
   rhubarbwu ``covariance_ratio``), on :func:`standardise`\ d features; degenerate cases as :func:`nc1`."""
@@ -211,7 +215,7 @@ def rescale_cdnv(value, s, dist_exp):
   return jnp.where(s > 0, value * s ** (2.0 - 2.0 * dist_exp), value)
 
 
-@nan_if_nonfinite
+@metric_guard
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0) -> jax.typing.ArrayLike:
   r"""Class-distance normalised variance (Galanti et al. 2021, arXiv 2112.15121), averaged over pairs.
 
@@ -232,7 +236,7 @@ def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: f
   return rescale_cdnv(jnp.mean(cdnv_pairs(var_K[i], var_K[j], dist2_KxK[i, j], dist_exp, floor)), s, dist_exp)
 
 
-@nan_if_nonfinite
+@metric_guard
 def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Coefficient of variation of the column norms, :math:`\mathrm{std}_k\|x_k\| / \mathrm{mean}_k\|x_k\|`
   (Papyan et al. 2020, Fig. 2), with the sample std (``ddof = 1``) of their code's ``torch.std``.
@@ -241,7 +245,7 @@ def equinorm(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLi
   return jnp.std(norms, ddof=ddof) / jnp.mean(norms)
 
 
-@nan_if_nonfinite
+@metric_guard
 def cosines(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Cosines of the ``K(K-1)/2`` column pairs ``c < c'`` (rhubarbwu ``interference``). Undefined for zero columns."""
   Xn = _normalise_columns(X_dxK)
@@ -249,7 +253,7 @@ def cosines(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return (Xn.T @ Xn)[i, j]
 
 
-@nan_if_nonfinite
+@metric_guard
 def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` over the ``K(K-1)/2`` pairs (Papyan et al. 2020, Fig. 3,
   ``ddof = 1`` as their ``torch.std``; ``ddof = 0`` is the population std that Wu & Papyan take of
@@ -257,7 +261,7 @@ def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.A
   return jnp.std(cosines(X_dxK), ddof=ddof)
 
 
-@nan_if_nonfinite
+@metric_guard
 def max_angle(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac{1}{K-1}|` (Papyan et al. 2020, Fig. 4)."""
   K = X_dxK.shape[1]
@@ -268,7 +272,7 @@ def _gram_error(G, T_unit):
   return jnp.linalg.norm(G / jnp.linalg.norm(G) - T_unit)
 
 
-@nan_if_nonfinite
+@metric_guard
 def etf_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
   (Zhu et al. 2021, NC2; rhubarbwu ``simplex_etf_error``). Scale invariant."""
@@ -277,7 +281,7 @@ def etf_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return _gram_error(X_dxK.T @ X_dxK, E)
 
 
-@nan_if_nonfinite
+@metric_guard
 def of_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`, the orthogonal-frame error (Dang et al. 2023,
   ``compute_NC2_Identity_W``; Tirer & Bruna 2022). Use *uncentred* means for the bias-free MSE-UFM."""
@@ -285,13 +289,13 @@ def of_error(X_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return _gram_error(X_dxK.T @ X_dxK, jnp.eye(K, dtype=X_dxK.dtype) / jnp.sqrt(1.0 * K))
 
 
-@nan_if_nonfinite
+@metric_guard
 def self_duality(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3, :math:`\|W^\top/\|W\|_F - \tilde M/\|\tilde M\|_F\|_F` (Papyan et al. 2020, Fig. 5)."""
   return jnp.linalg.norm(W.T / jnp.linalg.norm(W) - M_dxK / jnp.linalg.norm(M_dxK))
 
 
-@nan_if_nonfinite
+@metric_guard
 def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""NC3 in Zhu et al.'s form,
   :math:`\|W\tilde M/\|W\tilde M\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`
@@ -301,13 +305,13 @@ def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.
   return _gram_error(W @ M_dxK, E)
 
 
-@nan_if_nonfinite
+@metric_guard
 def self_duality_classwise(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r""":math:`\mathrm{avg}_k \|w_k/\|w_k\| - \tilde\mu_k/\|\tilde\mu_k\|\|` (rhubarbwu ``distance_norms``)."""
   return jnp.mean(jnp.linalg.norm(_normalise_columns(W.T) - _normalise_columns(M_dxK), axis=0))
 
 
-@nan_if_nonfinite
+@metric_guard
 def unc3(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *, ddof: int = 1) -> jax.typing.ArrayLike:
   r"""Uniform duality (Wu & Papyan 2024, UNC3): CoV over classes of :math:`\cos(w_k, \tilde\mu_k)`
   std (``ddof = 1``, as the paper's ``.var()``) over mean, of rhubarbwu ``similarities(cos=True)``."""
@@ -323,7 +327,7 @@ def _log_inverse_distances(M_dxK):
   return -0.5 * jnp.log(dist2[i, j])
 
 
-@nan_if_nonfinite
+@metric_guard
 def gnc2(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   r"""Hyperspherical uniformity (GNC2; Liu et al. 2023, arXiv 2303.06484; Wu & Papyan 2024):
   :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` on normalised centred means.
@@ -331,7 +335,7 @@ def gnc2(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   return jnp.mean(_log_inverse_distances(M_dxK))
 
 
-@nan_if_nonfinite
+@metric_guard
 def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
   """Population variance over pairs of the GNC2 log kernel (rhubarbwu ``kernel_stats``; 0 for a simplex ETF)."""
   return jnp.var(_log_inverse_distances(M_dxK))
@@ -341,7 +345,7 @@ def gnc2_var(M_dxK: Float[Array, "d K"]) -> jax.typing.ArrayLike:
 _NC4_BLOCK = 4096
 
 
-@nan_if_nonfinite
+@metric_guard
 def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"],
         K: int) -> jax.typing.ArrayLike:
   r"""NC4: fraction of samples whose classifier decision :math:`\arg\max_k (Wh_i + b)_k` equals the
@@ -367,7 +371,7 @@ def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], la
   return count / N  # counts are integers: exact, as the mean of the 0/1 agreements
 
 
-@nan_if_nonfinite
+@metric_guard
 def bias_relation(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"]) -> jax.typing.ArrayLike:
   r""":math:`\|W\mu_G + b\|_2`, the bias relation that Zhu et al. (2021) and Zhou et al. (2022) call NC4
   (not to be confused with :func:`nc4`). At the CE optimum with :math:`\lambda_b > 0` it is 0."""

@@ -27,8 +27,8 @@ import numpy as np
 from flax import struct
 
 from ufm import losses as _losses
-from ufm.validate import (cast_checked, check_counts, check_dtype, check_int, check_loss_bias_dtype, check_real,
-                          check_seed)
+from ufm.validate import (cast_checked, check_counts, check_dtype, check_int, check_loss_bias_dtype, check_memory,
+                          check_real, check_seed)
 
 # Former private names, kept for code written against them (use ufm.validate).
 _check_int, _check_counts = check_int, check_counts
@@ -45,6 +45,7 @@ __all__ = [
     "cast_checked",
     "check_dtype",
     "check_loss_bias_dtype",
+    "check_solve_memory",
     "check_real",
     "check_seed",
     "init_params",
@@ -107,10 +108,24 @@ def long_tailed_counts(K, *, n_max, rho) -> tuple[int, ...]:
 
 
 def make_labels(counts, dtype=None) -> jax.Array:
-  """One-hot labels ``Y`` (``K x N``) with columns grouped by class, in class order."""
+  """One-hot labels ``Y`` (``K x N``) with columns grouped by class, in class order (``ValueError`` before
+  allocating when ``Y`` would not fit in memory)."""
   counts = check_counts(counts)
+  K, N = len(counts), sum(counts)
+  check_memory(f"K = {K:,}, N = {N:,}: the one-hot labels Y (K x N x 8 bytes, built in float64)", 8.0 * K * N)
   labels = np.repeat(np.arange(len(counts)), counts)
   return jnp.asarray(np.eye(len(counts))[:, labels], dtype=dtype or jnp.result_type(float))
+
+
+def check_solve_memory(K: int, N: int, d: int, dtype, *, widths: tuple[int, ...] = ()) -> None:
+  """``ValueError`` before allocating when one solve's arrays would not fit in memory: the labels ``Y`` (``K x N``)
+  and four copies (parameters, gradient, two optimiser moments) of ``W`` (``K x d``), ``H`` (``d x N``) and the
+  layers ``W_m`` of a deep problem (``widths``)."""
+  itemsize = np.dtype(dtype).itemsize
+  layers = sum(a * b for a, b in zip(widths[1:], widths[:-1]))
+  nbytes = itemsize * (K * N + 4 * (K * d + d * N + layers))
+  check_memory(f"K = {K:,}, N = {N:,}, d = {d:,}: the arrays of one solve (labels, parameters, gradients, optimiser "
+               "state)", nbytes)
 
 
 class ClassCounts:
@@ -269,8 +284,12 @@ def make_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="ce", bias=False, d
   counts = check_counts(counts)
   d = check_int("d", d, lo=1)
   dtype = check_loss_bias_dtype(loss, bias, dtype)
+  check_solve_memory(len(counts), sum(counts), d, dtype)
   lams = {name: check_real(name, v, lo=0.0) for name, v in
           (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b))}
+  for name, v in lams.items():
+    if v.size == 0:
+      raise ValueError(f"{name} = [] is empty; allowed: a number >= 0 (or a non-empty array, a batch of problems)")
   if not bias and np.any(lams["lam_b"] != 0):
     raise ValueError(f"lam_b = {lams['lam_b'].tolist()!r} has no effect without a bias; allowed: lam_b = 0 "
                      "when bias=False (or set bias=True)")

@@ -26,10 +26,11 @@ import optax.tree_utils as otu
 
 from ufm import metrics as _metrics
 from ufm.problem import Params, ProblemLike
-from ufm.validate import cast_checked, check_real
+from ufm.validate import cast_checked, check_int, check_real
 
 __all__ = [
     "DIVERGENCE_RATIO",
+    "MAX_STEPS",
     "GDHparams",
     "blown_up",
     "GDState",
@@ -235,7 +236,14 @@ def blown_up(f, f0):
   return ~jnp.isfinite(f) | (f > DIVERGENCE_RATIO * jnp.abs(f0))
 
 
+#: Most steps (or L-BFGS iterations) one solve may take: 10^8 full-batch steps run for hours even on the smallest
+#: problem; a larger count is a typo, and the API refuses it as the CLI does.
+MAX_STEPS = 10**8
+
+
 def _check_gd_static(optimizer: str, num_steps: int, log_every: int):
+  check_int("num_steps", num_steps, lo=1, hi=MAX_STEPS)
+  check_int("log_every", log_every, lo=1, hi=MAX_STEPS)
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
   if log_every < 1 or num_steps < log_every or num_steps % log_every:
@@ -394,8 +402,8 @@ class LBFGSState(NamedTuple):
 
 
 def _check_lbfgs_static(max_steps: int, memory_size: int):
-  if max_steps < 1 or memory_size < 1:
-    raise ValueError(f"max_steps = {max_steps}, memory_size = {memory_size}: allowed range: integers >= 1")
+  check_int("max_steps", max_steps, lo=1, hi=MAX_STEPS)
+  check_int("memory_size", memory_size, lo=1, hi=1000)
 
 
 def _lbfgs_parts(problem, memory_size):

@@ -105,7 +105,7 @@ def _check_block(block) -> int:
   return check_int("block", block, lo=1)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def cdnv(H: Float[Array, "d N"], labels: Int[Array, "N"], K: int, *, dist_exp: float = 1.0,
          block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.cdnv`: :math:`\frac{2}{K(K-1)}\sum_{c<c'}\frac{\sigma_c^2 + \sigma_{c'}^2}
@@ -135,7 +135,7 @@ def _cos_mean(Xn, K):
   return (jnp.sum(s**2) - jnp.sum(Xn**2)) / (K * (K - 1))
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.equiangularity`: :math:`\mathrm{std}_{c<c'}\cos(x_c, x_{c'})` with ``ddof``
   (two passes: the mean in closed form, then the tiled sum of squared deviations)."""
@@ -146,7 +146,7 @@ def equiangularity(X_dxK: Float[Array, "d K"], *, ddof: int = 1, block: int = DE
   return jnp.sqrt(ss / (_num_pairs(K) - ddof))
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def max_angle(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.max_angle`: :math:`\mathrm{avg}_{c<c'}|\cos(x_c, x_{c'}) + \frac1{K-1}|`."""
   K = X_dxK.shape[1]
@@ -169,7 +169,7 @@ def _etf_tile(K, dtype):
   return lambda rows: ((rows[:, None] == cols[None, :]).astype(dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def etf_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.etf_error`:
   :math:`\|X^\top X/\|X^\top X\|_F - (I - \frac1K\mathbf 1\mathbf 1^\top)/\sqrt{K-1}\|_F`."""
@@ -177,7 +177,7 @@ def etf_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.
   return _gram_target_error(X_dxK, X_dxK, _etf_tile(K, X_dxK.dtype), block)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def of_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.of_error`: :math:`\|X^\top X/\|X^\top X\|_F - I_K/\sqrt K\|_F`."""
   K = X_dxK.shape[1]
@@ -186,7 +186,7 @@ def of_error(X_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.t
   return _gram_target_error(X_dxK, X_dxK, eye, block)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def self_duality_etf(W: Float[Array, "K d"], M_dxK: Float[Array, "d K"], *,
                      block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.self_duality_etf`:
@@ -202,7 +202,7 @@ def _log_inverse_tile(Mn, sq):
   return tile
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def gnc2(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.gnc2`: :math:`\mathrm{avg}_{c<c'}\log(1/\|\hat\mu_c - \hat\mu_{c'}\|)` (GNC2; Liu et al.
   2023, arXiv 2303.06484; Wu & Papyan 2024)."""
@@ -211,7 +211,7 @@ def gnc2(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typin
   return _pair_sum(_log_inverse_tile(Mn, jnp.sum(Mn**2, axis=0)), K, block) / _num_pairs(K)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def gnc2_var(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   """Tiled :func:`ufm.metrics.gnc2_var`: the population variance over pairs of the GNC2 log kernel (two passes)."""
   K = M_dxK.shape[1]
@@ -221,7 +221,7 @@ def gnc2_var(M_dxK: Float[Array, "d K"], *, block: int = DEFAULT_BLOCK) -> jax.t
   return _pair_sum(lambda rows: (tile(rows) - mean) ** 2, K, block) / _num_pairs(K)
 
 
-@_m.nan_if_nonfinite
+@_m.metric_guard
 def nc4(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array, "K"], labels: Int[Array, "N"], K: int, *,
         block: int = DEFAULT_BLOCK) -> jax.typing.ArrayLike:
   r"""Tiled :func:`ufm.metrics.nc4`: the fraction of samples where :math:`\arg\max_k(Wh_i + b)_k` equals the

@@ -4,6 +4,7 @@ Each raises ``ValueError`` naming the parameter, its value and the allowed range
 or compiled."""
 
 import numbers
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,11 @@ import numpy as np
 from ufm import losses as _losses
 
 __all__ = [
+    "MAX_COUNT",
     "cast_checked",
+    "check_memory",
+    "check_scalar",
+    "machine_memory",
     "check_bias",
     "check_counts",
     "check_dtype",
@@ -78,14 +83,51 @@ def check_seed(name: str, value) -> np.ndarray:
   return v
 
 
-def check_int(name: str, value, *, lo: int) -> int:
-  """Validates an integer >= ``lo`` (floats with an integral value are refused)."""
+def check_int(name: str, value, *, lo: int, hi: int | None = None) -> int:
+  """Validates an integer in ``[lo, hi]`` (``hi`` optional; floats with an integral value are refused)."""
+  allowed = f"integers >= {lo}" if hi is None else f"integers {lo} <= {name} <= {hi:,}"
   ok = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
   if not ok:
-    raise ValueError(f"{name} = {value!r} is not an integer; allowed range: integers >= {lo}")
-  if value < lo:
-    raise ValueError(f"{name} = {value!r} is out of range; allowed range: integers >= {lo}")
+    raise ValueError(f"{name} = {value!r} is not an integer; allowed range: {allowed}")
+  if value < lo or (hi is not None and value > hi):
+    raise ValueError(f"{name} = {value!r} is out of range; allowed range: {allowed}")
   return int(value)
+
+
+def check_scalar(name: str, value, **bounds) -> np.ndarray:
+  """:func:`check_real` of a single number (a 0-d array): ``[]``, a list or an array are refused by name."""
+  arr = check_real(name, value, **bounds)
+  if arr.ndim:
+    raise ValueError(f"{name} = {np.asarray(value).tolist()!r} is not a scalar (shape {arr.shape}); allowed: one "
+                     "number (vmap or sweep for a batch)")
+  return arr
+
+
+#: Largest class count: labels are int32 and ``N = sum(counts)`` indexes arrays.
+MAX_COUNT = 2**31 - 1
+
+
+def machine_memory() -> int:
+  """Bytes of physical memory of this machine (``os.sysconf``; 16 GiB where the platform does not say)."""
+  try:
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+  except (AttributeError, ValueError, OSError):
+    return 16 * 2**30
+
+
+def _bytes(n: int | float) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+    if n < 1024 or unit == "PiB":
+      return f"{n:.1f} {unit}"
+    n /= 1024
+
+
+def check_memory(what: str, nbytes: int | float, *, limit: int | None = None) -> None:
+  """``ValueError`` when an allocation of ``nbytes`` (described by ``what``, e.g. "K = 10^6, N = 10^6: the
+  one-hot labels Y (K x N x 8 bytes)") exceeds ``limit`` (default: :func:`machine_memory`), before allocating."""
+  limit = machine_memory() if limit is None else limit
+  if nbytes > limit:
+    raise ValueError(f"{what} need {_bytes(nbytes)}; allowed: at most this machine's memory ({_bytes(limit)})")
 
 
 def check_counts(counts) -> tuple[int, ...]:
@@ -96,7 +138,10 @@ def check_counts(counts) -> tuple[int, ...]:
   if len(counts) < 2:
     raise ValueError(f"K = {len(counts)} (from counts = {counts!r}) is out of range; "
                      "allowed range: K >= 2")
-  return tuple(check_int(f"counts[{k}]", c, lo=1) for k, c in enumerate(counts))
+  counts = tuple(check_int(f"counts[{k}]", c, lo=1, hi=MAX_COUNT) for k, c in enumerate(counts))
+  if sum(counts) > MAX_COUNT:
+    raise ValueError(f"N = sum(counts) = {sum(counts):,} is out of range; allowed range: N <= {MAX_COUNT:,}")
+  return counts
 
 
 def check_dtype(dtype) -> np.dtype:

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 
+from ufm.io import check_writable_file
 from ufm.testing import ProblemSpec
 
 __all__ = ["DEFAULT_STORE_DIR", "ClaimStore"]
@@ -33,7 +34,13 @@ class ClaimStore:
 
   def __init__(self, directory: str | os.PathLike = DEFAULT_STORE_DIR):
     self.directory = os.fspath(directory)
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      raise ValueError(f"store = {self.directory!r} is not a directory; allowed: a directory (created if absent)")
     self.path = os.path.join(self.directory, "claims.json")
+
+  def check_writable(self) -> None:
+    """``ValueError`` naming the store when its ``claims.json`` cannot be written (before a run computes)."""
+    check_writable_file("store", self.path)
 
   def _load(self) -> dict:
     if not os.path.exists(self.path):

@@ -12,7 +12,7 @@ import optax
 import optax.tree_utils as otu
 
 from ufm.problem import Params
-from ufm.solvers import (OPTIMIZERS, GDHparams, Plan, Solution, Stepper, Trace, blown_up, make_optimizer,
+from ufm.solvers import (MAX_STEPS, OPTIMIZERS, GDHparams, Plan, Solution, Stepper, Trace, blown_up, make_optimizer,
                          public_solver)
 from ufm.validate import check_int
 
@@ -50,7 +50,7 @@ def _check_sgd_static(optimizer, num_steps, log_every, batch_size, average_from)
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer = {optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}")
   for name, v in (("num_steps", num_steps), ("log_every", log_every), ("batch_size", batch_size)):
-    check_int(name, v, lo=1)
+    check_int(name, v, lo=1, hi=MAX_STEPS)
   if num_steps % log_every:
     raise ValueError(f"num_steps = {num_steps}, log_every = {log_every}: allowed: num_steps a multiple of log_every")
   if average_from is not None:

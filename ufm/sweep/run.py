@@ -1,6 +1,7 @@
 """Running a sweep: :func:`sweep` solves the grid of named axes, in one program, planned calls, or resumable chunks."""
 
 import functools
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -11,15 +12,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufm.io import check_writable_file
 from ufm.problem import ProblemLike
-from ufm.solvers import Stepper, canonicalise
+from ufm.solvers import MAX_STEPS, Stepper, canonicalise
+from ufm.validate import check_int
 from ufm.sweep._program import Task, advance_nested, finish_nested, init_nested, run_planned, sweep_impl
 from ufm.sweep.axes import parse_axes
 from ufm.sweep.checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from ufm.sweep.plan import SweepPlan, resolve_plan, work_units
 from ufm.sweep.progress import progress_bar
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["SweepResult", "check_solver_options", "sweep"]
 
 
 class SweepResult(NamedTuple):
@@ -263,6 +266,9 @@ def sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: dict[st
       fields out of range (see :func:`plan_sweep`).
   """
   names, values, coords, base_seed = parse_axes(problem, hparams, axes, seed)
+  check_solver_options(solver, solver_kwargs)
+  if checkpoint is not None:
+    check_writable_file("checkpoint", checkpoint)
   stepper = getattr(solver, "stepper", None)
   if chunk_steps is not None or checkpoint is not None or progress:
     if stepper is None:
@@ -290,6 +296,25 @@ def sweep(solver: Callable, problem: ProblemLike, hparams: Any, *, axes: dict[st
     sol = run_planned(Task("solve", solver, names, kwargs), values, None, (problem, hparams, base_seed), plan,
                       progress=progress)
   return SweepResult(solution=sol, axes=names, coords=coords, plan=plan)
+
+
+def check_solver_options(solver: Callable, options: dict) -> None:
+  """``ValueError`` naming the options ``solver`` does not take (its keyword-only parameters), listing the valid
+  ones, before anything compiles."""
+  try:
+    params = inspect.signature(solver).parameters
+  except (TypeError, ValueError):
+    return
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    return
+  valid = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown option(s) {unknown} for {getattr(solver, '__name__', solver)}; valid options: "
+                     f"{', '.join(valid)}")
+  for name in ("num_steps", "log_every", "max_steps", "batch_size"):  # counts the planner reads before the solver
+    if name in options:
+      check_int(name, options[name], lo=1, hi=MAX_STEPS)
 
 
 def _divisor_near(n: int, target: int) -> int:
