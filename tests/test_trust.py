@@ -198,3 +198,14 @@ def test_tampered_or_incomplete_results_are_refused_in_one_line(tmp_path, capsys
   assert experiments_cli.main(["plot", "bias_mse_gram", "--smoke", "--out", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "do not fit experiments.bias_mse_gram.plot" in err[0] and "--recompute" in err[0], err
+
+
+def test_wrong_shapes_to_compute_are_named():
+  """A transposed H, a transposed W or a wrong b: ValueError naming the array and the expected shape."""
+  H, _ = _features()
+  p, params = _problem_and_params(H)
+  for bad, match in ((params._replace(H=params.H.T), r"H has shape \(24, 5\).*transposed"),
+                     (params._replace(W=params.W.T), r"W has shape \(5, 4\).*transposed"),
+                     (params._replace(b=params.b[:2]), r"b has shape \(2,\)")):
+    with pytest.raises(ValueError, match=match):
+      ufm.metrics.compute(bad, p)

@@ -50,6 +50,7 @@ from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 __all__ = [
     "METRICS",
     "bias_relation",
+    "check_shapes",
     "metric_guard",
     "rounding_floor",
     "safe_div",
@@ -459,6 +460,25 @@ METRICS: dict[str, Callable[[Params, Problem], jax.Array]] = {
 }
 
 
+def check_shapes(params: ParamsLike, problem: ProblemLike) -> None:
+  """``ValueError`` naming the array whose shape does not fit ``problem``: ``W`` ``(K, d)``, ``H`` ``(d, N)``, ``b``
+  ``(K,)`` (a transposed ``H`` is named as such). Deep and other families with their own parameters pass."""
+  if not all(hasattr(params, a) for a in ("W", "H", "b")) or not hasattr(problem, "d"):
+    return
+  W, H, b = (getattr(params, a) for a in ("W", "H", "b"))
+  if getattr(W, "ndim", 2) != 2 or getattr(H, "ndim", 2) != 2 or not all(hasattr(x, "shape") for x in (W, H, b)):
+    return  # a batched (vmapped) or deep parameter set: its family checks it
+  K, N, d = problem.K, problem.N, problem.d
+  if H.shape != (d, N):
+    hint = " (transposed? H is d x N)" if H.shape == (N, d) else ""
+    raise ValueError(f"H has shape {tuple(H.shape)}; allowed: (d, N) = ({d}, {N}) for this problem{hint}")
+  if W.shape != (K, d):
+    hint = " (transposed? W is K x d)" if W.shape == (d, K) else ""
+    raise ValueError(f"W has shape {tuple(W.shape)}; allowed: (K, d) = ({K}, {d}) for this problem{hint}")
+  if b.shape != (K,):
+    raise ValueError(f"b has shape {tuple(b.shape)}; allowed: (K,) = ({K},) for this problem")
+
+
 def compute(params: ParamsLike, problem: ProblemLike, names=None) -> dict[str, jax.Array]:
   """Evaluates the metrics ``names`` (default: all of :data:`METRICS`) on ``params``.
 
@@ -472,4 +492,5 @@ def compute(params: ParamsLike, problem: ProblemLike, names=None) -> dict[str, j
   unknown = [n for n in names if n not in table]
   if unknown:
     raise ValueError(f"unknown metric(s) {unknown}; valid names: {', '.join(table)}")
+  check_shapes(params, problem)
   return {n: table[n](params, problem) for n in names}
