@@ -75,10 +75,14 @@ def run(quick: bool = False) -> dict:
     print(f"[{time.perf_counter() - t0:7.1f} s] {what} done", file=sys.stderr, flush=True)
     return result
 
-  sweep = {dt: done(f"case 1 sweep {dt}", cases.case_sweep(cfg["sweep"], dt)) for dt in dtypes}
+  large_cfg = cases.large_config(cfg)
+  bandwidth = done("copy bandwidth", cases.copy_bandwidth(cfg["bandwidth_bytes"], "float32"))
+  bw = bandwidth["bytes_per_second"]
+  peaks = {dt: cases.matmul_peak(large_cfg["matmul"], dt) for dt in dtypes}
+  sweep = {dt: done(f"case 1 sweep {dt}", cases.case_sweep(cfg["sweep"], dt, peaks[dt]["flops_per_second"], bw))
+           for dt in dtypes}
   sharded = done("case 6 sharded", cases.case_sharded(cfg["sweep"], sweep[dtypes[-1]]))
-  peaks = {dt: cases.matmul_peak(cfg["large"]["matmul"], dt) for dt in dtypes}
-  large = [done(f"case 2 {loss} {dt}", cases.case_large(cfg["large"], dt, loss, peaks[dt]["flops_per_second"]))
+  large = [done(f"case 2 {loss} {dt}", cases.case_large(large_cfg, dt, loss, peaks[dt]["flops_per_second"], bw))
            for dt in dtypes for loss in cfg["losses"]]
   for dt in dtypes:  # the peak again after the steps (the load changes); the better of the two counts
     again = cases.matmul_peak(cfg["large"]["matmul"], dt)
@@ -88,7 +92,9 @@ def run(quick: bool = False) -> dict:
       if r["dtype"] == dt:
         r["peak_flops_per_second"] = peaks[dt]["flops_per_second"]
         r["peak_fraction"] = r["flops_per_second"] / r["peak_flops_per_second"]
-  met = done("case 3 metrics", cases.case_metrics(cfg["metrics"]))
+        r["roofline"] = cases.roofline(r["seconds_per_step"], flops=r["flops_per_step"], nbytes=r["roofline"]["bytes"],
+                                       peak=r["peak_flops_per_second"], bandwidth=bw)
+  met = done("case 3 metrics", cases.case_metrics(cfg["metrics"], bw))
   comp = done("case 4 compile", cases.case_compile(cfg, sweep[dtypes[-1]], met))
   for s in sweep.values():
     s.pop("_result")
@@ -96,14 +102,15 @@ def run(quick: bool = False) -> dict:
   env["seconds_total"] = time.perf_counter() - t0
   report = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), quick=quick,
                 environment=env, cases=dict(sweep=sweep, large_step=large, matmul_peak=peaks, metrics=met,
-                                            compile=comp, sharded=sharded))
+                                            compile=comp, sharded=sharded, copy_bandwidth=bandwidth))
   return summarise(report)
 
 
 def summarise(report: dict) -> dict:
   """Adds the top-level summary keys to ``report`` (in place; returned): ``sweep_vs_torch`` (``None`` with
   ``sweep_vs_torch_reason`` when PyTorch is unavailable), ``sweep_vs_loop``, ``large_step_peak_fraction``,
-  ``metrics_vs_numpy``, ``sharded_identical``."""
+  ``metrics_vs_numpy``, ``sharded_identical``, ``roofline_fractions`` (case -> measured time over the time its
+  bytes and FLOPs need at the measured bandwidth and peak; see :mod:`benchmarks.cases`)."""
   c = report["cases"]
   s32 = c["sweep"]["float32"]
   torch = s32.get("torch") or dict(available=False, reason="the PyTorch baseline did not run")
@@ -116,6 +123,12 @@ def summarise(report: dict) -> dict:
   report["large_step_peak_fraction"] = max(r["peak_fraction"] for r in c["large_step"] if r["dtype"] == "float32")
   report["metrics_vs_numpy"] = c["metrics"]["numpy_vs_ufm"]
   report["sharded_identical"] = bool(c["sharded"]["identical"])
+  fractions = {f"sweep {dt}": s["roofline"]["roofline_fraction"] for dt, s in c["sweep"].items() if s.get("roofline")}
+  fractions.update({f"large_step {r['loss']} {r['dtype']}": r["roofline"]["roofline_fraction"]
+                    for r in c["large_step"] if r.get("roofline")})
+  if c["metrics"].get("roofline"):
+    fractions["metrics"] = c["metrics"]["roofline"]["roofline_fraction"]
+  report["roofline_fractions"] = fractions
   return report
 
 
@@ -158,6 +171,26 @@ def table(report: dict) -> str:
       continue
     rows.append(("4 compile", f"{name}: first / later call, s", _fmt(t["first"]), _fmt(t["later"]),
                  _fmt(t["first"] / t["later"], "x")))
+  for dt, s in c["sweep"].items():
+    if s.get("roofline"):
+      r = s["roofline"]
+      rows.append((f"roofline sweep {dt}", f"{r['bound']}-bound: {_fmt(float(r['bytes']))} B, {_fmt(r['flops'])} FLOP "
+                   "per config-step", f"{_fmt(s['sweep_rate'])} /s", f"bound {_fmt(1 / r['roofline_seconds'])} /s",
+                   _fmt(r["roofline_fraction"])))
+  for r in c["large_step"]:
+    if r.get("roofline"):
+      rl = r["roofline"]
+      rows.append((f"roofline large {r['loss']} {r['dtype']}", f"{rl['bound']}-bound per step",
+                   f"{_fmt(r['seconds_per_step'])} s", f"bound {_fmt(rl['roofline_seconds'])} s",
+                   _fmt(rl["roofline_fraction"])))
+  if m.get("roofline"):
+    rl = m["roofline"]
+    rows.append(("roofline metrics", "read H once (float64)", f"{_fmt(m['ufm_seconds'])} s",
+                 f"bound {_fmt(rl['roofline_seconds'])} s", _fmt(rl["roofline_fraction"])))
+  bw = c.get("copy_bandwidth")
+  if bw:
+    rows.append(("bandwidth", f"jitted x + 1 on {bw['bytes'] // 2**20} MiB", f"{_fmt(bw['bytes_per_second'])} B/s",
+                 "", ""))
   sh = c["sharded"]
   rows.append(("6 sharded", f"{sh['devices']} devices vs 1, identical={sh['identical']}",
                f"{_fmt(sh['all_devices_seconds'])} s", f"{_fmt(sh['one_device_seconds'])} s", _fmt(sh["speedup"], "x")))

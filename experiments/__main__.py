@@ -20,6 +20,7 @@ import textwrap
 
 import experiments
 from experiments import runner
+from ufm import cache
 from ufm.io import check_writable_dir
 
 
@@ -86,6 +87,7 @@ def _list(verbose: bool = False) -> None:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  cache.enable()  # compiled programs kept across runs (UFM_COMPILATION_CACHE=0 turns it off)
   if args.command == "list":
     _list(args.verbose)
     return 0

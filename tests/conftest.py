@@ -7,6 +7,10 @@ import os
 if "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
 
+# The suite compiles afresh (timings stay comparable, nothing is written to the user's cache); the cache's own test
+# runs its processes with a directory of its own.
+os.environ.setdefault("UFM_COMPILATION_CACHE", "0")
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

@@ -11,7 +11,8 @@ import pytest
 import benchmarks
 from benchmarks import torch_baseline
 
-SUMMARY = ("sweep_vs_torch", "sweep_vs_loop", "large_step_peak_fraction", "metrics_vs_numpy", "sharded_identical")
+SUMMARY = ("sweep_vs_torch", "sweep_vs_loop", "large_step_peak_fraction", "metrics_vs_numpy", "sharded_identical",
+           "roofline_fractions")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,13 @@ def test_quick_benchmark_reports_every_case_and_summary_key(quick):
   assert on_disk == json.loads(json.dumps(report))  # the JSON file is the report
   for key in SUMMARY + ("date", "environment", "cases"):
     assert key in on_disk, key
-  assert set(on_disk["cases"]) == {"sweep", "large_step", "matmul_peak", "metrics", "compile", "sharded"}
+  assert set(on_disk["cases"]) == {"sweep", "large_step", "matmul_peak", "metrics", "compile", "sharded",
+                                   "copy_bandwidth"}
+  fractions = on_disk["roofline_fractions"]  # every timed case states its bound and the fraction reached
+  assert set(fractions) == {"sweep float32", "large_step mse float32", "metrics"}, fractions
+  assert all(f > 0 for f in fractions.values()), fractions
+  for case in [*on_disk["cases"]["sweep"].values(), *on_disk["cases"]["large_step"], on_disk["cases"]["metrics"]]:
+    assert case["roofline"]["bound"] in ("memory", "compute") and case["roofline"]["bytes"] > 0
   env = on_disk["environment"]
   assert env["jax"] and env["devices"] >= 1 and len(env["load_average_start"]) == 3
   for key in ("sweep_vs_loop", "large_step_peak_fraction", "metrics_vs_numpy"):

@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 # Submodules reachable as attributes of the package (``ufm.theory``), imported on first access.
 _SUBMODULES = frozenset({
-    "claims", "cli", "convex", "data", "deep", "geometry", "losses", "metrics", "mixup", "networks", "objectives",
+    "cache", "claims", "cli", "convex", "data", "deep", "geometry", "losses", "metrics", "mixup", "networks", "objectives",
     "problem", "solvers", "spherical", "sweep", "testing", "theory", "tiled", "validate", "verdict", "vicinity",
 })
 

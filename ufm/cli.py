@@ -391,6 +391,8 @@ def claims_run(args, selected, store) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  from ufm import cache
+  cache.enable()  # compiled programs kept across runs (UFM_COMPILATION_CACHE=0 turns it off)
   # float64 unless solve --float32; only ever switched on: never undo a caller's x64
   if not getattr(args, "float32", False):
     jax.config.update("jax_enable_x64", True)

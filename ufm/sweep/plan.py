@@ -8,16 +8,19 @@ finds fastest), and put as many configurations per call as fit the memory budget
 """
 
 import functools
+import json
 import math
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufm.io import atomic_write
 from ufm.problem import ProblemLike
 from ufm.solvers import canonicalise
 from ufm.sweep._program import Task, mapped, nbytes
@@ -37,7 +40,8 @@ class SweepPlan(NamedTuple):
       so that a call fits the memory budget. Outputs go to the host between calls.
     plain: the whole grid as one nested-``vmap`` program (the unplanned sweep: one device, one batch, one call).
     source: ``"user"`` (given), ``"plain"`` (small sweep), ``"heuristic"``, ``"calibrated"`` (batch timed) or
-      ``"cached"`` (batch from an earlier calibration in this process).
+      ``"cached"`` (batch from an earlier calibration in this process, or in an earlier one when the compilation
+      cache of :mod:`ufm.cache` is on).
     bytes_per_config: estimated device memory per configuration of a call (0: not estimated, small sweep).
     budget: the device-memory budget per device the chunk was sized for (bytes).
   """
@@ -92,6 +96,10 @@ def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
   key = _calibration_key(problem, hparams, per_device)
   if key in _CALIBRATION:
     return _CALIBRATION[key], "cached"
+  stored = _stored_calibrations().get(repr(key))
+  if isinstance(stored, int) and stored >= 1:  # an earlier process's choice: the same plan, the same programs
+    _CALIBRATION[key] = stored
+    return stored, "cached"
   grad = jax.grad(lambda params, problem: problem.value(params))
   init_scale = getattr(hparams, "init_scale", jnp.asarray(0.1, problem.dtype))
   times = {}
@@ -117,7 +125,43 @@ def _calibrated_batch(problem, hparams, per_device: int) -> tuple[int, str]:
       break  # past the cache cliff: wider batches only get slower
   batch = min(times, key=times.get)
   _CALIBRATION[key] = batch
+  _store_calibration(repr(key), batch)
   return batch, "calibrated"
+
+
+def _calibration_file() -> Path | None:
+  """Where calibrations persist: beside JAX's persistent compilation cache (:mod:`ufm.cache`), when it is on. A
+  timing-based choice made afresh in every process would pick another batch width now and then, and so compile
+  programs the cache holds under the old width; persisted, a warm run plans as the cold one did."""
+  directory = jax.config.jax_compilation_cache_dir
+  return Path(directory).parent / "ufm-sweep-calibration.json" if directory else None
+
+
+def _stored_calibrations() -> dict:
+  path = _calibration_file()
+  if path is None or not path.is_file():
+    return {}
+  try:
+    data = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}
+  return data.get(jax.__version__, {}) if isinstance(data, dict) else {}
+
+
+def _store_calibration(key: str, batch: int) -> None:
+  path = _calibration_file()
+  if path is None:
+    return
+  try:
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = data if isinstance(data, dict) else {}
+  except (OSError, ValueError):
+    data = {}
+  data.setdefault(jax.__version__, {})[key] = int(batch)
+  try:
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
+  except OSError:
+    pass  # a cache: losing it costs a calibration, nothing else
 
 
 def work_units(stepper, solver_kwargs) -> int:
