@@ -45,7 +45,8 @@ def test_solve_table_and_no_closed_form(capsys):
   assert {"objective", "norm_W_sq", "norm_H_sq", "norm_b", "nc1"} <= set(names)
 
 
-@pytest.mark.parametrize("command", [[], ["solve"], ["demo"], ["claims"], ["claims", "list"], ["claims", "run"],
+@pytest.mark.parametrize("command", [[], ["solve"], ["demo"], ["measure"], ["claims"], ["claims", "list"],
+                                     ["claims", "run"],
                                      ["claims", "check"]])
 def test_help_is_plain_text_with_defaults(command, capsys, monkeypatch):
   """--help: plain text (no reST markup), whole sentences, every option explained, defaults shown."""

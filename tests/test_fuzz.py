@@ -120,11 +120,14 @@ def test_solver_options_are_checked_by_name(kwargs, name):
 
 @pytest.mark.parametrize("argv, match", [
     (["run", "etf_emergence", "--smoke", "--set", "K=100000", "--set", "n=10000"], "need"),
-    (["run", "etf_emergence", "--smoke", "--out", "/proc/ufm-results"], "out = "),
-    (["run", "etf_emergence", "--smoke", "--figures", "/etc/passwd"], "figures = "),
+    (["run", "etf_emergence", "--smoke", "--out", "{file}/results"], "out = "),  # a directory inside a file
+    (["run", "etf_emergence", "--smoke", "--figures", "{file}"], "figures = "),  # a file, not a directory
     (["run", "etf_emergence", "--smoke", "--set", "num_seeds=0"], "num_seeds"),
 ])
 def test_experiments_cli_refuses_before_computing_and_leaves_nothing(argv, match, capsys, tmp_path):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("x")
+  argv = [a.replace("{file}", str(blocker)) for a in argv]
   out = [] if "--out" in argv else ["--out", str(tmp_path)]
   assert experiments_cli.main(argv + out) == 2
   err = capsys.readouterr().err.strip().splitlines()

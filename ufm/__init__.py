@@ -22,8 +22,9 @@ __version__ = "0.1.0"
 
 # Submodules reachable as attributes of the package (``ufm.theory``), imported on first access.
 _SUBMODULES = frozenset({
-    "cache", "claims", "cli", "convex", "data", "deep", "geometry", "losses", "metrics", "mixup", "networks", "objectives",
-    "problem", "solvers", "spherical", "sweep", "testing", "theory", "tiled", "validate", "verdict", "vicinity",
+    "cache", "claims", "cli", "convex", "data", "deep", "geometry", "losses", "metrics", "mixup", "networks",
+    "objectives", "problem", "solvers", "spherical", "streaming", "sweep", "testing", "theory", "tiled", "validate",
+    "verdict", "vicinity",
 })
 
 # Re-exported names: name -> the submodule that defines it.

@@ -47,6 +47,11 @@ DEMO_DESCRIPTION = ("Every closed form of ufm.theory beside its float64 L-BFGS s
                     "with and without a bias; about 40 s on 2 CPU cores).")
 CLAIMS_DESCRIPTION = ("Theory claims of ufm.claims, each checked on random problems (hypothesis) against a float64 "
                       "reference solve; failing examples are kept in the claims store and replayed first.")
+MEASURE_DESCRIPTION = """The neural-collapse metrics of your own features: FEATURES is a .npz with H (one row per
+sample, N x d) and labels (integers 0..K-1), optionally W (K x d) and b (K), or a .npy of features with --labels. The file
+is read twice in batches of --batch rows (a .npy is memory-mapped), with float64 accumulation, so N can exceed
+memory; the numbers equal ufm.metrics.compute on the whole array to rounding. Classes absent from the data are
+left out and listed. Conventions: those of ufm.metrics (the sample-weighted global mean; the unweighted Sigma_B)."""
 DEFAULT_STORE = ".ufm-claims"  # ufm.claims.DEFAULT_STORE_DIR, written out so that --help imports no claims
 
 
@@ -131,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--json", action="store_true", help="print one JSON object, not the table")
   sub.add_parser("demo", help="every closed form beside its float64 reference solve", description=DEMO_DESCRIPTION,
                  **kw)
+  m = sub.add_parser("measure", help="NC metrics of your own features, streamed in batches (ufm.streaming)",
+                     description=MEASURE_DESCRIPTION, **kw)
+  m.add_argument("features", metavar="FEATURES", help="a .npz holding H (N x d rows) and labels (and W, b), or a .npy "
+                                                      "of features (then --labels)")
+  m.add_argument("--labels", default=None, metavar="PATH", help=".npy of integer labels (with a .npy FEATURES)")
+  m.add_argument("--W", default=None, metavar="PATH", help=".npy of the classifier, K x d (optional)")
+  m.add_argument("--b", default=None, metavar="PATH", help=".npy of the bias, K (optional)")
+  m.add_argument("--K", type=int, default=None, help="number of classes (default: W's rows, else max label + 1)")
+  m.add_argument("--batch", type=int, default=65536, metavar="ROWS", help="rows per batch (memory: ROWS x d)")
+  m.add_argument("--json", action="store_true", help="print one JSON object, not the table")
   c = sub.add_parser("claims", help="theory claims checked on random problems (ufm.claims)",
                      description=CLAIMS_DESCRIPTION, **kw)
   csub = c.add_subparsers(dest="claims_command", required=True, parser_class=_Parser, metavar="ACTION",
@@ -310,6 +325,63 @@ def format_table(rec: dict) -> str:
   return "\n".join([head, f"verdict: {rec['verdict_message']}", geo, *lines])
 
 
+def _load_features(args):
+  """Features (memory-mapped where the file allows), labels, W, b from ``measure``'s arguments."""
+  import numpy as np
+  from pathlib import Path
+  path = Path(args.features)
+  if not path.is_file():
+    raise ValueError(f"features = {str(path)!r} is not a file; allowed: a .npz or .npy file")
+  W = b = None
+  try:
+    if path.suffix == ".npz":
+      z = np.load(path, allow_pickle=False)
+      key = "H" if "H" in z.files else ("features" if "features" in z.files else None)
+      if key is None or "labels" not in z.files:
+        raise ValueError(f"features = {str(path)!r} holds {z.files}; allowed: arrays H (or features) and labels, "
+                         "optionally W and b")
+      H, y = z[key], z["labels"]
+      W = z["W"] if "W" in z.files else None
+      b = z["b"] if "b" in z.files else None
+    else:
+      if args.labels is None:
+        raise ValueError("labels: give --labels PATH.npy with a .npy FEATURES file")
+      H = np.load(path, mmap_mode="r", allow_pickle=False)
+      y = np.load(args.labels, mmap_mode="r", allow_pickle=False)
+    W = np.load(args.W, allow_pickle=False) if args.W else W
+    b = np.load(args.b, allow_pickle=False) if args.b else b
+  except (OSError, EOFError) as e:
+    raise ValueError(f"features: cannot read the arrays ({e}); allowed: .npz or .npy files without pickles") from None
+  return H, y, W, b
+
+
+def measure(args) -> int:
+  """``measure``: the NC metrics of the features in a file, streamed in batches."""
+  import numpy as np
+
+  from ufm import streaming
+  H, y, W, b = _load_features(args)
+  if H.ndim != 2 or y.ndim != 1 or H.shape[0] != y.shape[0]:
+    hint = " (transposed? one row per sample)" if H.ndim == 2 and H.shape[1] == y.shape[0] else ""
+    raise ValueError(f"features have shape {H.shape} and labels {y.shape}; allowed: (N, d) and (N,){hint}")
+  if y.dtype.kind not in "iu":
+    raise ValueError(f"labels have dtype {y.dtype}; allowed: integers")
+  batch = check_int("batch", args.batch, lo=1)
+  K = args.K if args.K is not None else (W.shape[0] if W is not None else int(np.max(y)) + 1)
+  N = H.shape[0]
+  batches = lambda: ((H[i:i + batch], y[i:i + batch]) for i in range(0, N, batch))
+  out = streaming.measure_batches(batches, K=K, d=H.shape[1], W=W, b=b)
+  if args.json:
+    print(json.dumps(_json_safe(out)))
+    return 0
+  print(f"N = {out['N']:,} samples, K = {K} classes ({len(out['present'])} present"
+        + (f"; absent: {out['absent']}" if out["absent"] else "") + f"), d = {H.shape[1]}")
+  for name, value in out.items():
+    if name not in ("present", "absent", "N"):
+      print(f"{name:<24}{value:18.10g}")
+  return 0
+
+
 def demo() -> int:
   """Every closed form of ufm.theory beside its float64 L-BFGS solve (the default reproduction)."""
   cases = [
@@ -399,6 +471,8 @@ def main(argv=None) -> int:
   try:
     if args.command == "demo":
       return demo()
+    if args.command == "measure":
+      return measure(args)
     if args.command == "claims":
       selected, store = _claims_setup(args)
       if args.claims_command == "list":

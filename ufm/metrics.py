@@ -48,6 +48,7 @@ from jaxtyping import Array, Float, Int
 from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 
 __all__ = [
+    "FEATURE_METRICS",
     "METRICS",
     "bias_relation",
     "check_shapes",
@@ -477,6 +478,12 @@ def check_shapes(params: ParamsLike, problem: ProblemLike) -> None:
     raise ValueError(f"W has shape {tuple(W.shape)}; allowed: (K, d) = ({K}, {d}) for this problem{hint}")
   if b.shape != (K,):
     raise ValueError(f"b has shape {tuple(b.shape)}; allowed: (K,) = ({K},) for this problem")
+
+
+#: The metrics of :data:`METRICS` that depend on the features only (no classifier): a hidden layer's, or features
+#: measured without their classifier.
+FEATURE_METRICS = ("nc1", "nc1_ratio", "cdnv", "equinorm_M", "equiangularity_M", "max_angle_M", "etf_error_M",
+                   "of_error_M", "gnc2", "gnc2_var", "norm_H_sq")
 
 
 def compute(params: ParamsLike, problem: ProblemLike, names=None) -> dict[str, jax.Array]:

@@ -22,8 +22,7 @@ from ufm.validate import check_loss, check_real
 __all__ = ["LAYER_METRICS", "Comparison", "compare_with_ufm", "measure"]
 
 #: Metrics of :data:`ufm.metrics.METRICS` that depend on the features only (measured on every hidden layer).
-LAYER_METRICS = ("nc1", "nc1_ratio", "cdnv", "equinorm_M", "equiangularity_M", "max_angle_M", "etf_error_M",
-                 "of_error_M", "gnc2", "gnc2_var", "norm_H_sq")
+LAYER_METRICS = metrics.FEATURE_METRICS
 
 
 @functools.partial(jax.jit, static_argnames=("names",), compiler_options={"xla_backend_optimization_level": 0})
