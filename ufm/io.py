@@ -25,22 +25,26 @@ def atomic_write(path: str | os.PathLike, write: Callable) -> None:
     raise
 
 
+def _unwritable(path: Path) -> str | None:
+  """Why the directory ``path`` cannot be written (``None`` when it can), found by creating it if needed and
+  creating and removing a file in it: ``os.access`` says yes to read-only file systems when run as root."""
+  if path.exists() and not path.is_dir():
+    return f"{str(path)!r} is not a directory"
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".ufm-write-probe-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    return f"{str(path)!r} cannot be written ({e.strerror})"
+  return None
+
+
 def check_writable_dir(name: str, path) -> Path:
-  """``path`` as a ``Path`` to a directory that exists (or is created) and can be written, checked by creating and
-  removing a file in it (``os.access`` says yes to read-only file systems when run as root); ``ValueError`` naming
+  """``path`` as a ``Path`` to a directory that exists (or is created) and can be written; ``ValueError`` naming
   ``name`` otherwise, before any computation."""
   path = Path(path)
-  why = None
-  if path.exists() and not path.is_dir():
-    why = f"{str(path)!r} is not a directory"
-  else:
-    try:
-      path.mkdir(parents=True, exist_ok=True)
-      fd, probe = tempfile.mkstemp(dir=path, prefix=".ufm-write-probe-")
-      os.close(fd)
-      os.unlink(probe)
-    except OSError as e:
-      why = f"{str(path)!r} cannot be written ({e.strerror})"
+  why = _unwritable(path)
   if why:
     raise ValueError(f"{name} = {str(path)!r}: {why}; allowed: a writable directory")
   return path
@@ -52,9 +56,7 @@ def check_writable_file(name: str, path) -> Path:
   path = Path(path)
   if path.is_dir():
     raise ValueError(f"{name} = {str(path)!r} is a directory; allowed: a file path in a writable directory")
-  try:
-    check_writable_dir(name, path.parent)
-  except ValueError as e:
-    raise ValueError(str(e).replace("allowed: a writable directory", "allowed: a file path in a writable directory")
-                     .replace(f"{name} = {str(path.parent)!r}", f"{name} = {str(path)!r}")) from None
+  why = _unwritable(path.parent)
+  if why:
+    raise ValueError(f"{name} = {str(path)!r}: {why}; allowed: a file path in a writable directory")
   return path

@@ -50,6 +50,7 @@ from ufm.problem import Params, ParamsLike, Problem, ProblemLike
 __all__ = [
     "FEATURE_METRICS",
     "METRICS",
+    "all_finite",
     "bias_relation",
     "check_shapes",
     "metric_guard",
@@ -83,6 +84,13 @@ def safe_div(num, den):
   return jnp.where(ok, num / jnp.where(ok, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
+def all_finite(*trees) -> jax.Array:
+  """True when every floating-point leaf of ``trees`` is finite (a traced boolean, valid under ``jit`` and
+  ``vmap``); integer leaves (labels) are not inspected."""
+  leaves = [x for x in jax.tree.leaves(trees) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
+
+
 def metric_guard(fn: Callable) -> Callable:
   """``fn`` as a metric: every output NaN when any floating-point array argument holds a NaN or an inf, and its
   matrix products at full precision.
@@ -96,11 +104,8 @@ def metric_guard(fn: Callable) -> Callable:
   def guarded(*args, **kwargs):
     with jax.default_matmul_precision("highest"):
       out = fn(*args, **kwargs)
-    arrays = [a for a in (*args, *kwargs.values())
-              if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)]
-    if not arrays:
-      return out
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
+    arrays = [a for a in (*args, *kwargs.values()) if hasattr(a, "dtype")]  # arrays only: never a problem's leaves
+    finite = all_finite(arrays)
     return jax.tree.map(lambda v: jnp.where(finite, v, jnp.nan), out)
   return guarded
 
@@ -426,8 +431,7 @@ def _params_guard(metric: Callable) -> Callable:
   an infinite vicinity radius, are not inspected)."""
   @functools.wraps(metric)
   def guarded(params, problem):
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-    return jnp.where(finite, metric(params, problem), jnp.nan)
+    return jnp.where(all_finite(params), metric(params, problem), jnp.nan)
   return guarded
 
 

@@ -288,6 +288,6 @@ def compute(params: Params, problem: ProblemLike, names=None, *, block: int = DE
 
 @functools.partial(jax.jit, static_argnames=("names", "block"))
 def _compute(params, problem, *, names, block):
-  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+  finite = _m.all_finite(params)
   # as ufm.metrics.compute: every metric NaN when any parameter is not finite (not only those that read it)
   return {n: jnp.where(finite, _tiled_metric(n, params, problem, block), jnp.nan) for n in names}
