@@ -27,7 +27,7 @@ import pkgutil
 from types import ModuleType
 
 #: Modules of this package that are not experiments.
-_NOT_EXPERIMENTS = ("runner",)
+_NOT_EXPERIMENTS = ("report", "runner")
 #: What every experiment module defines.
 REQUIRED = ("PAPER", "FIGURE", "RUNTIME", "get_config", "run", "plot")
 

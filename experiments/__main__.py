@@ -1,13 +1,18 @@
-r"""``python -m experiments list | run NAME | plot NAME``.
+r"""``python -m experiments list | run NAME | plot NAME | report``.
 
 * ``list [--verbose]``: name, expected runtime and title of every experiment, one line each
   within 100 columns; ``--verbose`` adds the paper and figure it reproduces.
 * ``run NAME [--smoke] [--set key=value ...] [--out DIR] [--recompute] [--no-progress]``:
-  runs (or reuses) the experiment, stores the results (see :mod:`experiments.runner`) and
-  writes the figure into the run directory; at the full configuration (no ``--smoke``, no
-  ``--set``) also into ``figures/`` (or ``--figures DIR``).
+  runs (or reuses) the experiment, stores the results (see :mod:`experiments.runner`),
+  writes the figure into the run directory (and into ``--figures DIR`` when given) and prints
+  how its solver runs ended (converged / stopped / diverged). Nothing in the source tree is
+  written: the committed ``figures/`` change only with ``--update-figures`` (maintainers, full
+  configuration only), which writes ``figures/NAME.png``, ``.pdf`` and ``.json`` (the numbers
+  of its text, :mod:`experiments.report`) and regenerates ``figures/README.md``'s findings.
 * ``plot NAME [--smoke] [--set ...] [--out DIR]``: rebuilds the figure from stored results
-  without recomputing.
+  without recomputing (same figure options).
+* ``report [--check]``: regenerates (or checks) the findings block of ``figures/README.md`` from
+  ``figures/*.json``.
 
 Errors (unknown experiment or key, bad value, missing or corrupted results): one line on
 stderr and exit status 2, before anything compiles.
@@ -43,11 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a configuration value (Python literal), repeatable")
     s.add_argument("--out", default="results", help="results root (default: results)")
-    s.add_argument("--figures", default=None,
-                   help="also write the figure here (default: figures/ at the full configuration only)")
+    s.add_argument("--figures", default=None, help="also write the figure into this directory")
+    s.add_argument("--update-figures", action="store_true",
+                   help="maintainers: at the full configuration, refresh the committed figures/NAME.png/.pdf/.json "
+                        "and figures/README.md")
     if cmd == "run":
       s.add_argument("--recompute", action="store_true", help="ignore stored results of this configuration")
       s.add_argument("--no-progress", action="store_true", help="no progress bars")
+  rep = sub.add_parser("report", help="regenerate figures/README.md's findings from figures/*.json")
+  rep.add_argument("--check", action="store_true", help="only list disagreements (exit 1 if any)")
   return p
 
 
@@ -91,10 +100,19 @@ def main(argv=None) -> int:
   if args.command == "list":
     _list(args.verbose)
     return 0
+  if args.command == "report":
+    return _report(args.check)
   try:
     module = experiments.get(args.name)
     config = runner.apply_overrides(module.get_config("smoke" if args.smoke else None), args.sets)
     full = not args.smoke and not args.sets
+    if args.update_figures and not full:
+      raise ValueError("--update-figures: only at the full configuration (no --smoke, no --set)")
+    if args.update_figures and not (hasattr(module, "summary") and hasattr(module, "findings")):
+      raise ValueError(f"--update-figures: experiments.{args.name} defines no summary/findings, so its "
+                       "figures/README.md text cannot be generated")
+    if args.update_figures:
+      check_writable_dir("figures", runner.default_figures_dir())
     if args.figures is not None:
       check_writable_dir("figures", args.figures)  # before minutes of computing, not after
     if getattr(config, "x64", False):
@@ -117,16 +135,39 @@ def main(argv=None) -> int:
     sys.stderr.write(f"experiments: error: the stored results in {record.path} do not fit experiments.{args.name}.plot "
                      f"({type(e).__name__}: {e}); rerun with --recompute\n")
     return 2
-  dirs = [record.path]
-  if args.figures is not None or full:
-    dirs.append(args.figures or runner.default_figures_dir())
+  dirs = [record.path] + ([args.figures] if args.figures is not None else [])
+  if args.update_figures:
+    dirs.append(runner.default_figures_dir())
   paths = runner.save_figure(fig, args.name, dirs)
   plt.close(fig)
+  if args.update_figures:
+    from experiments import report
+    paths.append(report.write_record(args.name, record, runner.default_figures_dir()))
+    report.update_readme(runner.default_figures_dir() / "README.md", runner.default_figures_dir())
+    paths.append(runner.default_figures_dir() / "README.md")
   how = "reused stored results" if record.reused else (
       f"computed in {record.meta['wall_time_s']:.1f} s (compile {record.meta['compile_time_s']:.1f} s)")
   print(f"{args.name}: {how}; results in {record.path}")
+  conv = record.meta.get("convergence") or runner.convergence(record.results)
+  print(f"  {runner.convergence_line(conv)}")
+  if conv["stopped"] or conv["diverged"]:
+    print(f"  note: {conv['stopped'] + conv['diverged']} of {conv['runs']} runs did not converge "
+          f"(meta.json 'convergence' has the counts per group)")
   for path in paths:
-    print(f"  figure: {path}")
+    print(f"  figure: {path}" if path.suffix in (".png", ".pdf") else f"  updated: {path}")
+  return 0
+
+
+def _report(check: bool) -> int:
+  from experiments import report
+  directory = runner.default_figures_dir()
+  if check:
+    found = report.problems(directory / "README.md", directory)
+    for line in found:
+      print(line)
+    return 1 if found else 0
+  changed = report.update_readme(directory / "README.md", directory)
+  print(f"{directory / 'README.md'}: {'rewritten' if changed else 'already up to date'}")
   return 0
 
 

@@ -121,10 +121,18 @@ def predicted(problem) -> tuple[dict, "ufm.theory.Prediction"]:
   return {k: float(v) for k, v in out.items()}, p
 
 
-def spread(ax, x, Y, *, color, label, logy=True, floor=1e-300):
-  """Mean over the leading axis as a line and the min-max band over it (the spread over seeds)."""
+def spread(ax, x, Y, *, color, label, logy=True, floor=1e-300, **line):
+  """Mean over the leading axis as a line and the min-max band over it (the spread over seeds); ``line`` goes to
+  ``ax.plot`` (line style, markers: what tells overlapping settings apart)."""
   Y = np.asarray(Y, np.float64).reshape(-1, np.shape(Y)[-1])
+  if not Y.shape[0]:
+    return
   if logy:
     Y = np.maximum(Y, floor)
-  ax.plot(x, Y.mean(0), color=color, label=label, lw=1.5)
+  ax.plot(x, Y.mean(0), color=color, label=label, **{"lw": 1.5, **line})
   ax.fill_between(x, Y.min(0), Y.max(0), color=color, alpha=0.25, lw=0)
+
+
+#: Line styles and markers that tell up to four overlapping curves apart (in print and for colour-blind readers).
+STYLES = ({"ls": "-", "marker": "o"}, {"ls": "--", "marker": "s"}, {"ls": "-.", "marker": "^"},
+          {"ls": ":", "marker": "v"})

@@ -2,8 +2,8 @@ r"""ETF emergence: NC1–NC4, the objective and the norms along gradient descent
 
 Balanced UFM, CE and MSE, with and without an (unregularised) bias; full-batch gradient descent
 with heavy-ball momentum from small Gaussian initialisations, ``num_seeds`` seeds vmapped per
-setting. Each panel shows the mean over seeds (line) and the min–max band; dashed lines are the
-closed-form limits of :func:`ufm.theory.predict`: the optimal objective (the gap is plotted
+setting. Each panel shows the mean over the converged seeds (line) and the min–max band; broad pale lines
+are the closed-form limits of :func:`ufm.theory.predict`: the optimal objective (the gap is plotted
 relative to it), :math:`\|W\|_F^2`, and the non-zero NC-metric targets (every NC metric tends to 0
 for a simplex ETF; for the orthogonal frame of bias-free MSE the ETF error of ``W`` and the
 self-duality of ``W`` against the centred means stay at the values :func:`ufm.theory.predict` gives).
@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 import ufm
-from experiments import _common
+from experiments import _common, runner
 
 PAPER = "Zhu et al. 2021; Zhou et al. 2022"
 FIGURE = "Zhu Fig. 2, Zhou Fig. 2 (UFM)"
@@ -74,43 +74,127 @@ def run(c, ctx) -> xr.Dataset:
   return ds
 
 
-_PANELS = (("gap", r"$(f - f^\star)/|f^\star|$", None), ("nc1", r"NC1  $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$", "nc1"),
+_PANELS = (("gap", r"objective gap $(f - f^\star)/|f^\star|$", None),
+           ("nc1", r"NC1  $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$", "nc1"),
            ("etf_error_W", "NC2: ETF error of $W$", "etf_error_W"),
-           ("etf_error_M", r"NC2: ETF error of $\bar H$", "etf_error_M"),
-           ("self_duality", r"NC3: $\|W/\|W\| - \bar H^\top/\|\bar H\|\|^2$", "self_duality"),
-           ("nc4", "NC4: fraction where NCC and classifier disagree", "nc4"), ("norm_W_sq", r"$\|W\|_F^2$", "norm_W_sq"))
+           ("etf_error_M", r"NC2: ETF error of the centred means $\bar H$", "etf_error_M"),
+           ("self_duality", r"NC3: $\|W^\top/\|W\|_F - \bar H/\|\bar H\|_F\|_F$", "self_duality"),
+           ("nc4", "NC4: fraction of samples where the nearest\nclass mean and the classifier disagree", "nc4"),
+           ("norm_W_sq", r"$\|W\|_F^2$", "norm_W_sq"))
+
+
+def _final(r, var):
+  """The last logged value of trace ``var`` per seed."""
+  return r[f"trace_{var}"].values[..., -1]
+
+
+def _agg(fn, values):
+  """``fn`` of the values as a float, ``None`` when there are none (no converged run)."""
+  values = np.asarray(values)
+  return float(fn(values)) if values.size else None
+
+
+def _f(value, spec: str) -> str:
+  """``value`` formatted, ``"n/a"`` for ``None``."""
+  return "n/a" if value is None else format(value, spec)
+
+
+def summary(results: xr.Dataset, c) -> dict:
+  """What the figure's text quotes, per setting over its converged seeds: the largest final objective gap and
+  NC metrics, the first logged step by which every seed is within 1e-12 of the closed-form objective, and the
+  closed-form targets."""
+  out = {"settings": {}}
+  for s in results.setting.values:
+    r = results.sel(setting=s)
+    ok, _ = runner.gate(r.converged.values, r.diverged.values)
+    f_star = float(r.pred_objective)
+    gap = np.abs(r.trace_objective.values[ok] - f_star) / abs(f_star)
+    reached = np.all(gap <= 1e-12, axis=0)
+    first = int(r.step.values[np.argmax(reached)]) if reached.any() else None
+    row = {"geometry": str(r.geometry.item()), "runs": int(ok.size), "converged": int(ok.sum()),
+           "gap": _agg(np.max, gap[:, -1]), "step_1e-12": first,
+           "norm_W_sq_rel": _agg(np.max, np.abs(_final(r, "norm_W_sq")[ok] / float(r.pred_norm_W_sq) - 1))}
+    for var in ("nc1", "etf_error_W", "etf_error_M", "self_duality"):
+      row[var] = _agg(np.max, _final(r, var)[ok])
+      row[f"pred_{var}"] = float(r[f"pred_{var}"])
+    row["nc4_min"] = _agg(np.min, _final(r, "nc4")[ok])
+    out["settings"][str(s)] = row
+  out.update(K=int(results.attrs["K"]), n=int(results.attrs["n"]), d=int(results.attrs["d"]),
+             lam_W=float(results.attrs["lam_W"]), lam_H=float(results.attrs["lam_H"]),
+             seeds=int(results.sizes["seed"]), steps=int(results.step.values[-1]))
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  S = summary["settings"]
+  names = list(S)
+  etf = [s for s in names if S[s]["geometry"] == "simplex ETF"]
+  frame = [s for s in names if s not in etf]
+
+  def worst(key, among=names, fn=max):
+    values = [S[s][key] for s in among if S[s][key] is not None]
+    return fn(values) if values else None
+
+  steps = [S[s]["step_1e-12"] for s in names]
+  reached = f"by step {max(steps):,}" if None not in steps else "not within the run for every setting"
+  txt = (f"checks Zhu et al. 2021 Thm. 3.1 (CE) and Zhou et al. 2022 Thm. 3.1 (MSE) along gradient descent: "
+         f"balanced UFM, K = {summary['K']}, n = {summary['n']}, d = {summary['d']}, "
+         f"λ_W = {summary['lam_W']:g}, λ_H = {summary['lam_H']:g}, settings {', '.join(names)}, heavy-ball GD "
+         f"(lr {c.lr:g}, momentum {c.momentum:g}), {summary['seeds']} seeds, {summary['steps']:,} steps; "
+         f"{sum(S[s]['converged'] for s in names)} of {sum(S[s]['runs'] for s in names)} runs converged, and the "
+         f"numbers are over those. Largest final objective gap {_f(worst('gap'), '.1e')} (relative to the closed "
+         f"form); every converged seed is within 1e-12 of it {reached}; NC1 ≤ {_f(worst('nc1'), '.0e')}; "
+         f"NC3 ≤ {_f(worst('self_duality', etf), '.0e')} where the limit is a simplex ETF; ‖W‖²_F within "
+         f"{_f(worst('norm_W_sq_rel'), '.0e')} of its closed form; the classifier agrees with the nearest class "
+         f"mean on a fraction ≥ {_f(worst('nc4_min', fn=min), '.4f')} of the samples. ETF error of W ≤ "
+         f"{_f(worst('etf_error_W', etf), '.0e')} for {', '.join(etf) or 'no setting'}")
+  for s in frame:
+    txt += (f"; {s} ends at the {S[s]['geometry']} (Tirer & Bruna 2022 Thm. 2): ETF error of W "
+            f"{_f(S[s]['etf_error_W'], '.4f')} (predicted {S[s]['pred_etf_error_W']:.4f}), of its centred means "
+            f"{_f(S[s]['etf_error_M'], '.0e')}")
+  return txt + "."
 
 
 def plot(results: xr.Dataset, c):
-  """Two rows of panels: objective gap, NC1, NC2 of W and of the means, NC3, NC4, ||W||^2, and the legend."""
+  """Two rows of panels: objective gap, NC1, NC2 of W and of the means, NC3, NC4, ||W||^2, and the legend.
+
+  Only converged runs are drawn (:func:`experiments.runner.gate`); the title says how many were left out."""
   from matplotlib import pyplot as plt
-  fig, axs = plt.subplots(2, 4, figsize=(15, 6.6), constrained_layout=True)
+  fig, axs = plt.subplots(2, 4, figsize=(15, 6.8), constrained_layout=True)
   axs = axs.ravel()
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   x = results.step.values
+  notes = []
   for i, s in enumerate(results.setting.values):
     r = results.sel(setting=s)
-    col = colors[i % len(colors)]
+    ok, note = runner.gate(r.converged.values, r.diverged.values)
+    if note:
+      notes.append(f"{s}: {note}")
+    col, style = colors[i % len(colors)], dict(_common.STYLES[i % len(_common.STYLES)], markevery=0.12, ms=4)
     for ax, (key, title, var) in zip(axs, _PANELS):
       if key == "gap":
         f_star = float(r.pred_objective)
-        Y = (r.trace_objective.values - f_star) / abs(f_star)
-        _common.spread(ax, x, Y, color=col, label=f"{s} ({r.geometry.item()})", floor=1e-17)
+        Y = (r.trace_objective.values[ok] - f_star) / abs(f_star)
+        _common.spread(ax, x, Y, color=col, label=f"{s} ({r.geometry.item()})", floor=1e-17, **style)
       elif key == "nc4":
-        _common.spread(ax, x, 1.0 - r.trace_nc4.values, color=col, label=s, floor=1e-4)
+        _common.spread(ax, x, 1.0 - r.trace_nc4.values[ok], color=col, label=s, logy=False, **style)
       else:
-        _common.spread(ax, x, r[f"trace_{var}"].values, color=col, label=s, floor=1e-32)
+        _common.spread(ax, x, r[f"trace_{var}"].values[ok], color=col, label=s, floor=1e-32, **style)
         target = float(r[f"pred_{var}"])
         if np.isfinite(target) and target > 0:
-          ax.axhline(target, color=col, ls="--", lw=1)
+          ax.axhline(target, color=col, lw=5, alpha=0.25, zorder=0)
       ax.set_title(title, fontsize=9)
   for ax, (key, _, _) in zip(axs, _PANELS):
-    ax.set(xscale="log", yscale="log", xlabel="step")
+    ax.set(xscale="log", yscale="linear" if key == "nc4" else "log", xlabel="step")
   handles, labels = axs[0].get_legend_handles_labels()
   axs[-1].axis("off")
   axs[-1].legend(handles, labels, loc="center", fontsize=9, title="setting (predicted geometry)")
+  axs[-1].text(0.5, 0.08, "broad pale lines: closed-form limits\n(where non-zero; zero limits are not drawn)",
+               ha="center", fontsize=8, transform=axs[-1].transAxes)
+  left = "; ".join(notes) if notes else "every run converged (|∇f| ≤ gtol)"
   fig.suptitle(f"Balanced UFM, K={results.attrs['K']}, n={results.attrs['n']}, d={results.attrs['d']}, "
-               f"$\\lambda_W$={results.attrs['lam_W']:g}, $\\lambda_H$={results.attrs['lam_H']:g}: mean and min–max "
-               f"over {results.sizes['seed']} seeds; dashed: closed-form limit (where non-zero). "
-               "Values below the axis floor are exactly 0.", fontsize=10)
+               f"$\\lambda_W$={results.attrs['lam_W']:g}, $\\lambda_H$={results.attrs['lam_H']:g}: mean (line) and "
+               f"min–max (band) over {results.sizes['seed']} seeds per setting; {left}.\n"
+               "Log-scale panels clip values below their floor (exact zeros) to the floor.", fontsize=10)
   return fig

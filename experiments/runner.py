@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,8 +48,8 @@ from ufm import validate
 from ufm.io import atomic_write, check_writable_dir
 
 __all__ = ["Context", "ResultsError", "RunRecord", "apply_overrides", "axes", "compute", "config_dict", "config_hash",
-           "default_figures_dir", "environment", "figure_paths", "load_results", "read_run", "run", "save_figure",
-           "save_results", "seeds"]
+           "convergence", "convergence_line", "default_figures_dir", "environment", "figure_paths", "gate",
+           "load_results", "read_run", "run", "save_figure", "save_results", "seeds"]
 
 FORMAT = "ufm-results/1"
 _REPO = Path(__file__).resolve().parent.parent
@@ -267,6 +268,71 @@ def load_results(directory: str | os.PathLike) -> xr.Dataset:
     raise ResultsError(f"{directory / 'results.json'} is malformed ({type(e).__name__}: {e})") from e
 
 
+# ----------------------------------------------------------------------------------- convergence
+
+_FLAG = re.compile(r"^(?P<pre>(?:\w+_)?)converged(?P<post>(?:_\w+)?)$")
+
+
+def convergence(ds: xr.Dataset) -> dict:
+  """How the solver runs of a results dataset ended: converged, diverged, or stopped (neither: the step budget ran
+  out first).
+
+  Every boolean variable named ``converged`` (or ``<prefix>_converged``, ``converged_<suffix>``) is one group of runs,
+  one run per element; its partner ``diverged`` (same prefix and suffix) marks the diverged runs of the group (absent:
+  none diverged). A run is *diverged* when its ``diverged`` flag is set, *converged* when its ``converged`` flag is
+  set (the solver's gradient-norm test, ``|grad f| <= gtol``, or the experiment's own criterion, said in its
+  docstring), and *stopped* otherwise. A ``diverged`` variable without a ``converged`` partner is a group of runs
+  with a fixed budget and no convergence test (networks trained for a number of epochs): its runs are *diverged* or
+  *stopped*.
+
+  Returns:
+    ``{"runs", "converged", "diverged", "stopped", "groups": {name: {...the same counts...}}}``; all counts 0 when
+    the dataset has no flag (an experiment without an iterative solve).
+  """
+  groups = {}
+  names = [str(v) for v in ds.data_vars]
+  for name in names:
+    m = _FLAG.match(name)
+    if m is None or ds[name].dtype != bool:
+      continue
+    conv = np.asarray(ds[name].values, bool)
+    partner = f"{m['pre']}diverged{m['post']}"
+    div = np.asarray(ds[partner].values, bool) if partner in names else np.zeros_like(conv)
+    div = np.broadcast_to(div, conv.shape)
+    groups[name] = {"runs": int(conv.size), "converged": int((conv & ~div).sum()), "diverged": int(div.sum()),
+                    "stopped": int((~conv & ~div).sum())}
+  for name in names:  # budgets without a convergence test
+    m = re.match(r"^(?P<pre>(?:\w+_)?)diverged(?P<post>(?:_\w+)?)$", name)
+    if m is None or ds[name].dtype != bool or f"{m['pre']}converged{m['post']}" in names:
+      continue
+    div = np.asarray(ds[name].values, bool)
+    groups[name] = {"runs": int(div.size), "converged": 0, "diverged": int(div.sum()), "stopped": int((~div).sum())}
+  total = {k: sum(g[k] for g in groups.values()) for k in ("runs", "converged", "diverged", "stopped")}
+  return dict(total, groups=groups)
+
+
+def convergence_line(summary: dict) -> str:
+  """One line for :func:`convergence`'s counts, e.g. ``"runs: 64; converged 60, stopped 4 (not converged), diverged 0"``."""
+  if not summary["runs"]:
+    return "runs: no iterative solve (closed forms and exact computations only)"
+  return (f"runs: {summary['runs']}; converged {summary['converged']}, stopped {summary['stopped']} (not converged), "
+          f"diverged {summary['diverged']}")
+
+
+def gate(converged, diverged=None) -> tuple[np.ndarray, str]:
+  """The runs a figure plots: the converged ones (a boolean mask), and a note on those left out (``""`` when none):
+  the convergence gate of every figure that is not about divergence itself (its runs' ``converged`` and
+  ``diverged`` flags, as :func:`convergence` reads them)."""
+  conv = np.asarray(converged, bool)
+  div = np.zeros_like(conv) if diverged is None else np.broadcast_to(np.asarray(diverged, bool), conv.shape)
+  ok = conv & ~div
+  left = int((~ok).sum())
+  if not left:
+    return ok, ""
+  return ok, (f"{left} of {ok.size} runs left out ({int(div.sum())} diverged, {int((~conv & ~div).sum())} "
+              "not converged)")
+
+
 # ----------------------------------------------------------------------------------- metadata
 
 def _git(*args) -> str | None:
@@ -423,7 +489,8 @@ def run(name: str, config: ml_collections.ConfigDict | None = None, *, out: str 
     raise
   wall = time.perf_counter() - t0
   meta = dict(env, experiment=name, config_hash=h, wall_time_s=round(wall, 3),
-              compile_time_s=round(compile_s["s"], 3), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+              compile_time_s=round(compile_s["s"], 3), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              convergence=convergence(results))
   tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{h}.tmp-"))
   try:
     _write_json(tmp / "config.json", config_dict(config))
