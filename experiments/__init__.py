@@ -13,7 +13,13 @@ Every module has the same three parts:
 optionally ``sweep(config) -> dict``, the vmapped axes in order (name -> values) when they are
 not the default seed axis ``{"seed": config.seed + arange(config.num_seeds)}``; and the module
 constants ``PAPER``, ``FIGURE`` and ``RUNTIME`` (the measured time of the full
-configuration on a 2-core CPU) that ``python -m experiments list --verbose`` prints.
+configuration on a 2-core CPU) that ``python -m experiments list --verbose`` prints. ``FIGURE`` says what the
+figure is, and starts with one of :data:`KINDS`: "reproduces <paper> Fig. N (same setting)" or "reproduces <paper>
+Fig. N (paper: <their setting>; ours: <ours>)" only where the paper has that figure of the UFM, "checks <paper>
+Thm. N" for a numerical check of a stated result, "new" otherwise.
+
+Optionally ``summary(results, config)`` and ``findings(summary, config)``: the numbers the figure's text in
+``figures/README.md`` quotes, and that text (:mod:`experiments.report`).
 
 :mod:`experiments.runner` does the shared work: ``runner.compute(name, config)`` runs one
 (float64 when ``config.x64``, with a default context and the axes); ``runner.run`` also stores
@@ -30,6 +36,8 @@ from types import ModuleType
 _NOT_EXPERIMENTS = ("report", "runner")
 #: What every experiment module defines.
 REQUIRED = ("PAPER", "FIGURE", "RUNTIME", "get_config", "run", "plot")
+#: How every ``FIGURE`` starts: what the figure is.
+KINDS = ("reproduces ", "checks ", "new")
 
 
 def _discover() -> tuple[str, ...]:
@@ -43,7 +51,7 @@ def _discover() -> tuple[str, ...]:
 #: module; nothing else registers it.
 EXPERIMENTS = _discover()
 
-__all__ = ["EXPERIMENTS", "REQUIRED", "get", "title"]
+__all__ = ["EXPERIMENTS", "KINDS", "REQUIRED", "get", "title"]
 
 
 def get(name: str) -> ModuleType:
@@ -54,6 +62,9 @@ def get(name: str) -> ModuleType:
   module = importlib.import_module(f"experiments.{name}")
   missing = [a for a in REQUIRED if not hasattr(module, a)]
   missing += [] if (module.__doc__ or "").strip() else ["a docstring"]
+  if hasattr(module, "FIGURE") and not str(module.FIGURE).startswith(KINDS):
+    missing += [f"a FIGURE starting with one of {', '.join(repr(k.strip()) for k in KINDS)} (it has "
+                f"{module.FIGURE!r})"]
   if missing:
     raise TypeError(f"experiments.{name} is not an experiment module: it lacks {', '.join(missing)}")
   return module

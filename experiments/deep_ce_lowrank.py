@@ -22,7 +22,7 @@ from experiments import _common
 from ufm import deep, theory
 
 PAPER = "Garrod & Keating 2024 (arXiv 2410.23169) Thm. 1 vs Dang et al. 2023 (arXiv 2301.00437) Thm. A.1"
-FIGURE = "new (G&K Thm. 1 checked with the solvers)"
+FIGURE = "checks Garrod & Keating 2024 Thm. 1 (against the ETF claim attributed to Dang et al. 2023 Thm. A.1)"
 RUNTIME = "1367 s wall under load (205 s CPU; mostly compilation of 16 L-BFGS programs)"
 
 

@@ -22,7 +22,7 @@ from experiments import _common
 from ufm import deep, theory
 
 PAPER = "Dang et al. 2023 (arXiv 2301.00437), imbalanced MSE theorem and code"
-FIGURE = "new (Dang et al.'s general orthogonal frame over lambda)"
+FIGURE = "new (checks Dang et al. 2023's imbalanced MSE theorem and its largest-root rule over lambda)"
 RUNTIME = "1156 s wall under load (155 s CPU)"
 
 

@@ -23,7 +23,7 @@ from experiments import _common
 from ufm import geometry, spherical
 
 PAPER = "Pernici et al. 2022; Shen et al. 2023; Xiao et al. 2024 (FedLoGe); Jiang et al. 2024"
-FIGURE = "learned vs fixed classifier (UFM analogue of the papers' comparisons)"
+FIGURE = "new (UFM analogue of the papers' fixed-classifier comparisons, which train networks)"
 RUNTIME = "50 s CPU; 210 s wall measured under load from other jobs"
 
 CLASSIFIERS = ("learned", "etf", "d_simplex", "ebv", "sparse_etf")

@@ -19,7 +19,7 @@ from experiments import _common
 from ufm import geometry, spherical
 
 PAPER = "Wu & Papyan 2024; Liu et al. 2023; Jiang et al. 2024"
-FIGURE = "GNC2 vs K/d (Linguistic Collapse Fig. 2 regime, UFM version)"
+FIGURE = "new (UFM analogue of Wu & Papyan 2024's GNC2 measurements on language models)"
 RUNTIME = "130 s CPU; 440 s wall measured under load from other jobs"
 
 

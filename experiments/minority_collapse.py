@@ -32,7 +32,8 @@ from experiments import _common
 from ufm import convex
 
 PAPER = "Fang et al. 2021; Hong & Ling 2023"
-FIGURE = "Fang et al. Thm. 5 / Finding 2; Hong & Ling minority-collapse grids"
+FIGURE = ("reproduces Fang et al. 2021's minority-collapse curve over the imbalance ratio (paper: norm-"
+          "constrained layer-peeled model, K = 10; ours: weight-decay UFM) and checks Fang et al. Thm. 5")
 RUNTIME = "120 s"
 
 _SETTINGS = ("ce", "ce+bias")

@@ -28,7 +28,7 @@ from experiments import _common
 from ufm import metrics, mixup, theory
 
 PAPER = "Fisher, Meng, Papyan 2024"
-FIGURE = "Fisher et al.: effect of alpha on the last-layer geometry"
+FIGURE = "new (alpha and K sweeps of the mixup UFM of Fisher et al. 2024 Sec. 3)"
 RUNTIME = "650 s (under load 10-15; compile 467 s)"
 
 _MODELS = ("input", "manifold")

@@ -25,7 +25,8 @@ from experiments import _common
 from ufm import mixup, theory
 
 PAPER = "Fisher, Meng, Papyan 2024"
-FIGURE = "Fisher et al. Sec. 3 (UFM + mixup, fixed ETF): last-layer features of mixed examples"
+FIGURE = ("checks Fisher et al. 2024 Sec. 3 (optimal mixed features for a fixed simplex-ETF classifier); the "
+          "paper's feature scatters are of networks")
 RUNTIME = "115 s"
 
 _PANELS = ("ce", "mse", "ce_learned")

@@ -12,7 +12,9 @@ figure into ``figures/`` and, beside it, ``figures/NAME.json``: the configuratio
 revision of the run, the convergence counts (:func:`experiments.runner.convergence`), ``summary`` and the rendered
 ``findings``; then it rewrites the block of ``figures/README.md`` between :data:`START` and :data:`END` from every
 ``figures/*.json`` (:func:`update_readme`). :func:`problems` lists every way the committed text, the committed
-records and the modules disagree; a test asserts it is empty.
+records and the modules disagree; a test asserts it is empty. The table of figures at the top of
+``figures/README.md`` (what each is, the command, the runtime) is generated from the modules the same way
+(:func:`render_table`).
 """
 
 import json
@@ -24,11 +26,15 @@ import experiments
 from experiments import runner
 from ufm.io import atomic_write
 
-__all__ = ["END", "START", "load_records", "problems", "record_path", "render", "update_readme", "write_record"]
+__all__ = ["END", "START", "TABLE_END", "TABLE_START", "load_records", "problems", "record_path", "render",
+           "render_table", "update_readme", "write_record"]
 
-#: The generated block of ``figures/README.md`` lies between these two lines.
+#: The generated findings of ``figures/README.md`` lie between these two lines.
 START = "<!-- findings: generated from figures/*.json by `python -m experiments report`; edit the modules, not this -->"
 END = "<!-- findings: end -->"
+#: The generated table of the figures (what each is, module, command, runtime) lies between these two lines.
+TABLE_START = "<!-- table: generated from the modules by `python -m experiments report`; edit the modules, not this -->"
+TABLE_END = "<!-- table: end -->"
 FORMAT = "ufm-findings/1"
 
 
@@ -58,7 +64,7 @@ def write_record(name: str, record: "runner.RunRecord", directory: str | os.Path
          "written": time.strftime("%Y-%m-%d"), "convergence": conv, "summary": summary,
          "findings": module.findings(summary, record.config)}
   path = record_path(name, directory)
-  atomic_write(path, lambda f: f.write((json.dumps(rec, indent=2, sort_keys=True) + "\n").encode()))
+  atomic_write(path, lambda f: f.write((json.dumps(rec, indent=2) + "\n").encode()))  # order kept: findings iterate it
   return path
 
 
@@ -85,20 +91,37 @@ def render(records: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
-def _split(text: str) -> tuple[str, str, str]:
-  if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-    raise ValueError(f"figures/README.md must hold one {START!r} line and, after it, one {END!r} line")
-  head, rest = text.split(START, 1)
-  body, tail = rest.split(END, 1)
+def render_table() -> str:
+  """The table of every experiment's figure: what it is (``FIGURE``), its module, the command, its ``RUNTIME``."""
+  lines = ["| figure | what it is | module | command | runtime (full configuration, 2-core CPU) |",
+           "|---|---|---|---|---|"]
+  for name in experiments.EXPERIMENTS:
+    m = experiments.get(name)
+    lines.append(f"| `{name}.png` / `.pdf` | {' '.join(str(m.FIGURE).split())} | `experiments/{name}.py` | "
+                 f"`python -m experiments run {name}` | {' '.join(str(m.RUNTIME).split())} |")
+  return "\n".join(lines)
+
+
+def _split(text: str, start: str = START, end: str = END) -> tuple[str, str, str]:
+  if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+    raise ValueError(f"figures/README.md must hold one {start!r} line and, after it, one {end!r} line")
+  head, rest = text.split(start, 1)
+  body, tail = rest.split(end, 1)
   return head, body, tail
 
 
+def _blocks(directory) -> tuple[tuple[str, str, str], ...]:
+  return ((TABLE_START, TABLE_END, render_table()), (START, END, render(load_records(directory))))
+
+
 def update_readme(readme: str | os.PathLike, directory: str | os.PathLike) -> bool:
-  """Rewrites the generated block of ``readme`` from the records in ``directory``; ``True`` when it changed."""
+  """Rewrites the generated blocks of ``readme`` (the table from the modules, the findings from the records in
+  ``directory``); ``True`` when it changed."""
   readme = Path(readme)
-  text = readme.read_text()
-  head, _, tail = _split(text)
-  new = f"{head}{START}\n{render(load_records(directory))}\n{END}{tail}"
+  text = new = readme.read_text()
+  for start, end, body in _blocks(directory):
+    head, _, tail = _split(new, start, end)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
   if new == text:
     return False
   atomic_write(readme, lambda f: f.write(new.encode()))
@@ -134,8 +157,11 @@ def problems(readme: str | os.PathLike, directory: str | os.PathLike) -> list[st
         continue
       if text != rec["findings"]:
         out.append(f"{name}.json: its findings text is not what experiments.{name}.findings makes of its summary")
-  _, body, _ = _split(Path(readme).read_text())
-  if body.strip() != render(records).strip():
-    out.append("figures/README.md: the generated block is not the rendering of figures/*.json; run "
-               "`python -m experiments report`")
+  text = Path(readme).read_text()
+  for start, end, expected in _blocks(directory):
+    _, body, _ = _split(text, start, end)
+    if body.strip() != expected.strip():
+      what = "table is not the rendering of the modules" if start == TABLE_START else \
+          "findings are not the rendering of figures/*.json"
+      out.append(f"figures/README.md: the generated {what}; run `python -m experiments report`")
   return out

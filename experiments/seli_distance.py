@@ -21,7 +21,7 @@ from experiments import _common
 from ufm import convex
 
 PAPER = "Thrampoulidis et al. 2022"
-FIGURE = "Thrampoulidis et al. Def. 2 / Thm. 2 (SELI as lambda -> 0)"
+FIGURE = "checks Thrampoulidis et al. 2022 Def. 2 / Thm. 2 (SELI as lambda goes to 0)"
 RUNTIME = "95 s"
 
 _SETTINGS = ("ce", "ce+bias")

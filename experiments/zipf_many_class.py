@@ -22,7 +22,7 @@ from experiments import _common
 from ufm import spherical, tiled
 
 PAPER = "Wu & Papyan 2024 (Linguistic Collapse); Jiang et al. 2024"
-FIGURE = "Linguistic Collapse Figs. (GNC2 / UNC3 / CDNV vs training and scale), UFM analogue"
+FIGURE = "new (UFM analogue of Wu & Papyan 2024's language-model measurements)"
 RUNTIME = "150 s CPU; 340 s wall measured under load from other jobs"
 
 TRACE_METRICS = ("gnc2", "unc3", "cdnv", "nc1_ratio")

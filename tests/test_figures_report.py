@@ -72,7 +72,8 @@ def test_update_figures_writes_the_record_and_regenerates_the_readme_block(tmp_p
   module = _fake_full(monkeypatch)
   figs = tmp_path / "figs"
   figs.mkdir()
-  (figs / "README.md").write_text(f"# head\n\n{report.START}\nstale text\n{report.END}\n\ntail\n")
+  (figs / "README.md").write_text(f"# head\n{report.TABLE_START}\nold table\n{report.TABLE_END}\n\n{report.START}\n"
+                                  f"stale text\n{report.END}\n\ntail\n")
   monkeypatch.setattr(runner, "default_figures_dir", lambda: figs)
   assert cli.main(["run", "etf_emergence", "--out", str(tmp_path / "res"), "--no-progress", "--update-figures"]) == 0
   for ext in ("png", "pdf", "json"):
@@ -80,12 +81,13 @@ def test_update_figures_writes_the_record_and_regenerates_the_readme_block(tmp_p
   rec = json.loads((figs / "etf_emergence.json").read_text())
   assert rec["findings"] == module.findings(rec["summary"], module.get_config())
   text = (figs / "README.md").read_text()
-  assert "stale text" not in text and text.startswith("# head") and text.endswith("tail\n")
+  assert "stale text" not in text and "old table" not in text and text.startswith("# head") and text.endswith("tail\n")
+  assert "| `etf_emergence.png` / `.pdf` | checks Zhu et al. 2021 Thm. 3.1" in text
   assert f"* **etf_emergence** — {rec['findings']}" in text
   assert report.problems(figs / "README.md", figs) == []
   # A hand edit of the generated text, or of a record's findings, is caught.
   (figs / "README.md").write_text(text.replace(rec["findings"][:40], rec["findings"][:40].upper()))
-  assert any("generated block" in p for p in report.problems(figs / "README.md", figs))
+  assert any("findings are not the rendering" in p for p in report.problems(figs / "README.md", figs))
   rec["findings"] += " (edited)"
   (figs / "etf_emergence.json").write_text(json.dumps(rec))
   assert any("findings text" in p for p in report.problems(figs / "README.md", figs))
@@ -105,7 +107,7 @@ def test_a_stale_record_is_reported(tmp_path):
   rec = {"format": report.FORMAT, "config_hash": "0" * 16, "summary": {}, "findings": "x",
          "convergence": {"runs": 0, "converged": 0, "diverged": 0, "stopped": 0, "groups": {}}}
   (tmp_path / "etf_emergence.json").write_text(json.dumps(rec))
-  (tmp_path / "README.md").write_text(f"{report.START}\n{report.END}\n")
+  (tmp_path / "README.md").write_text(f"{report.TABLE_START}\n{report.TABLE_END}\n{report.START}\n{report.END}\n")
   found = report.problems(tmp_path / "README.md", tmp_path)
   assert any("regenerate with `python -m experiments run etf_emergence --update-figures`" in p for p in found)
 
