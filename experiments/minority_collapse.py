@@ -4,7 +4,8 @@ r"""Minority collapse in the imbalanced CE-UFM: the convex reference against the
 (bias-free; with a bias regularised by ``lam_b``) the float64 convex reference :func:`ufm.convex.ce_convex`
 (one vmapped call per setting) gives the global minimiser on a fine grid of real-valued ratios ``R`` for a few
 :math:`\lambda = \lambda_W = \lambda_H`, and on a grid of :math:`\mu = \sqrt{\lambda_W\lambda_H}` at Hong &
-Ling's counts (``n_A = 500``, ``n_B = 100``, ``K = 10``, ``K_A = 5`` or ``3``, ``lam_b = 0.01``). Plotted: the mean
+Ling's counts (``n_A = 500``, ``n_B = 100``, ``K = 10``, ``K_A = 5`` or ``3``, ``lam_b = 0.02``: their 0.01
+without the 1/2). Plotted: the mean
 cosine between minority classifiers, the minority/majority norm ratio, the majority-minority angle, and the
 ratios beyond which the minority classifiers coincide exactly (``R_coincide``: spread <= 1e-6, located by a
 two-stage grid refinement) and vanish (``R_vanish``: minority norm <= 1e-6 of the majority norm).
@@ -14,9 +15,14 @@ scaled down by ``c = 1/25`` (``n_B = 4``) with :math:`\mu' = \mu/\sqrt c`: the c
 :mod:`ufm.convex` is then *identical* (substitute :math:`X = \sqrt c X'`), so cosines and norm ratios are the same
 and the L-BFGS objective is compared with the convex minimum of the scaled problem (``gap``).
 
+What it is: Fang et al.'s figure of the mean cosine between minority classifiers against R (K = 10, 5 majority
+classes, R in {1, 10, 100, 1000, infinity}) is of their layer-peeled model with norm *constraints*; ours is the UFM
+with weight decay, on the same K and range of R, so the ratios at which collapse sets in are not comparable number
+for number (and in the constrained model the minority classifiers do not vanish, in ours they do). Their Thm. 5 is
+the limit R -> infinity; the finite-R collapse is their Finding 2 (numerical).
+
 Sources: Fang et al. 2021 (arXiv 2101.12699), Thm. 5 and Finding 2; Hong & Ling 2023 (arXiv 2309.09725); ufm/theory/derivations.md
-§5.5, §7, §9.4. Assumption (stated, not checked against their code): Hong & Ling's :math:`\lambda_Z` grid is read
-as our :math:`\mu`.
+§5.5, §7, §9.4. Hong & Ling's :math:`\lambda_Z` is our :math:`\mu` (their convex program's nuclear-norm weight).
 """
 
 import functools
@@ -28,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 import ufm
-from experiments import _common
+from experiments import _common, runner
 from ufm import convex
 
 PAPER = "Fang et al. 2021; Hong & Ling 2023"
@@ -40,12 +46,14 @@ _SETTINGS = ("ce", "ce+bias")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Full: K_A = K_B = 5, n_B = 100, R in [1, 100] (61 points), 4 lambdas, 31 mu values. ``"smoke"``: tiny."""
+  """Full: K_A = K_B = 5, n_B = 100, R in [1, 1000] (73 points), 4 lambdas, 31 mu values. ``"smoke"``: tiny."""
   c = ml_collections.ConfigDict()
   c.settings = _SETTINGS
-  c.lam_b = 0.01  # Hong & Ling's bias decay (derivations §7), for the "ce+bias" setting
+  # Hong & Ling's bias decay for the "ce+bias" setting: their 0.01 multiplies ||b||^2 without the 1/2 of our
+  # (lam_b/2)||b||^2 (derivations §7), so it is our 0.02.
+  c.lam_b = 0.02
   c.K_A, c.K_B, c.n_B = 5, 5, 100
-  c.R_max, c.num_R = 100.0, 61
+  c.R_max, c.num_R = 1000.0, 73  # Fang et al. plot R in {1, 10, 100, 1000} (and the limit R -> infinity)
   c.lams = (1e-4, 1e-3, 2.7e-3, 5e-3)
   c.n_A_hl, c.K_A_hl = 500, (5, 3)  # Hong & Ling: K = 10, n_A = 500, n_B = 100
   c.mu_min, c.mu_max, c.num_mu = 1e-3, 1e-2, 31
@@ -234,6 +242,48 @@ def _ratio(norm_minor, norm_major):
   return np.where(b > 1e-6, np.where(a > _floor(b), a / np.maximum(b, 1e-300), 0.0), np.nan)
 
 
+def summary(results: xr.Dataset, c) -> dict:
+  """Per setting and lambda: the ratios R where the minority classifiers coincide and vanish; the L-BFGS checks'
+  convergence and largest gap to the convex minimum; the convex solves' convergence and largest KKT residual."""
+  a = results.attrs
+  out = {"K_A": int(a["K_A"]), "K_B": int(a["K_B"]), "n_B": float(a["n_B"]), "lam_b": float(a["lam_b"]),
+         "R_max": float(results.R.values[-1]), "settings": {}}
+  for setting in results.setting.values:
+    r = results.sel(setting=setting)
+    ok_l, _ = runner.gate(np.concatenate([r.lbfgs_converged.values.ravel(), r.hl_lbfgs_converged.values.ravel()]),
+                          np.concatenate([r.lbfgs_diverged.values.ravel(), r.hl_lbfgs_diverged.values.ravel()]))
+    gaps = np.abs(np.concatenate([r.lbfgs_gap.values.ravel(), r.hl_lbfgs_gap.values.ravel()]))[ok_l]
+    ok_c, _ = runner.gate(r.converged.values, r.diverged.values)
+    fin = lambda v: None if not np.isfinite(v) else float(v)
+    out["settings"][str(setting)] = {
+        "lams": [float(v) for v in r.lam.values],
+        "R_coincide": [fin(v) for v in r.pred_R_coincide.values], "R_vanish": [fin(v) for v in r.pred_R_vanish.values],
+        "convex_runs": int(ok_c.size), "convex_converged": int(ok_c.sum()),
+        "kkt": float(r.kkt.values[ok_c].max()) if ok_c.any() else None,
+        "lbfgs_runs": int(ok_l.size), "lbfgs_converged": int(ok_l.sum()),
+        "lbfgs_gap": float(gaps.max()) if gaps.size else None}
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v, spec: f"none ≤ {summary['R_max']:g}" if v is None else format(v, spec)
+  parts = []
+  for s, S in summary["settings"].items():
+    label = "no bias" if s == "ce" else f"bias (λ_b = {summary['lam_b']:g})"
+    thr = ", ".join(f"λ = {lam:g}: {f(rc, '.3g')} / {f(rv, '.3g')}" for lam, rc, rv in
+                    zip(S["lams"], S["R_coincide"], S["R_vanish"]))
+    parts.append(f"{label}: R where the minority classifiers coincide / vanish — {thr}; convex solves "
+                 f"{S['convex_converged']}/{S['convex_runs']} converged (KKT ≤ {f(S['kkt'], '.0e')}); L-BFGS on the "
+                 f"full UFM {S['lbfgs_converged']}/{S['lbfgs_runs']} converged, within {f(S['lbfgs_gap'], '.0e')} "
+                 "of the convex minimum")
+  return (f"{FIGURE}: K_A = {summary['K_A']} majority and K_B = {summary['K_B']} minority classes, n_B = "
+          f"{summary['n_B']:g}, λ_W = λ_H = λ, R = n_A/n_B ∈ [1, {summary['R_max']:g}], float64 convex reference "
+          "(`ufm.convex.ce_convex`). " + "; ".join(parts) + ". Fang et al.'s constrained model collapses at other "
+          "ratios (their curve reaches cos = 1 at R = 100 or 1000 depending on the weight decay); the two are not "
+          "comparable number for number.")
+
+
 def plot(results: xr.Dataset, c):
   """Rows: settings. Columns: cos(minority, minority) vs R; minority/majority norm vs R; Hong & Ling's counts vs
   mu; majority-minority angle vs R. Lines: convex reference; markers: L-BFGS on the full UFM; dotted
@@ -250,10 +300,14 @@ def plot(results: xr.Dataset, c):
     for i, lam in enumerate(lams):
       col = f"C{i}"
       rr = r.isel(lam=i)
-      row[0].plot(R, rr.cos_minor, color=col, lw=1.6, label=f"λ = {lam:g}")
-      row[0].plot(r.R_check, rr.lbfgs_cos_minor, "o", color=col, mfc="none", ms=7)
-      row[1].plot(R, _ratio(rr.norm_minor, rr.norm_major), color=col, lw=1.6, label=f"λ = {lam:g}")
-      row[1].plot(r.R_check, _ratio(rr.lbfgs_norm_minor, rr.lbfgs_norm_major), "o", color=col, mfc="none", ms=7)
+      okc = runner.gate(rr.converged.values, rr.diverged.values)[0]
+      okl = runner.gate(rr.lbfgs_converged.values, rr.lbfgs_diverged.values)[0]
+      keep = lambda v, m: np.where(m, np.asarray(v, float), np.nan)
+      row[0].plot(R, keep(rr.cos_minor, okc), color=col, lw=1.6, label=f"λ = {lam:g}")
+      row[0].plot(r.R_check, keep(rr.lbfgs_cos_minor, okl), "o", color=col, mfc="none", ms=7)
+      row[1].plot(R, keep(_ratio(rr.norm_minor, rr.norm_major), okc), color=col, lw=1.6, label=f"λ = {lam:g}")
+      row[1].plot(r.R_check, keep(_ratio(rr.lbfgs_norm_minor, rr.lbfgs_norm_major), okl), "o", color=col, mfc="none",
+                  ms=7)
       ang = np.degrees(np.arccos(np.clip(rr.cos_major_minor.values, -1, 1)))
       ang = np.where(rr.norm_minor.values > _floor(rr.norm_major.values), ang, np.nan)
       row[3].plot(R, ang, color=col, lw=1.6, label=f"λ = {lam:g}")
@@ -290,7 +344,10 @@ def plot(results: xr.Dataset, c):
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7, loc="best")
   kkt = float(results.kkt.max())
-  fig.suptitle(f"Minority collapse, CE-UFM, K_A = {a['K_A']} majority / K_B = {a['K_B']} minority classes, "
+  conv = runner.convergence(results)
+  left = conv["runs"] - conv["converged"]
+  fig.suptitle(f"{left} of {conv['runs']} solves did not converge and are not drawn. "
+               f"Minority collapse, CE-UFM, K_A = {a['K_A']} majority / K_B = {a['K_B']} minority classes, "
                f"n_B = {a['n_B']:g}, λ_W = λ_H = λ.\nLines: convex reference (float64, KKT ≤ {kkt:.0e}). "
                "Markers: L-BFGS "
                f"on the full non-convex UFM (d = K, counts / {a['scale_down']} and μ·√{a['scale_down']}: the same "

@@ -21,21 +21,24 @@ import xarray as xr
 import jax
 import jax.numpy as jnp
 import ufm
-from experiments import _common
+from experiments import _common, runner
 from ufm import mixup, theory
 
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = ("checks Fisher et al. 2024 Sec. 3 (optimal mixed features for a fixed simplex-ETF classifier); the "
           "paper's feature scatters are of networks")
-RUNTIME = "115 s"
+RUNTIME = "84 s wall with a cold compilation cache (load ~4); 3 s warm"
 
 _PANELS = ("ce", "mse", "ce_learned")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Full: K = 4, d = 6, lam_H = 0.05, 21 grid values, CE/MSE fixed ETF + CE learned, 4 seeds, 6000 steps."""
+  """Full: K = 4, d = 6, lam_H = 0.05, 21 grid values, CE and MSE with a fixed ETF, 4 seeds, 6000 steps."""
   c = ml_collections.ConfigDict()
-  c.panels = _PANELS
+  # The learned classifier ("ce_learned") is left out of the full configuration: mixup SGD does not bring it to the
+  # gradient tolerance (measured: |grad f| = 3e-5..5e-5 after 24 000 steps, 7e-5..1e-4 after 6 000, seeds 0-3),
+  # and the figure shows converged runs only. `--set "panels=('ce', 'mse', 'ce_learned')"` draws it anyway.
+  c.panels = ("ce", "mse")
   c.K, c.d = 4, 6
   c.lam_H, c.lam_W = 0.05, 0.005   # lam_W only for the learned classifier
   c.num_lam = 21
@@ -129,15 +132,49 @@ _TITLES = {"ce": "CE, fixed simplex-ETF classifier", "mse": "MSE, fixed simplex-
            "ce_learned": "CE, learned classifier (theory with its mean row norm)"}
 
 
+def _dist(r):
+  """Distance of every trained mixed feature to the closed-form curve at its lambda, ``[seed, pair, lam]``."""
+  lam = r.lam.values
+  return np.hypot(r.x.values - np.interp(lam, r.lam_fine, r.theory_x)[None, None, :],
+                  r.y.values - np.interp(lam, r.lam_fine, r.theory_y)[None, None, :])
+
+
+def summary(results: xr.Dataset, c) -> dict:
+  """Per panel, over the converged seeds: the largest distance to the closed-form curve and out-of-plane residual."""
+  out = {"K": int(results.attrs["K"]), "d": int(results.attrs["d"]), "lam_H": float(results.attrs["lam_H"]),
+         "steps": int(results.attrs["num_steps"]), "num_lam": int(results.sizes["lam"]), "panels": {}}
+  for panel in results.panel.values:
+    r = results.sel(panel=panel)
+    ok, _ = runner.gate(r.converged.values, r.diverged.values)
+    out["panels"][str(panel)] = {"runs": int(ok.size), "converged": int(ok.sum()),
+                                 "dist": float(_dist(r)[ok].max()) if ok.any() else None,
+                                 "resid": float(r.resid.values[ok].max()) if ok.any() else None,
+                                 "bend": float(np.max(np.hypot(r.theory_x - r.theory_seg_x, r.theory_y - r.theory_seg_y)))}
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v: "n/a" if v is None else f"{v:.0e}"
+  parts = "; ".join(f"{_TITLES.get(p, p)}: {P['converged']}/{P['runs']} seeds converged, largest distance to the "
+                    f"closed-form curve {f(P['dist'])}, out of the pair's plane {f(P['resid'])}; the closed form "
+                    f"departs from the straight segment between the class features by up to {P['bend']:.3g}"
+                    for p, P in summary["panels"].items())
+  return (f"{FIGURE}: input-mixup UFM, K = {summary['K']}, d = {summary['d']}, λ_H = {summary['lam_H']:g}, "
+          f"{summary['num_lam']}-point λ grid, {summary['steps']:,} mixup-SGD steps (Polyak-averaged) — {parts}.")
+
+
 def plot(results: xr.Dataset, c):
-  """One panel per setting: the mixed features of all pairs and seeds coloured by lambda, the theory curve."""
+  """One panel per setting: the mixed features of all pairs and converged seeds coloured by lambda, the theory curve
+  (seeds that did not converge are left out and counted in the panel's title)."""
   from matplotlib import pyplot as plt
   panels = list(results.panel.values)
   fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), constrained_layout=True, squeeze=False)
   lam = results.lam.values
   for ax, panel in zip(axs[0], panels):
     r = results.sel(panel=panel)
-    X, Y = r.x.values, r.y.values  # [seed, pair, lam]
+    ok, note = runner.gate(r.converged.values, r.diverged.values)
+    X, Y = r.x.values[ok], r.y.values[ok]  # [seed, pair, lam]
     col = np.broadcast_to(lam, X.shape)
     sc = ax.scatter(X.ravel(), Y.ravel(), c=col.ravel(), cmap="coolwarm", s=14, alpha=0.8, edgecolors="none",
                     vmin=0, vmax=1)
@@ -145,10 +182,10 @@ def plot(results: xr.Dataset, c):
             "theory: exactly linear")
     ax.plot(r.theory_seg_x, r.theory_seg_y, color="0.5", ls="--", lw=1, label="segment between class features")
     ax.axvline(0.0, color="0.7", lw=0.8, ls=":", label="decision boundary $z_c = z_{c'}$")
-    err = np.max(np.hypot(X - np.interp(lam, r.lam_fine, r.theory_x)[None, None, :],
-                          Y - np.interp(lam, r.lam_fine, r.theory_y)[None, None, :]))
-    ax.set_title(f"{_TITLES.get(panel, panel)}\nmax out-of-plane {float(r.resid.max()):.1e}, "
-                 f"max dist. to theory {err:.1e}", fontsize=9)
+    dist, resid = _dist(r)[ok], r.resid.values[ok]
+    ax.set_title(f"{_TITLES.get(panel, panel)}\n" + (f"max out-of-plane {resid.max():.1e}, max dist. to theory "
+                                                     f"{dist.max():.1e}" if ok.any() else "no converged seed")
+                 + (f"\n{note}" if note else ""), fontsize=9)
     ax.set(xlabel=r"$x$: along $(w_c - w_{c'})$", ylabel=r"$y$: along $(w_c + w_{c'})$")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=7, loc="lower center")
