@@ -18,7 +18,7 @@ import xarray as xr
 
 import jax
 import ufm
-from experiments import _common
+from experiments import _common, runner
 from ufm import geometry, spherical
 
 PAPER = "Jiang et al. 2024 (arXiv 2310.05351)"
@@ -73,7 +73,8 @@ def run(c, ctx) -> xr.Dataset:
   Kmax = max(K for _, K in shapes)
   T, S = len(c.taus), int(c.num_seeds)
   out = {k: [] for k in ("rho", "gnc2", "W", "code_W", "code_rho", "code_spread", "energy_W", "energy_rho",
-                         "energy_gnc2", "energy_spread", "code_gnc2", "diverged", "objective")}
+                         "energy_gnc2", "energy_spread", "code_gnc2", "diverged", "converged", "grad_norm",
+                         "objective")}
   key = jax.random.key(int(c.seed))
   for (d, K), problem in zip(shapes, problems):
     res = ctx.sweep(f"kd_geometry[d={d},K={K}]", ufm.gradient_descent, problem, hp, axes=ctx.axes,
@@ -92,6 +93,8 @@ def run(c, ctx) -> xr.Dataset:
     out["rho"].append(rho[:-2].reshape(T, S))
     out["gnc2"].append(g2[:-2].reshape(T, S))
     out["diverged"].append(np.asarray(res.solution.diverged))
+    out["converged"].append(np.asarray(res.solution.converged))
+    out["grad_norm"].append(np.asarray(res.solution.grad_norm))
     out["objective"].append(np.asarray(res.solution.objective))
     for i, (name, geo) in enumerate((("code", code), ("energy", energy))):
       P = np.zeros((Kmax, 3))
@@ -101,6 +104,7 @@ def run(c, ctx) -> xr.Dataset:
       out[f"{name}_rho"].append(float(rho[T * S + i]))
       out[f"{name}_gnc2"].append(float(g2[T * S + i]))
   dims = {"rho": ("shape", "tau", "seed"), "gnc2": ("shape", "tau", "seed"), "diverged": ("shape", "tau", "seed"),
+          "converged": ("shape", "tau", "seed"), "grad_norm": ("shape", "tau", "seed"),
           "objective": ("shape", "tau", "seed"), "W": ("shape", "tau", "seed", "k", "x"),
           "code_W": ("shape", "k", "x"), "energy_W": ("shape", "k", "x")}
   data = {k: (dims.get(k, ("shape",)), np.asarray(v)) for k, v in out.items()}
@@ -119,48 +123,124 @@ def _stats(W_bxKxd):
   return jax.vmap(one)(W_bxKxd)
 
 
+def _procrustes(W, C):
+  """``W`` rotated (or reflected) onto ``C`` by an orthogonal Procrustes fit, the correspondence taken as the nearest
+  points: tried from every pairing of ``W``'s first row with a row of ``C`` (with and without a reflection), two
+  rounds of nearest-point matching then ``Q = U V^T`` from the SVD of ``W^T C_matched``; the fit of least residual."""
+  best, out = np.inf, W
+  d = W.shape[1]
+  for flip in (1.0, -1.0):
+    F = W * np.r_[flip, np.ones(d - 1)]
+    for j in range(len(C)):
+      Q = np.eye(d)
+      if d == 2:  # the rotation taking F[0] to C[j]
+        a = np.arctan2(C[j, 1], C[j, 0]) - np.arctan2(F[0, 1], F[0, 0])
+        Q = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+      for _ in range(2):
+        match = np.argmin(np.sum(((F @ Q)[:, None, :] - C[None, :, :]) ** 2, axis=-1), axis=1)
+        U, _, Vt = np.linalg.svd(F.T @ C[match])
+        Q = U @ Vt
+      res = np.sum((F @ Q - C[match]) ** 2)
+      if res < best:
+        best, out = res, F @ Q
+  return out
+
+
+def summary(results: xr.Dataset, c) -> dict:
+  """Per shape and temperature, over the converged seeds: rho and GNC2 of the learned classifiers against the
+  softmax code and the minimal-energy configuration; the convergence counts and the largest gradient norm left."""
+  out = {"n": int(results.attrs["n"]), "steps": int(results.attrs["num_steps"]), "seeds": int(results.sizes["seed"]),
+         "restarts": int(results.attrs["num_restarts"]), "rows": []}
+  for s in results.shape.values:
+    r = results.sel(shape=s)
+    for i, tau in enumerate(results.tau.values):
+      ok, _ = runner.gate(r.converged.values[i], r.diverged.values[i])
+      pick = lambda v, fn: float(fn(np.asarray(v)[ok])) if ok.any() else None
+      out["rows"].append({"shape": str(s), "tau": float(tau), "converged": int(ok.sum()),
+                          "grad_max": float(r.grad_norm.values[i].max()),
+                          "rho_min": pick(r.rho.values[i], np.min), "rho_max": pick(r.rho.values[i], np.max),
+                          "gnc2_min": pick(r.gnc2.values[i], np.min), "gnc2_max": pick(r.gnc2.values[i], np.max),
+                          "code_rho": float(r.code_rho), "energy_rho": float(r.energy_rho),
+                          "code_gnc2": float(r.code_gnc2), "energy_gnc2": float(r.energy_gnc2)})
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v: "n/a" if v is None else f"{v:.4f}"
+  rows = summary["rows"]
+  conv = sum(R["converged"] for R in rows)
+  total = summary["seeds"] * len(rows)
+  match = [R for R in rows if R["rho_min"] is not None and abs(R["rho_min"] - R["code_rho"]) <= 1e-3
+           and abs(R["rho_max"] - R["code_rho"]) <= 1e-3]
+  off = [R for R in rows if R["rho_min"] is not None and R not in match]
+  unc = [R for R in rows if R["converged"] < summary["seeds"]]
+  txt = (f"{FIGURE}: spherical CE-UFM, n = {summary['n']}, {summary['steps']:,} Riemannian GD steps, "
+         f"{summary['seeds']} seeds per (shape, τ); references: the softmax code and the minimal log-energy "
+         f"configuration, best of {summary['restarts']} restarts each. {conv} of {total} runs converged; over those, "
+         f"the learned classifier's ρ is within 1e-3 of the softmax code's at {len(match)} of "
+         f"{len(match) + len(off)} (shape, τ)")
+  if off:
+    txt += " — not at " + "; ".join(f"{R['shape']}, τ = {R['tau']:g}: ρ {f(R['rho_min'])}–{f(R['rho_max'])}, GNC2 "
+                                    f"{f(R['gnc2_min'])}–{f(R['gnc2_max'])} (code ρ {R['code_rho']:.4f}, GNC2 "
+                                    f"{R['code_gnc2']:.4f}; min energy ρ {R['energy_rho']:.4f}, GNC2 "
+                                    f"{R['energy_gnc2']:.4f})" for R in off)
+  if unc:
+    txt += ". Not converged (left out): " + "; ".join(f"{R['shape']}, τ = {R['tau']:g}: {summary['seeds'] - R['converged']}"
+                                                      f" of {summary['seeds']} (largest |∇f| {R['grad_max']:.0e})"
+                                                      for R in unc)
+  return txt + "."
+
+
 def plot(results: xr.Dataset, c):
-  """Top: the d = 2 classifiers (seed 0, smallest tau) on the circle beside the softmax code. Bottom: rho and GNC2
-  of the learned classifiers (all seeds, per tau) against the softmax code and the minimal-energy configuration."""
+  """Top: the d = 2 classifiers (the first converged seed, smallest tau), fitted onto the softmax code by an orthogonal
+  Procrustes fit, on the circle. Bottom: rho and GNC2 of the learned classifiers (converged seeds, per tau) against
+  the softmax code and the minimal-energy configuration. Unconverged runs are left out and counted."""
   from matplotlib import pyplot as plt
   shapes = list(results.shape.values)
   two = [s for s in shapes if int(results.d.sel(shape=s)) == 2]
   ncol = max(len(two), 2)
-  fig = plt.figure(figsize=(3.2 * ncol, 7.2), constrained_layout=True)
+  fig = plt.figure(figsize=(3.2 * ncol, 7.4), constrained_layout=True)
   gs = fig.add_gridspec(2, ncol)
   ti = int(np.argmin(results.tau.values))
+  mask, note = runner.gate(results.converged.values, results.diverged.values)
   for j, s in enumerate(two):
     ax = fig.add_subplot(gs[0, j])
     r = results.sel(shape=s)
     K = int(r.K)
     t = np.linspace(0, 2 * np.pi, 200)
     ax.plot(np.cos(t), np.sin(t), color="0.8", lw=1)
-    W = r.W.values[ti, 0, :K, :2]
     C = r.code_W.values[:K, :2]
     ax.scatter(C[:, 0], C[:, 1], s=120, facecolors="none", edgecolors="C1", label="softmax code")
-    ax.scatter(W[:, 0], W[:, 1], s=25, color="C0", label=f"learned, tau={results.tau.values[ti]:g}")
+    ok = mask[shapes.index(s), ti]
+    if ok.any():
+      seed = int(np.argmax(ok))
+      W = _procrustes(r.W.values[ti, seed, :K, :2], C)
+      ax.scatter(W[:, 0], W[:, 1], s=25, color="C0", label=f"learned, tau={results.tau.values[ti]:g} (fitted)")
+      ax.set_title(f"d=2, K={K}, seed {int(r.seed.values[seed])}: gap err {_gap_error(W):.1e}", fontsize=9)
+    else:
+      ax.set_title(f"d=2, K={K}: no converged seed at tau={results.tau.values[ti]:g}", fontsize=9)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"d=2, K={K}: gap err {_gap_error(W):.1e}", fontsize=9)
     if j == 0:
-      ax.legend(fontsize=7, loc="lower left")
+      ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02))
   x = np.arange(len(shapes))
   for col, (var, ref, label) in enumerate((("rho", "rho", r"min one-vs-rest distance $\rho$"),
                                            ("gnc2", "gnc2", "GNC2 of the classifier rows"))):
     ax = fig.add_subplot(gs[1, col * ncol // 2:(col + 1) * ncol // 2])
     for i, tau in enumerate(results.tau.values):
-      v = results[var].values[:, i, :]
+      v = np.where(mask[:, i, :], results[var].values[:, i, :], np.nan)
       ax.scatter(np.repeat(x, v.shape[1]) + 0.08 * (i - 0.5), v.ravel(), s=12, color=f"C{i}",
                  label=f"learned, tau={tau:g}")
     ax.scatter(x, results[f"code_{ref}"].values, marker="_", s=300, color="k", label="softmax code (best restart)")
     ax.scatter(x, results[f"energy_{ref}"].values, marker="x", s=40, color="C3", label="min log-energy (best restart)")
     ax.set_xticks(x, shapes, rotation=45, fontsize=8)
     ax.set_title(label, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
   fig.suptitle(f"Spherical CE-UFM (n={results.attrs['n']}, {results.attrs['num_steps']} Riemannian GD steps, "
-               f"{results.sizes['seed']} seeds) vs references ({results.attrs['num_restarts']} restarts each)",
-               fontsize=10)
+               f"{results.sizes['seed']} seeds) vs references ({results.attrs['num_restarts']} restarts each); "
+               + (note or "every run converged"), fontsize=10)
   return fig
 
 

@@ -23,7 +23,7 @@ from ufm import vicinity
 
 PAPER = _perturbation.PAPER
 FIGURE = "new (UFM version of Tirer et al. 2023 Sec. 4's insight; their Fig. 3 trains a ResNet18)"
-RUNTIME = "70 s"
+RUNTIME = "101 s wall (load ~9, 2 cores shared with other jobs; 40 s CPU)"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
