@@ -24,7 +24,7 @@ import xarray as xr
 import jax
 import jax.numpy as jnp
 import ufm
-from experiments import _common
+from experiments import _common, runner
 from ufm import metrics, mixup, theory
 
 PAPER = "Fisher, Meng, Papyan 2024"
@@ -35,7 +35,8 @@ _MODELS = ("input", "manifold")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Full: K in {3, 5, 10}, alpha in {0.1, 0.2, 0.5, 1, 2, 5}, Q = 9, 2 seeds, lam_W = 5e-3, lam_H = 0.05."""
+  """Full: K in {3, 5, 10}, alpha in {0.1, 0.2, 0.5, 1, 2, 5}, Q = 9, 2 seeds, lam_W = 5e-3, lam_H = 0.05, at most
+  5000 L-BFGS steps."""
   c = ml_collections.ConfigDict()
   c.models = _MODELS
   c.Ks = (3, 5, 10)
@@ -45,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lam_W, c.lam_H = 5e-3, 0.05
   c.lam_H_manifold = 5e-3     # the manifold objective has the plain UFM normalisation (lam_H/2 ||H||_F^2)
   c.seed, c.num_seeds = 0, 2
-  c.max_steps, c.init_scale = 2000, 0.5
+  c.max_steps, c.init_scale = 5000, 0.5  # 2000 left 4 of 36 input-mixup runs unconverged (measured)
   c.x64 = True
   if _common.variant(arg) == "smoke":
     c.models, c.Ks, c.alphas, c.num_lam, c.num_seeds, c.max_steps = ("input",), (3,), (0.5, 2.0), 3, 1, 30
@@ -145,30 +146,90 @@ def run(c, ctx) -> xr.Dataset:
   return ds
 
 
+def _ok(results, model):
+  """The converged runs of ``model`` (dims ``K, alpha, seed``) and the note on those left out."""
+  return runner.gate(results[f"{model}_converged"].values, results[f"{model}_diverged"].values)
+
+
+def summary(results: xr.Dataset, c) -> dict:
+  """Per model: converged runs; per K over the converged runs: the largest ETF error of W, the rho and confidence
+  range over alpha; for input mixup the largest |measured - fixed-ETF theory| of the confidence at lambda = 1/2."""
+  out = {"Ks": [int(k) for k in results.K.values], "alphas": [float(a) for a in results.alpha.values],
+         "seeds": int(results.sizes["seed"]), "num_lam": int(results.attrs["num_lam"]), "models": {}}
+  for model in ("input", "manifold"):
+    if f"{model}_converged" not in results:
+      continue
+    ok, _ = _ok(results, model)
+    M = {"runs": int(ok.size), "converged": int(ok.sum()), "per_K": []}
+    for i, K in enumerate(results.K.values):
+      m = ok[i]
+      row = {"K": int(K), "converged": int(m.sum())}
+      conf = results[f"{model}_confidence_half"].values[i][m]
+      row["conf_min"], row["conf_max"] = (float(conf.min()), float(conf.max())) if conf.size else (None, None)
+      if model == "input":
+        row["etf_max"] = float(results.input_etf_error_W.values[i][m].max()) if m.any() else None
+        rho = results.input_rho.values[i][m]
+        row["rho_min"], row["rho_max"] = (float(rho.min()), float(rho.max())) if rho.size else (None, None)
+        dev = np.abs(results.input_confidence_half.values[i] - results.input_theory_confidence_half.values[i])[m]
+        row["theory_dev"] = float(dev.max()) if dev.size else None
+      else:
+        row["nc1_max"] = float(results.manifold_nc1.values[i][m].max()) if m.any() else None
+      M["per_K"].append(row)
+    out["models"][model] = M
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v, spec: "n/a" if v is None else format(v, spec)
+  parts = []
+  if "input" in summary["models"]:
+    M = summary["models"]["input"]
+    parts.append(f"input mixup, learned W: {M['converged']}/{M['runs']} runs converged; " + "; ".join(
+        f"K = {R['K']}: ETF error of W ≤ {f(R['etf_max'], '.0e')}, ρ {f(R['rho_min'], '.3f')}–{f(R['rho_max'], '.3f')}"
+        f", confidence at λ = 1/2 {f(R['conf_min'], '.4f')}–{f(R['conf_max'], '.4f')}, within "
+        f"{f(R['theory_dev'], '.0e')} of the fixed-ETF closed form at the measured ρ" for R in M["per_K"]))
+  if "manifold" in summary["models"]:
+    M = summary["models"]["manifold"]
+    parts.append(f"manifold mixup: {M['converged']}/{M['runs']} runs converged; " + "; ".join(
+        f"K = {R['K']}: NC1 of H ≤ {f(R['nc1_max'], '.0e')} (rounding level), confidence of the mixed class means "
+        f"{f(R['conf_min'], '.4f')}–{f(R['conf_max'], '.4f')}" for R in M["per_K"]))
+  return (f"{FIGURE}: float64 L-BFGS on the Gauss–Jacobi objectives (Q = {summary['num_lam']} nodes), α ∈ "
+          f"{{{', '.join(f'{a:g}' for a in summary['alphas'])}}}, {summary['seeds']} seeds, over α across the "
+          "converged runs — " + ". ".join(parts) + ".")
+
+
 def plot(results: xr.Dataset, c):
-  """Panels against alpha, one line per K: input mixup (ETF error of W, rho, confidence at 1/2 vs theory) and
-  manifold mixup (NC1, confidence of mixed class means)."""
+  """Panels against alpha, one line per K (mean over the converged seeds; unconverged runs left out and counted):
+  input mixup (ETF error of W, rho, confidence at 1/2 vs theory) and manifold mixup (NC1, confidence of mixed class
+  means)."""
   from matplotlib import pyplot as plt
   has_in = "input_rho" in results
   has_man = "manifold_nc1" in results
   panels = ([("input_etf_error_W", "input mixup: ETF error of $W$", True), ("input_rho", r"input mixup: $\rho$ = mean "
                                                                       r"$\|w_k\|$", False),
              ("input_confidence_half", r"input mixup: confidence at $\lambda=1/2$", False)] if has_in else []) + \
-           ([("manifold_nc1", "manifold mixup: NC1 of $H$", True),
+           ([("manifold_nc1", "manifold mixup: NC1 of $H$ (rounding level)", True),
              ("manifold_confidence_half", r"manifold mixup: confidence of $(\bar h_c + \bar h_{c'})/2$", False)]
             if has_man else [])
-  fig, axs = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.2), constrained_layout=True, squeeze=False)
+  fig, axs = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.6), constrained_layout=True, squeeze=False)
   alpha = results.alpha.values
+  notes = []
+  for model in ("input", "manifold"):
+    if f"{model}_converged" in results:
+      note = _ok(results, model)[1]
+      notes += [f"{model}: {note}"] if note else []
   for ax, (var, title, logy) in zip(axs[0], panels):
+    ok = _ok(results, var.split("_")[0])[0]
     for i, K in enumerate(results.K.values):
-      col = f"C{i}"
-      Y = results[var].sel(K=K).values  # [alpha, seed]
-      ax.plot(alpha, Y.mean(-1), "o-", color=col, ms=4, label=f"K={K}")
+      col, style = f"C{i}", _common.STYLES[i % len(_common.STYLES)]
+      Y = np.where(ok[i], results[var].sel(K=K).values, np.nan)  # [alpha, seed]
+      ax.plot(alpha, np.nanmean(Y, -1), color=col, ms=4, label=f"K={K}", ls=style["ls"], marker=style["marker"])
       if var == "input_confidence_half":
-        ax.plot(alpha, results["input_theory_confidence_half"].sel(K=K).values.mean(-1), "x--", color=col, lw=1,
-                label=f"K={K}: fixed-ETF theory at measured $\\rho$")
+        T = np.where(ok[i], results["input_theory_confidence_half"].sel(K=K).values, np.nan)
+        ax.plot(alpha, np.nanmean(T, -1), "x", color="k", ms=6, label="fixed-ETF theory at measured $\\rho$"
+                if i == 0 else None)
     if var == "input_confidence_half":
-      ok = results["input_converged"].values
       dev = np.abs(results[var].values - results["input_theory_confidence_half"].values)[ok]
       shown = f"{dev.max():.1e}" if dev.size else "n/a"
       title = f"{title}\nmax |measured - theory| = {shown} ({ok.sum()}/{ok.size} converged runs)"
@@ -176,9 +237,10 @@ def plot(results: xr.Dataset, c):
     if logy:
       ax.set_yscale("log")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
   a = results.attrs
   fig.suptitle(f"float64 L-BFGS on the quadrature objectives (Q = {a['num_lam']} Gauss–Jacobi nodes), vmapped over "
                f"alpha x {results.sizes['seed']} seeds; $\\lambda_W$={a['lam_W']:g}, $\\lambda_H$={a['lam_H']:g} "
-               f"(input), {a['lam_H_manifold']:g} (manifold), n={a['n']}", fontsize=10)
+               f"(input), {a['lam_H_manifold']:g} (manifold), n={a['n']}; "
+               + ("; ".join(notes) if notes else "every run converged"), fontsize=10)
   return fig
