@@ -78,3 +78,106 @@ def test_preset_reproduces_its_peer(preset, case):
   for pname, rel in relative_differences(preset, case).items():
     kind = ILL_CONDITIONED.get((case, pname), "golden")
     assert_close(got[names[pname]], GOLDEN[peer][case][pname], kind, f"{preset}/{case}/{pname} (rel {rel:.1e})")
+
+
+# ----------------------------------------------------------------------------- one summary, three paths
+
+_UFM_NAMES = {"nc1": "nc1", "nc1_ratio": "nc1_ratio", "cdnv": "cdnv", "nc2": "etf_error_M", "nc2_W": "etf_error_W",
+              "equinorm_M": "equinorm_M", "equinorm_W": "equinorm_W", "equiangularity_M": "equiangularity_M",
+              "equiangularity_W": "equiangularity_W", "max_angle_M": "max_angle_M", "max_angle_W": "max_angle_W",
+              "nc3": "self_duality", "nc3_etf": "self_duality_etf", "nc3_classwise": "self_duality_classwise",
+              "unc3": "unc3", "kernel_log_mean": "gnc2", "kernel_log_var": "gnc2_var", "nc4": "nc4",
+              "bias_relation": "bias_relation"}
+
+
+def test_the_ufm_preset_is_ufm_metrics():
+  """The ``ufm`` preset gives ufm.metrics' own values (ufm.networks.measure on the same rows)."""
+  from ufm.networks import measure
+  c = CASES["imbalanced"]
+  got, want = _summary("imbalanced", "ufm"), measure(c["H"], c["labels"], c["W"], c["b"])
+  for ours, theirs in _UFM_NAMES.items():
+    assert_close(got[ours], want[theirs], "tiled", f"{ours} vs {theirs}")
+
+
+def test_tiled_and_streaming_paths_give_the_dense_numbers():
+  """block=2 (pairwise reductions over row blocks) and the streaming accumulator (batches of 7 rows, shuffled) under
+  a preset that differs from ufm's in every weighting: the dense summary to rounding."""
+  from ufm import streaming
+  c = CASES["imbalanced"]
+  conv = conventions.get("papyan2020").replace(sigma_W="classes", sigma_W_ddof=1, cdnv_ddof=1, nc4_bias=False,
+                                               nc4_weighting="classes", sigma_B="samples")
+  dense = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, H_ood=c["H_ood"])
+  tiled = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, H_ood=c["H_ood"], block=2)
+  acc = streaming.Accumulator(5, c["H"].shape[1], W=c["W"], b=c["b"], conventions=conv)
+  H, y = c["H"], c["labels"]
+  for step in (acc.add_means, acc.add_spread):
+    for i in range(0, len(y), 7):
+      step(H[i:i + 7], y[i:i + 7])
+  streamed = acc.summary(ood_mean=c["H_ood"].mean(0))
+  assert streamed["present"] == [0, 1, 2, 3, 4] and streamed["conventions"] == "custom"
+  for name in canonical.SCALARS:
+    assert_close(tiled[name], dense[name], "tiled", f"tiled {name}")
+    assert_close(streamed[name], dense[name], "tiled", f"streamed {name}")
+  np.testing.assert_allclose(streamed["nc4_per_class"], dense["nc4_per_class"], rtol=0, atol=0)
+
+
+def test_streaming_summary_is_over_the_present_classes():
+  """A class absent from the data: the summary is that of the data relabelled without it, and says so."""
+  from ufm import streaming
+  c = CASES["balanced"]
+  keep = c["labels"] != 2
+  H, y = c["H"][keep], c["labels"][keep]
+  W, b = c["W"], c["b"]
+  acc = streaming.Accumulator(6, H.shape[1], W=W, b=b, conventions="wu2024")
+  for step in (acc.add_means, acc.add_spread):
+    step(H, y)
+  got = acc.summary()
+  assert got["absent"] == [2] and got["present"] == [0, 1, 3, 4, 5]
+  rows = [0, 1, 3, 4, 5]
+  want = canonical.summary(H, np.searchsorted(rows, y), W=W[rows], b=b[rows], conventions="wu2024")
+  for name in canonical.SCALARS[:-1]:
+    assert_close(got[name], want[name], "tiled", name)
+
+
+# ----------------------------------------------------------------------------- guards
+
+def test_bad_conventions_are_refused_in_one_line():
+  for kwargs, match in [({"global_mean": "median"}, "global_mean = 'median'; allowed: 'samples', 'class_means'"),
+                        ({"nc1": "svd"}, "nc1 = 'svd'; allowed: 'pinv', 'lstsq', 'rank', 'ratio'"),
+                        ({"cdnv_ddof": 2}, "cdnv_ddof = 2; allowed: 0 or 1"),
+                        ({"cdnv_dist_exp": 0}, r"cdnv_dist_exp = 0; allowed: a number in \(0, 4\]"),
+                        ({"nc4_bias": 1}, "nc4_bias = 1; allowed: True or False")]:
+    with pytest.raises(ValueError, match=match) as err:
+      conventions.Conventions(**kwargs)
+    assert "\n" not in str(err.value)
+  with pytest.raises(ValueError, match="unknown convention"):
+    conventions.get("ufm").replace(dist_exp=2)
+  with pytest.raises(ValueError, match="conventions = 'papyan'; allowed: a Conventions or one of ufm, papyan2020"):
+    conventions.get("papyan")
+  assert conventions.get("zhu2021").replace(nc3="duality").name == "custom"
+
+
+def test_summary_refuses_transposed_features_and_absent_classes():
+  c = CASES["balanced"]
+  with pytest.raises(ValueError, match="transposed"):
+    canonical.summary(c["H"].T, c["labels"])
+  with pytest.raises(ValueError, match=r"W has shape \(8, 6\).*transposed"):
+    canonical.summary(c["H"], c["labels"], W=c["W"].T)
+  with pytest.raises(ValueError, match=r"class\(es\) \[6\] absent"):
+    canonical.summary(c["H"], c["labels"], K=7)
+
+
+def test_non_finite_input_reads_nan_and_kernels_vmap():
+  from ufm import kernels
+  c = CASES["balanced"]
+  H = c["H"].copy()
+  H[3, 1] = np.inf
+  out = canonical.summary(H, c["labels"], W=c["W"], b=c["b"], conventions="wu2024")
+  assert all(math.isnan(v) for k, v in out.items() if k in canonical.SCALARS)
+  import jax
+  import jax.numpy as jnp
+  M = jnp.stack([jnp.asarray(c["W"].T), 2.0 * jnp.asarray(c["W"].T)])  # 2 x d x K
+  vm = jax.vmap(lambda X: kernels.kernel_stats(X, "riesz"))(M)
+  for i in range(2):
+    np.testing.assert_allclose([vm[0][i], vm[1][i]], kernels.kernel_stats(M[i], "riesz"), rtol=1e-14)
+  assert math.isnan(float(kernels.nc5(M[0], jnp.full(8, jnp.nan))))

@@ -82,11 +82,10 @@ def numeric(conv) -> dict:
           "unc3_ddof": float(conv.unc3_ddof)}
 
 
-def select(out: dict, conv) -> dict:
+def select(out: dict, conv, K: int) -> dict:
   """``out`` with ``nc1``, ``nc1_pinv``, ``nc1_rank`` (divided by ``K`` when ``nc1_over_K``), ``nc3`` and ``nc4``
-  set by ``conv`` from the variants :func:`variants` computed."""
+  set by ``conv`` from the variants :func:`variants` computed on ``K`` classes."""
   out = dict(out)
-  K = out.pop("_K")
   over = K if conv.nc1_over_K else 1
   out["nc1_pinv"], out["nc1_rank"] = out["nc1_pinv"] / over, out["nc1_rank"] / over
   out["nc1"] = out[{"pinv": "nc1_pinv", "lstsq": "nc1_pinv", "rank": "nc1_rank", "ratio": "nc1_ratio"}[conv.nc1]]
@@ -167,7 +166,7 @@ def _cov(x, ddof):
 def from_stats(st: Stats, conv, W=None, b=None, mu_ood=None, *, block=None) -> dict:
   """The summary (module docstring) from :class:`Stats` under the :class:`ufm.conventions.Conventions` ``conv``
   (pure: valid under ``jit`` and ``vmap``)."""
-  return select(variants(st, numeric(conv), W, b, mu_ood, block=block), conv)
+  return select(_variants(st, numeric(conv), W, b, mu_ood, block=block), conv, st.M.shape[0])
 
 
 def variants(st: Stats, nu, W=None, b=None, mu_ood=None, *, block=None) -> dict:
@@ -187,7 +186,7 @@ def variants(st: Stats, nu, W=None, b=None, mu_ood=None, *, block=None) -> dict:
   lam, proj_w = st.lam, wW @ st.proj  # u_j^T Sigma_W u_j
   keep = lam > max(d, K) * jnp.finfo(dtype).eps * jnp.max(lam)
   terms = jnp.where(keep, proj_w / jnp.where(keep, lam, 1.0), 0.0)
-  out = {"_K": K, "nc1_pinv": degenerate(jnp.sum(terms)),
+  out = {"nc1_pinv": degenerate(jnp.sum(terms)),
          "nc1_rank": degenerate(jnp.sum(jnp.where(jnp.arange(lam.shape[0]) < K - 1, terms, 0.0))),
          "nc1_ratio": degenerate(jnp.sum(wW * st.ss) / jnp.where(separated, jnp.sum(wB * jnp.sum(Mc**2, 1)), 1.0))}
   var_K = st.ss / (counts - nu["cdnv_ddof"])
@@ -224,6 +223,9 @@ def variants(st: Stats, nu, W=None, b=None, mu_ood=None, *, block=None) -> dict:
   return out
 
 
+_variants = jax.jit(variants, static_argnames=("block",))
+
+
 @functools.partial(jax.jit, static_argnames=("K", "block"))
 def _dense(H, labels, W, b, H_ood, labels_ood, nu, *, K, block):
   st = stats(H, labels, K, nu, W, b)
@@ -237,7 +239,6 @@ def _dense(H, labels, W, b, H_ood, labels_ood, nu, *, K, block):
       class_mean = jnp.sum(jnp.where(present[:, None], sums / jnp.where(present, n, 1.0)[:, None], 0.0), 0)
       mu_ood = jnp.where(nu["gm_samples"] > 0, mu_ood, class_mean / jnp.sum(present))
   out = variants(st, nu, W, b, mu_ood, block=block)
-  del out["_K"]
   finite = metrics.all_finite([x for x in (H, W, b, H_ood) if x is not None])
   return jax.tree.map(lambda v: jnp.where(finite, v, jnp.nan), out)
 
@@ -265,7 +266,8 @@ def summary(H, labels, K=None, *, W=None, b=None, conventions="ufm", H_ood=None,
   if y.ndim != 1 or y.shape[0] != H.shape[0] or y.dtype.kind not in "iu":
     hint = " (transposed? one row per sample)" if H.shape[1] == y.shape[0] and y.ndim == 1 else ""
     raise ValueError(f"labels has shape {y.shape} and dtype {y.dtype}; allowed: ({H.shape[0]},) integers{hint}")
-  K = int(W.shape[0]) if K is None and W is not None else (int(y.max()) + 1 if K is None else K)
+  if K is None:  # W's rows, unless W looks transposed (then its shape check below says so)
+    K = int(W.shape[0]) if W is not None and np.ndim(W) == 2 and np.shape(W)[1] == H.shape[1] else int(y.max()) + 1
   if isinstance(K, bool) or not isinstance(K, int) or K < 2:
     raise ValueError(f"K = {K!r}; allowed: an integer >= 2")
   if y.min() < 0 or y.max() >= K:
@@ -298,7 +300,7 @@ def summary(H, labels, K=None, *, W=None, b=None, conventions="ufm", H_ood=None,
       raise ValueError("block: allowed: None or an integer >= 1")
   with jax.default_matmul_precision("highest"):
     out = _dense(H, jnp.asarray(y), W, b, H_ood, labels_ood, numeric(conv), K=K, block=block)
-  out = select({"_K": K, **{k: np.asarray(v) for k, v in out.items()}}, conv)
+  out = select({k: np.asarray(v) for k, v in out.items()}, conv, K)
   res = {k: float(v) for k, v in out.items() if k != "nc4_per_class"}
   if "nc4_per_class" in out:
     res["nc4_per_class"] = [float(v) for v in np.asarray(out["nc4_per_class"])]

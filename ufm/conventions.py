@@ -29,6 +29,7 @@ and the script that produced them; ``tests/test_conventions.py`` checks every pr
 """
 
 import dataclasses
+from typing import Any
 
 __all__ = ["Conventions", "PRESETS", "get"]
 
@@ -80,23 +81,24 @@ class Conventions:
     unc3_ddof: ddof of the variance of :math:`w_k\cdot\tilde\mu_k` (``unc3_dot``) and of the std of the
       cosines (``unc3``): ``torch.var`` / ``torch.std`` use 1.
   """
-  name: str = "custom"
-  global_mean: str = "samples"
-  sigma_B: str = "classes"
-  sigma_W: str = "samples"
-  sigma_W_ddof: int = 0
-  nc1: str = "pinv"
-  nc1_over_K: bool = True
-  equinorm_ddof: int = 1
-  equiangularity_ddof: int = 1
-  cdnv_dist_exp: float = 1.0
-  cdnv_ddof: int = 0
-  nc3: str = "duality"
-  nc3_squared: bool = False
-  nc4_bias: bool = True
-  nc4_weighting: str = "samples"
-  nc4_report: str = "agreement"
-  unc3_ddof: int = 1
+  # Annotated Any: the values are validated in __post_init__, with a ValueError naming the field.
+  name: Any = "custom"
+  global_mean: Any = "samples"
+  sigma_B: Any = "classes"
+  sigma_W: Any = "samples"
+  sigma_W_ddof: Any = 0
+  nc1: Any = "pinv"
+  nc1_over_K: Any = True
+  equinorm_ddof: Any = 1
+  equiangularity_ddof: Any = 1
+  cdnv_dist_exp: Any = 1.0
+  cdnv_ddof: Any = 0
+  nc3: Any = "duality"
+  nc3_squared: Any = False
+  nc4_bias: Any = True
+  nc4_weighting: Any = "samples"
+  nc4_report: Any = "agreement"
+  unc3_ddof: Any = 1
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
