@@ -181,3 +181,30 @@ def test_non_finite_input_reads_nan_and_kernels_vmap():
   for i in range(2):
     np.testing.assert_allclose([vm[0][i], vm[1][i]], kernels.kernel_stats(M[i], "riesz"), rtol=1e-14)
   assert math.isnan(float(kernels.nc5(M[0], jnp.full(8, jnp.nan))))
+
+
+def test_cli_measure_reproduces_a_peer_on_a_numpy_npz(tmp_path, capsys):
+  """``python -m ufm measure f.npz --conventions wu2024 --json`` on a file written by NumPy alone (with an OOD set):
+  the peer library's own numbers; the table names the conventions; a bad name exits 2 with one line."""
+  from ufm import cli
+  c = CASES["imbalanced"]
+  np.savez(tmp_path / "f.npz", H=c["H"], labels=c["labels"], W=c["W"], b=c["b"], H_ood=c["H_ood"],
+           labels_ood=c["labels_ood"])
+  assert cli.main(["measure", str(tmp_path / "f.npz"), "--conventions", "wu2024", "--batch", "16", "--json"]) == 0
+  got = json.loads(capsys.readouterr().out)
+  peer = GOLDEN["rhubarbwu"]["imbalanced"]
+  for ours, theirs in [("nc1", "nc1_pinv"), ("cdnv", "cdnv_exp2"), ("nc2", "nc2_etf_error"), ("nc3", "nc3_dual_error"),
+                       ("unc3_dot", "unc3_dot_var"), ("kernel_log_var", "kernel_log_var"), ("nc4", "nc4_agree_weighted"),
+                       ("nc4_classes", "nc4_agree_unweighted"), ("nc5", "nc5_ood_dev")]:
+    assert_close(got[ours], peer[theirs], "golden", ours)
+  assert got["conventions"] == "wu2024" and got["convention_fields"]["cdnv_dist_exp"] == 2.0
+  np.save(tmp_path / "H.npy", c["H"])
+  np.save(tmp_path / "y.npy", c["labels"])
+  np.save(tmp_path / "ood.npy", c["H_ood"])
+  argv = ["measure", str(tmp_path / "H.npy"), "--labels", str(tmp_path / "y.npy"), "--ood", str(tmp_path / "ood.npy")]
+  assert cli.main([*argv, "--conventions", "zhu2021"]) == 0
+  out = capsys.readouterr().out
+  assert "conventions: zhu2021" in out and "nc5" in out
+  assert cli.main([*argv, "--conventions", "papyan"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "conventions = 'papyan'" in err[0], err
