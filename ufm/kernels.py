@@ -1,6 +1,7 @@
-r"""Pairwise kernel statistics, NC5, the dot-product UNC3 and per-class NCC agreement: the metrics the peer library
-``rhubarbwu/neural-collapse`` (Wu & Papyan 2024, "Linguistic Collapse", arXiv 2405.17767) has and :mod:`ufm.metrics`
-lacked. Pure functions of arrays, valid under ``jit`` and ``vmap``, NaN when an input holds a NaN or an inf
+r"""Pairwise kernel statistics, NC5, the dot-product UNC3 and per-class NCC agreement.
+
+These are the metrics the peer library ``rhubarbwu/neural-collapse`` (Wu & Papyan 2024, "Linguistic Collapse", arXiv
+2405.17767) has and :mod:`ufm.metrics` lacked. Pure functions of arrays, valid under ``jit`` and ``vmap``, NaN when an input holds a NaN or an inf
 (:func:`ufm.metrics.metric_guard`). Class means are ``d x K`` columns, as in :mod:`ufm.metrics`.
 
 Pairwise reductions (:func:`pair_mean_var`) run over the ``K(K-1)/2`` pairs ``i < j`` either on the dense ``K x K``
