@@ -33,6 +33,17 @@ __all__ = ["Accumulator", "STREAMED", "measure_batches"]
 STREAMED = ("nc1", "nc1_ratio", "cdnv", "nc4", "bias_relation", "norm_H_sq")
 
 
+def _segment_add(target, index, values) -> None:
+  """``target[index[i]] += values[i]`` for every row ``i`` (as ``np.add.at``, which is ~50x slower): the rows sorted by
+  index and summed per run with ``np.add.reduceat``."""
+  if index.size == 0:
+    return
+  order = np.argsort(index, kind="stable")
+  idx = index[order]
+  starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+  target[idx[starts]] += np.add.reduceat(values[order], starts, axis=0)
+
+
 class Accumulator:
   """Two-pass accumulator of NC statistics (module docstring). Feed every batch to :meth:`add_means`, then every
   batch again to :meth:`add_spread`, then call :meth:`result`.
@@ -82,7 +93,7 @@ class Accumulator:
     if self._pass2 is not None:
       raise ValueError("add_means after add_spread: the means are fixed once the second pass has begun")
     H, y = self._batch(features, labels)
-    np.add.at(self.sums, y, H)
+    _segment_add(self.sums, y, H)
     self.counts += np.bincount(y, minlength=self.K)
 
   def _freeze(self) -> dict:
@@ -131,7 +142,7 @@ class Accumulator:
     j = st["index"][y]
     C = H - st["M"][j]
     st["proj"] += np.sum((C @ st["U"]) ** 2, axis=0)
-    np.add.at(st["projc"], j, (C @ st["Uc"]) ** 2)
+    _segment_add(st["projc"], j, (C @ st["Uc"]) ** 2)
     st["var"] += np.bincount(j, weights=np.sum(C**2, axis=1), minlength=st["present"].size)
     st["max_abs"] = max(st["max_abs"], float(np.max(np.abs(H - st["mu"]), initial=0.0)))
     st["norm_H_sq"] += float(np.sum(H**2))
