@@ -106,8 +106,9 @@ def test_tiled_and_streaming_paths_give_the_dense_numbers():
   c = CASES["imbalanced"]
   conv = conventions.get("papyan2020").replace(sigma_W="classes", sigma_W_ddof=1, cdnv_ddof=1, nc4_bias=False,
                                                nc4_weighting="classes", sigma_B="samples")
-  dense = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, H_ood=c["H_ood"])
-  tiled = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, H_ood=c["H_ood"], block=2)
+  ood = dict(H_ood=c["H_ood"], labels_ood=c["labels_ood"])  # balanced OOD labels: both OOD means agree
+  dense = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, **ood)
+  tiled = canonical.summary(c["H"], c["labels"], W=c["W"], b=c["b"], conventions=conv, block=2, **ood)
   acc = streaming.Accumulator(5, c["H"].shape[1], W=c["W"], b=c["b"], conventions=conv)
   H, y = c["H"], c["labels"]
   for step in (acc.add_means, acc.add_spread):
@@ -172,7 +173,8 @@ def test_non_finite_input_reads_nan_and_kernels_vmap():
   c = CASES["balanced"]
   H = c["H"].copy()
   H[3, 1] = np.inf
-  out = canonical.summary(H, c["labels"], W=c["W"], b=c["b"], conventions="wu2024")
+  out = canonical.summary(H, c["labels"], W=c["W"], b=c["b"], conventions="wu2024", H_ood=c["H_ood"],
+                          labels_ood=c["labels_ood"])  # the golden test's program: no new compilation
   assert all(math.isnan(v) for k, v in out.items() if k in canonical.SCALARS)
   import jax
   import jax.numpy as jnp
@@ -208,3 +210,30 @@ def test_cli_measure_reproduces_a_peer_on_a_numpy_npz(tmp_path, capsys):
   assert cli.main([*argv, "--conventions", "papyan"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "conventions = 'papyan'" in err[0], err
+
+
+def test_standalone_peer_metrics_match_the_peer():
+  """ufm.kernels on their own (d x K means, centred by the peer's unweighted global mean): NC5, the dot-product UNC3,
+  the kernel statistics and the per-class NCC agreement without bias, against rhubarbwu's own values; the weighted
+  agreement with the bias is ufm.metrics.nc4."""
+  import jax.numpy as jnp
+
+  from ufm import kernels, metrics
+  c = CASES["imbalanced"]
+  K = 5
+  H, y, W, b = (jnp.asarray(c["H"].T), jnp.asarray(c["labels"]), jnp.asarray(c["W"]), jnp.asarray(c["b"]))
+  M = metrics.class_means(H, y, K)[0]
+  Mc = M - jnp.mean(M, axis=1, keepdims=True)
+  peer = GOLDEN["rhubarbwu"]["imbalanced"]
+  assert_close(kernels.nc5(M, jnp.asarray(c["H_ood"].mean(0))), peer["nc5_ood_dev"], "golden")
+  assert_close(kernels.unc3_dot(W, Mc), peer["unc3_dot_var"], "golden")
+  for kern in kernels.KERNELS:
+    mean, var = kernels.kernel_stats(Mc, kern, block=2)
+    assert_close(mean, peer[f"kernel_{kern}_mean"], "golden", kern)
+    assert_close(var, peer[f"kernel_{kern}_var"], "golden", kern)
+  zero = jnp.zeros(K)
+  assert_close(kernels.ncc_agreement(W, H, zero, y, K, weighted=False), peer["nc4_agree_unweighted"], "golden")
+  assert_close(kernels.ncc_agreement(W, H, zero, y, K), peer["nc4_agree_weighted"], "golden")
+  assert_close(kernels.ncc_agreement(W, H, b, y, K), metrics.nc4(W, H, b, y, K), "exact")
+  with pytest.raises(ValueError, match="kernel = 'rbf'; allowed: 'log', 'dist', 'riesz'"):
+    kernels.kernel_stats(Mc, "rbf")
