@@ -43,6 +43,14 @@ PEER_FAILURES = {
     ("papyan2020", "k_gt_d", "Sw_invSb"): "scipy svds(k = C - 1) needs C - 1 < d",
 }
 
+#: Where the peer is unstable: rank Sigma_B = 2 < K - 1 = 5, and the rank-(K-1) inverse divides by three rounding
+#: eigenvalues (~1e-16): the peer returns 5e14 (rhubarbwu svd) and 2.5e15 (the notebook). ufm's ``rank`` keeps
+#: only eigenvalues above its pinv cutoff, so it returns the pseudo-inverse value there (checked).
+PEER_UNSTABLE = {
+    ("rhubarbwu", "rank_deficient", "nc1_svd"): "rank-(K-1) inverse of a rank-2 Sigma_B",
+    ("papyan2020", "rank_deficient", "Sw_invSb"): "rank-(K-1) inverse of a rank-2 Sigma_B",
+}
+
 #: Entries whose value is ill-conditioned in float64 itself (the peer's rounding differs from ufm's by more than
 #: 1e-12 relative for a stated reason): the CoV of the UNC3 cosines at the near collapse (see TOL["golden_cov"]).
 ILL_CONDITIONED = {("near_collapse", "unc3_cos_cov"): "golden_cov"}
@@ -61,6 +69,9 @@ def relative_differences(preset, case, block=None) -> dict:
   out = {}
   for pname, uname in names.items():
     w = want[pname]
+    if (peer, case, pname) in PEER_UNSTABLE:
+      assert w > 1e12 and got[uname] == got["nc1_pinv"] and math.isfinite(got[uname]), (case, pname, w)
+      continue
     if isinstance(w, dict):
       assert (peer, case, pname) in PEER_FAILURES, f"{peer} failed unexpectedly on {case}/{pname}: {w}"
       assert math.isfinite(got[uname]), (case, pname)

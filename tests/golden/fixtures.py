@@ -24,10 +24,13 @@ def _simplex(K, d, rng):
   return X / np.linalg.norm(X, axis=0)
 
 
-def _case(counts, d, means, noise, W, rng, *, offset=0.0):
+def _case(counts, d, means, noise, W, rng, *, offset=0.0, exact_means=False):
   K = len(counts)
   y = np.repeat(np.arange(K), counts)
-  H = means[y] + noise * rng.normal(size=(y.size, d)) + offset
+  Z = noise * rng.normal(size=(y.size, d))
+  if exact_means:  # noise centred within each class: the empirical class means are the given ones (to rounding)
+    Z -= np.stack([Z[y == k].mean(0) for k in range(K)])[y]
+  H = means[y] + Z + offset
   perm = rng.permutation(y.size)
   ood_y = np.repeat(np.arange(4), 6)
   H_ood = rng.normal(size=(4, d))[ood_y] + 0.5 * rng.normal(size=(ood_y.size, d)) + 1.0
@@ -50,7 +53,7 @@ def make() -> dict:
   K, d = 6, 8
   plane = np.linalg.qr(rng.normal(size=(d, 2)))[0]  # d x 2: the class means span a plane, rank Sigma_B = 2 < K - 1
   out["rank_deficient"] = _case((9, 7, 8, 10, 6, 8), d, 3.0 * rng.normal(size=(K, 2)) @ plane.T, 1.0,
-                                rng.normal(size=(K, d)), rng)
+                                rng.normal(size=(K, d)), rng, exact_means=True)
   return out
 
 
