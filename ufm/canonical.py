@@ -259,8 +259,16 @@ def summary(H, labels, K=None, *, W=None, b=None, conventions="ufm", H_ood=None,
   the OOD global mean by the convention (the mean of the OOD class means under ``class_means`` when labelled).
   ``block``: pairwise reductions over row blocks of ``block`` classes (the tiled path, memory ``O(block K)``).
   Every class in ``0..K-1`` must be present (:class:`ufm.streaming.Accumulator` measures over the present ones).
-  Returns floats (and the list ``nc4_per_class``) plus ``conventions`` (the preset's name)."""
+  Returns floats (and the list ``nc4_per_class``) plus ``conventions`` (the preset's name). Float64 input is
+  measured in float64 whether or not ``jax_enable_x64`` is set."""
   conv = _conv.get(conventions)
+  if getattr(H, "dtype", None) == np.float64 or (not hasattr(H, "dtype") and np.asarray(H).dtype == np.float64):
+    with jax.enable_x64(True):
+      return _summary(H, labels, K, W, b, conv, H_ood, labels_ood, block)
+  return _summary(H, labels, K, W, b, conv, H_ood, labels_ood, block)
+
+
+def _summary(H, labels, K, W, b, conv, H_ood, labels_ood, block):
   H = _rows("H", H)
   y = np.asarray(labels)
   if y.ndim != 1 or y.shape[0] != H.shape[0] or y.dtype.kind not in "iu":

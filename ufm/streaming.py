@@ -18,6 +18,9 @@ from the passes, and every metric of the class means and the classifier (``etf_e
 absent from the whole data set are left out: the metrics are over the present classes, and the result says
 which (``present``, ``absent``). Memory: :math:`O(Kd + d^2)` besides one batch.
 
+:meth:`Accumulator.summary` returns instead the canonical summary of :mod:`ufm.canonical` under the accumulator's
+:class:`ufm.conventions.Conventions` (NC1-NC5 and their variants, over the present classes).
+
 The zero decisions follow :mod:`ufm.metrics`: a spread or a mean below :func:`ufm.metrics.rounding_floor` times the
 largest centred entry is rounding. Every metric is NaN when a batch holds a NaN or an inf.
 """
