@@ -248,3 +248,19 @@ def test_standalone_peer_metrics_match_the_peer():
   assert_close(kernels.ncc_agreement(W, H, b, y, K), metrics.nc4(W, H, b, y, K), "exact")
   with pytest.raises(ValueError, match="kernel = 'rbf'; allowed: 'log', 'dist', 'riesz'"):
     kernels.kernel_stats(Mc, "rbf")
+
+
+def test_weightings_and_ddofs_on_a_hand_computed_case():
+  """d = 1, K = 2, h = (0, 2 | 4, 6): means 1, 5, mu_G = 3, within-class squared deviations 1 per sample.
+  Sigma_W = 4/N = 1 (ddof 0), 4/(N - K) = 2 (pooled ddof 1), mean of 2/(n_k - 1) = 2 (per class ddof 1);
+  Sigma_B = 4; NC1 = Sigma_W / Sigma_B / K. CDNV: (s_1^2 + s_2^2)/2 / 16^e with s_k^2 = 2/(n_k - ddof)."""
+  H, y = np.array([[0.0], [2.0], [4.0], [6.0]]), np.array([0, 0, 1, 1])
+  base = conventions.get("ufm")
+  for changes, nc1, cdnv in [({}, 1 / 8, 1 / 16), ({"sigma_W_ddof": 1}, 2 / 8, 1 / 16),
+                             ({"sigma_W": "classes", "sigma_W_ddof": 1, "cdnv_ddof": 1}, 2 / 8, 2 / 16),
+                             ({"nc1_over_K": False, "cdnv_dist_exp": 2.0}, 1 / 4, 1 / 256),
+                             ({"nc1": "ratio", "sigma_B": "samples"}, 1 / 4, 1 / 16)]:
+    out = canonical.summary(H, y, conventions=base.replace(**changes))
+    assert_close(out["nc1"], nc1, "exact", str(changes))
+    assert_close(out["cdnv"], cdnv, "exact", str(changes))
+    assert out["equiangularity_M"] == 0.0  # one pair: population std

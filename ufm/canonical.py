@@ -139,6 +139,7 @@ def stats(H_Nxd, labels, K: int, nu, W=None, b=None) -> Stats:
 
 
 def _cosine_stats(X_Kxd, K, ddof, block):
+  ddof = ddof if K > 2 else 0.0  # one pair (K = 2): the population std, as ufm.metrics.compute
   Xn = X_Kxd / jnp.linalg.norm(X_Kxd, axis=1, keepdims=True)
   tile = lambda rows: Xn[rows] @ Xn.T
   _, var = kernels.pair_mean_var(tile, K, block=block, ddof=ddof)
