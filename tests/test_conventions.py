@@ -264,3 +264,20 @@ def test_weightings_and_ddofs_on_a_hand_computed_case():
     assert_close(out["nc1"], nc1, "exact", str(changes))
     assert_close(out["cdnv"], cdnv, "exact", str(changes))
     assert out["equiangularity_M"] == 0.0  # one pair: population std
+
+
+def test_stats_and_from_stats_vmap():
+  """The pure layer (stats, from_stats) under vmap: a batch of two feature sets gives each one's summary."""
+  import jax
+  import jax.numpy as jnp
+  c = CASES["imbalanced"]
+  conv = conventions.get("wu2024")
+  y, W, b = jnp.asarray(c["labels"]), jnp.asarray(c["W"]), jnp.asarray(c["b"])
+  f = lambda h: canonical.from_stats(canonical.stats(h, y, 5, canonical.numeric(conv), W, b), conv, W, b)
+  H = jnp.asarray(c["H"])
+  vm = jax.vmap(f)(jnp.stack([H, 2.0 * H + 1.0]))
+  want = _summary("imbalanced", "wu2024")
+  for name in canonical.SCALARS[:-1]:
+    assert_close(vm[name][0], want[name], "tiled", name)
+    if name not in ("unc3_dot", "bias_relation", "cdnv"):  # not scale invariant (CDNV with e = 2: s^(2 - 2e))
+      assert_close(vm[name][1], want[name], "scale_invariance", name)
