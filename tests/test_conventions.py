@@ -207,7 +207,8 @@ def test_cli_measure_reproduces_a_peer_on_a_numpy_npz(tmp_path, capsys):
   got = json.loads(capsys.readouterr().out)
   peer = GOLDEN["rhubarbwu"]["imbalanced"]
   for ours, theirs in [("nc1", "nc1_pinv"), ("cdnv", "cdnv_exp2"), ("nc2", "nc2_etf_error"), ("nc3", "nc3_dual_error"),
-                       ("unc3_dot", "unc3_dot_var"), ("kernel_log_var", "kernel_log_var"), ("nc4", "nc4_agree_weighted"),
+                       ("unc3_dot", "unc3_dot_var"), ("kernel_log_var", "kernel_log_var"),
+                       ("nc4", "nc4_agree_weighted"),
                        ("nc4_classes", "nc4_agree_unweighted"), ("nc5", "nc5_ood_dev")]:
     assert_close(got[ours], peer[theirs], "golden", ours)
   assert got["conventions"] == "wu2024" and got["convention_fields"]["cdnv_dist_exp"] == 2.0

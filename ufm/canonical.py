@@ -120,7 +120,7 @@ def stats(H_Nxd, labels, K: int, nu, W=None, b=None) -> Stats:
   under ``jit``/``vmap``)."""
   m0 = jnp.mean(H_Nxd, axis=0)
   Hc = H_Nxd - m0[None, :]
-  Hc = Hc - jnp.mean(Hc, axis=0, keepdims=True)  # two passes: a large common offset costs no more digits than the input lost
+  Hc = Hc - jnp.mean(Hc, axis=0, keepdims=True)  # two passes: a large offset costs no more digits than the input
   s = jnp.max(jnp.abs(Hc))
   Hn = Hc / jnp.where(s > 0, s, 1.0)
   counts = jax.ops.segment_sum(jnp.ones_like(labels, H_Nxd.dtype), labels, num_segments=K)

@@ -123,7 +123,8 @@ class Conventions:
     """A copy with ``changes`` (named ``"custom"`` unless ``name`` is given), validated."""
     unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(self)}]
     if unknown:
-      raise ValueError(f"unknown convention(s) {unknown}; allowed: {', '.join(f.name for f in dataclasses.fields(self))}")
+      names = ", ".join(f.name for f in dataclasses.fields(self))
+      raise ValueError(f"unknown convention(s) {unknown}; allowed: {names}")
     return dataclasses.replace(self, **{"name": "custom", **changes})
 
   def as_dict(self) -> dict:

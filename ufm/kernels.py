@@ -1,8 +1,9 @@
 r"""Pairwise kernel statistics, NC5, the dot-product UNC3 and per-class NCC agreement.
 
 These are the metrics the peer library ``rhubarbwu/neural-collapse`` (Wu & Papyan 2024, "Linguistic Collapse", arXiv
-2405.17767) has and :mod:`ufm.metrics` lacked. Pure functions of arrays, valid under ``jit`` and ``vmap``, NaN when an input holds a NaN or an inf
-(:func:`ufm.metrics.metric_guard`). Class means are ``d x K`` columns, as in :mod:`ufm.metrics`.
+2405.17767) has and :mod:`ufm.metrics` lacked. Pure functions of arrays, valid under ``jit`` and ``vmap``, NaN when
+an input holds a NaN or an inf (:func:`ufm.metrics.metric_guard`). Class means are ``d x K`` columns, as in
+:mod:`ufm.metrics`.
 
 Pairwise reductions (:func:`pair_mean_var`) run over the ``K(K-1)/2`` pairs ``i < j`` either on the dense ``K x K``
 grid (``block=None``) or over row blocks of ``block`` classes with ``lax.map`` (memory ``O(block K)``, for ``K`` in
@@ -152,5 +153,6 @@ def ncc_agreement(W: Float[Array, "K d"], H: Float[Array, "d N"], b: Float[Array
   counts = jax.ops.segment_sum(jnp.ones_like(labels, H.dtype), labels, num_segments=K)
   M = jax.ops.segment_sum(Hr, labels, num_segments=K) / counts[:, None]
   mu = jnp.mean(Hr, axis=0)
-  a = agreements(W, b + W @ mu, Hr - mu[None, :], M - mu[None, :], labels, K)  # centred: no cancellation at large offsets
+  # centred: no cancellation at large offsets
+  a = agreements(W, b + W @ mu, Hr - mu[None, :], M - mu[None, :], labels, K)
   return jnp.sum(a) / jnp.sum(counts) if weighted else jnp.mean(a / counts)
