@@ -80,8 +80,10 @@ def test_cli_measure_streams_a_file_and_refuses_bad_files_in_one_line(tmp_path, 
   np.savez(tmp_path / "f.npz", H=H, labels=y, W=W, b=b)
   assert cli.main(["measure", str(tmp_path / "f.npz"), "--batch", "16", "--json"]) == 0
   got = json.loads(capsys.readouterr().out)
-  for name, value in measure(H, y, W, b).items():
-    assert_close(got[name], value, "tiled", name)
+  want = ufm.canonical.summary(H, y, W=W, b=b)  # the ufm preset: ufm.metrics' numbers (tests/test_conventions.py)
+  assert got["conventions"] == "ufm"
+  for name in ufm.canonical.SCALARS[:-1]:  # every name but nc5 (no OOD set here)
+    assert_close(got[name], want[name], "tiled", name)
   np.save(tmp_path / "H.npy", H)
   np.save(tmp_path / "y.npy", y)
   np.save(tmp_path / "HT.npy", H.T)

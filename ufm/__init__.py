@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 
 # Submodules reachable as attributes of the package (``ufm.theory``), imported on first access.
 _SUBMODULES = frozenset({
-    "cache", "claims", "cli", "convex", "data", "deep", "geometry", "losses", "metrics", "mixup", "networks",
+    "cache", "canonical", "claims", "cli", "conventions", "convex", "data", "deep", "geometry", "kernels", "losses",
+    "metrics", "mixup", "networks",
     "objectives", "problem", "solvers", "spherical", "streaming", "sweep", "testing", "theory", "tiled", "validate",
     "verdict", "vicinity",
 })

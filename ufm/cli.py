@@ -47,11 +47,13 @@ DEMO_DESCRIPTION = ("Every closed form of ufm.theory beside its float64 L-BFGS s
                     "with and without a bias; about 40 s on 2 CPU cores).")
 CLAIMS_DESCRIPTION = ("Theory claims of ufm.claims, each checked on random problems (hypothesis) against a float64 "
                       "reference solve; failing examples are kept in the claims store and replayed first.")
-MEASURE_DESCRIPTION = """The neural-collapse metrics of your own features: FEATURES is a .npz with H (one row per
-sample, N x d) and labels (integers 0..K-1), optionally W (K x d) and b (K), or a .npy of features with --labels. The file
-is read twice in batches of --batch rows (a .npy is memory-mapped), with float64 accumulation, so N can exceed
-memory; the numbers equal ufm.metrics.compute on the whole array to rounding. Classes absent from the data are
-left out and listed. Conventions: those of ufm.metrics (the sample-weighted global mean; the unweighted Sigma_B)."""
+MEASURE_DESCRIPTION = """The neural-collapse summary (NC1-NC5 and their variants) of your own features: FEATURES is
+a .npz with H (one row per sample, N x d) and labels (integers 0..K-1), optionally W (K x d), b (K) and an
+out-of-distribution set H_ood (with labels_ood) for NC5, or a .npy of features with --labels (and --W, --b, --ood as
+.npy files). The file is read twice in batches of --batch rows (a .npy is memory-mapped), with float64 accumulation,
+so N can exceed memory; the numbers equal the in-memory summary to rounding. Classes absent from the data are left
+out and listed. --conventions picks the definitions: ufm (the default), papyan2020, zhu2021, wu2024 or rhubarbwu
+reproduce those code bases' numbers (see ufm.conventions)."""
 DEFAULT_STORE = ".ufm-claims"  # ufm.claims.DEFAULT_STORE_DIR, written out so that --help imports no claims
 
 
@@ -145,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
   m.add_argument("--b", default=None, metavar="PATH", help=".npy of the bias, K (optional)")
   m.add_argument("--K", type=int, default=None, help="number of classes (default: W's rows, else max label + 1)")
   m.add_argument("--batch", type=int, default=65536, metavar="ROWS", help="rows per batch (memory: ROWS x d)")
+  m.add_argument("--conventions", default="ufm", metavar="NAME",
+                 help="the metric definitions: ufm, papyan2020, zhu2021, wu2024 or rhubarbwu")
+  m.add_argument("--ood", default=None, metavar="PATH",
+                 help=".npy (or .npz with H) of out-of-distribution features, N' x d, for NC5 (optional)")
+  m.add_argument("--ood-labels", default=None, metavar="PATH", help=".npy of the OOD set's integer labels (optional)")
   m.add_argument("--json", action="store_true", help="print one JSON object, not the table")
   c = sub.add_parser("claims", help="theory claims checked on random problems (ufm.claims)",
                      description=CLAIMS_DESCRIPTION, **kw)
@@ -332,7 +339,7 @@ def _load_features(args):
   path = Path(args.features)
   if not path.is_file():
     raise ValueError(f"features = {str(path)!r} is not a file; allowed: a .npz or .npy file")
-  W = b = None
+  W = b = H_ood = y_ood = None
   try:
     if path.suffix == ".npz":
       z = np.load(path, allow_pickle=False)
@@ -343,6 +350,8 @@ def _load_features(args):
       H, y = z[key], z["labels"]
       W = z["W"] if "W" in z.files else None
       b = z["b"] if "b" in z.files else None
+      H_ood = z["H_ood"] if "H_ood" in z.files else None
+      y_ood = z["labels_ood"] if "labels_ood" in z.files else None
     else:
       if args.labels is None:
         raise ValueError("labels: give --labels PATH.npy with a .npy FEATURES file")
@@ -350,17 +359,49 @@ def _load_features(args):
       y = np.load(args.labels, mmap_mode="r", allow_pickle=False)
     W = np.load(args.W, allow_pickle=False) if args.W else W
     b = np.load(args.b, allow_pickle=False) if args.b else b
-  except (OSError, EOFError) as e:
+    if args.ood:
+      H_ood = np.load(args.ood, mmap_mode="r", allow_pickle=False)
+      if isinstance(H_ood, np.lib.npyio.NpzFile):
+        H_ood = H_ood["H"] if "H" in H_ood.files else None
+        if H_ood is None:
+          raise ValueError(f"ood = {args.ood!r} holds no array H; allowed: a .npy, or a .npz with H")
+    y_ood = np.load(args.ood_labels, allow_pickle=False) if args.ood_labels else y_ood
+  except (OSError, EOFError, KeyError) as e:
     raise ValueError(f"features: cannot read the arrays ({e}); allowed: .npz or .npy files without pickles") from None
-  return H, y, W, b
+  return H, y, W, b, H_ood, y_ood
+
+
+def _ood_mean(H_ood, y_ood, d, conv, batch):
+  """The global mean of the OOD features, streamed: the sample mean, or under ``class_means`` conventions with
+  labels the mean of the OOD class means."""
+  import numpy as np
+  if H_ood.ndim != 2 or H_ood.shape[1] != d:
+    hint = " (transposed? one row per sample)" if H_ood.ndim == 2 and H_ood.shape[0] == d else ""
+    raise ValueError(f"ood has shape {H_ood.shape}; allowed: (N', d) = (N', {d}){hint}")
+  if y_ood is not None and (y_ood.shape != (H_ood.shape[0],) or y_ood.dtype.kind not in "iu" or y_ood.min() < 0):
+    raise ValueError(f"ood labels have shape {y_ood.shape}; allowed: ({H_ood.shape[0]},) integers >= 0")
+  total, sums, counts = np.zeros(d), {}, None
+  if y_ood is not None:
+    counts = np.bincount(y_ood)
+    sums = np.zeros((counts.size, d))
+  for i in range(0, H_ood.shape[0], batch):
+    Hb = np.asarray(H_ood[i:i + batch], np.float64)
+    total += Hb.sum(0)
+    if y_ood is not None:
+      np.add.at(sums, y_ood[i:i + batch], Hb)
+  if y_ood is not None and conv.global_mean == "class_means":
+    present = counts > 0
+    return (sums[present] / counts[present, None]).mean(0)
+  return total / H_ood.shape[0]
 
 
 def measure(args) -> int:
   """``measure``: the NC metrics of the features in a file, streamed in batches."""
   import numpy as np
 
-  from ufm import streaming
-  H, y, W, b = _load_features(args)
+  from ufm import conventions, streaming
+  conv = conventions.get(args.conventions)
+  H, y, W, b, H_ood, y_ood = _load_features(args)
   if H.ndim != 2 or y.ndim != 1 or H.shape[0] != y.shape[0]:
     hint = " (transposed? one row per sample)" if H.ndim == 2 and H.shape[1] == y.shape[0] else ""
     raise ValueError(f"features have shape {H.shape} and labels {y.shape}; allowed: (N, d) and (N,){hint}")
@@ -370,14 +411,19 @@ def measure(args) -> int:
   K = args.K if args.K is not None else (W.shape[0] if W is not None else int(np.max(y)) + 1)
   N = H.shape[0]
   batches = lambda: ((H[i:i + batch], y[i:i + batch]) for i in range(0, N, batch))
-  out = streaming.measure_batches(batches, K=K, d=H.shape[1], W=W, b=b)
+  ood_mean = None if H_ood is None else _ood_mean(H_ood, y_ood, H.shape[1], conv, batch)
+  acc = streaming.Accumulator(K, H.shape[1], W=W, b=b, conventions=conv)
+  for step in (acc.add_means, acc.add_spread):
+    for Hb, yb in batches():
+      step(Hb, yb)
+  out = acc.summary(ood_mean=ood_mean)
   if args.json:
-    print(json.dumps(_json_safe(out)))
+    print(json.dumps(_json_safe({**out, "convention_fields": conv.as_dict()})))
     return 0
   print(f"N = {out['N']:,} samples, K = {K} classes ({len(out['present'])} present"
-        + (f"; absent: {out['absent']}" if out["absent"] else "") + f"), d = {H.shape[1]}")
+        + (f"; absent: {out['absent']}" if out["absent"] else "") + f"), d = {H.shape[1]}; conventions: {conv.name}")
   for name, value in out.items():
-    if name not in ("present", "absent", "N"):
+    if isinstance(value, float):
       print(f"{name:<24}{value:18.10g}")
   return 0
 

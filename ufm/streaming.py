@@ -18,6 +18,9 @@ from the passes, and every metric of the class means and the classifier (``etf_e
 absent from the whole data set are left out: the metrics are over the present classes, and the result says
 which (``present``, ``absent``). Memory: :math:`O(Kd + d^2)` besides one batch.
 
+:meth:`Accumulator.summary` returns instead the canonical summary of :mod:`ufm.canonical` under the accumulator's
+:class:`ufm.conventions.Conventions` (NC1-NC5 and their variants, over the present classes).
+
 The zero decisions follow :mod:`ufm.metrics`: a spread or a mean below :func:`ufm.metrics.rounding_floor` times the
 largest centred entry is rounding. Every metric is NaN when a batch holds a NaN or an inf.
 """
@@ -33,6 +36,17 @@ __all__ = ["Accumulator", "STREAMED", "measure_batches"]
 STREAMED = ("nc1", "nc1_ratio", "cdnv", "nc4", "bias_relation", "norm_H_sq")
 
 
+def _segment_add(target, index, values) -> None:
+  """``target[index[i]] += values[i]`` for every row ``i`` (as ``np.add.at``, which is ~50x slower): the rows sorted by
+  index and summed per run with ``np.add.reduceat``."""
+  if index.size == 0:
+    return
+  order = np.argsort(index, kind="stable")
+  idx = index[order]
+  starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+  target[idx[starts]] += np.add.reduceat(values[order], starts, axis=0)
+
+
 class Accumulator:
   """Two-pass accumulator of NC statistics (module docstring). Feed every batch to :meth:`add_means`, then every
   batch again to :meth:`add_spread`, then call :meth:`result`.
@@ -41,11 +55,15 @@ class Accumulator:
     K: the number of classes (labels in ``0..K-1``; classes may be absent).
     d: the feature dimension.
     W, b: the classifier (``K x d``) and its bias (``K``), optional: with ``W``, NC4 and the classifier metrics.
+    conventions: a :class:`ufm.conventions.Conventions` or a preset name, for :meth:`summary` (the canonical
+      summary of :mod:`ufm.canonical`); :meth:`result` keeps :mod:`ufm.metrics`' own conventions.
   """
 
-  def __init__(self, K: int, d: int, W=None, b=None):
+  def __init__(self, K: int, d: int, W=None, b=None, conventions="ufm"):
+    from ufm import conventions as conv_mod
     from ufm.validate import check_int
     self.K, self.d = check_int("K", K, lo=2), check_int("d", d, lo=1)
+    self.conventions = conv_mod.get(conventions)
     self.W = None if W is None else np.asarray(W, np.float64)
     self.b = None if b is None else np.asarray(b, np.float64)
     if self.W is not None and self.W.shape != (self.K, self.d):
@@ -78,7 +96,7 @@ class Accumulator:
     if self._pass2 is not None:
       raise ValueError("add_means after add_spread: the means are fixed once the second pass has begun")
     H, y = self._batch(features, labels)
-    np.add.at(self.sums, y, H)
+    _segment_add(self.sums, y, H)
     self.counts += np.bincount(y, minlength=self.K)
 
   def _freeze(self) -> dict:
@@ -94,8 +112,26 @@ class Accumulator:
       U, s, _ = np.linalg.svd(Mc.T, full_matrices=False)  # d x K'
     else:  # a non-finite batch: every metric will be NaN; keep the shapes
       U, s = np.zeros((self.d, min(self.d, present.size))), np.zeros(min(self.d, present.size))
+    Uc, lamc = self._convention_basis(M, self.counts[present], mu)
     return dict(present=present, M=M, mu=mu, Mc=Mc, U=U, s=s, N=N, index=np.full(self.K, -1),
-                proj=np.zeros(U.shape[1]), var=np.zeros(present.size), max_abs=0.0, agree=0.0, norm_H_sq=0.0)
+                proj=np.zeros(U.shape[1]), var=np.zeros(present.size), max_abs=0.0, agree=0.0, norm_H_sq=0.0,
+                Uc=Uc, lamc=lamc, projc=np.zeros((present.size, Uc.shape[1])),
+                agree_K=np.zeros(present.size))
+
+  def _convention_basis(self, M, counts, mu):
+    """Eigenpairs of the convention's Sigma_B (ufm.canonical.between) on the means centred at the sample mean."""
+    import jax
+    import jax.numpy as jnp
+
+    from ufm import canonical
+    Mr = M - mu
+    if not np.all(np.isfinite(Mr)):
+      r = min(self.d, M.shape[0])
+      return np.zeros((self.d, r)), np.zeros(r)
+    with jax.enable_x64(True):
+      _, U, lam = canonical.between(jnp.asarray(Mr), jnp.asarray(counts, jnp.float64),
+                                    canonical.numeric(self.conventions))
+      return np.asarray(U), np.asarray(lam)
 
   def add_spread(self, features, labels) -> None:
     """Pass 2: the same batches again (any order, any batching)."""
@@ -109,6 +145,7 @@ class Accumulator:
     j = st["index"][y]
     C = H - st["M"][j]
     st["proj"] += np.sum((C @ st["U"]) ** 2, axis=0)
+    _segment_add(st["projc"], j, (C @ st["Uc"]) ** 2)
     st["var"] += np.bincount(j, weights=np.sum(C**2, axis=1), minlength=st["present"].size)
     st["max_abs"] = max(st["max_abs"], float(np.max(np.abs(H - st["mu"]), initial=0.0)))
     st["norm_H_sq"] += float(np.sum(H**2))
@@ -119,6 +156,11 @@ class Accumulator:
       sq = np.sum(st["Mc"] ** 2, axis=1)
       ncc = np.argmin(sq[None, :] - 2 * (H - st["mu"]) @ st["Mc"].T, axis=1)
       st["agree"] += float(np.sum(clf == ncc))
+      if self.conventions.nc4_bias or self.b is None:
+        clf_c = clf
+      else:
+        clf_c = np.argmax(H @ Wp.T, axis=1)
+      st["agree_K"] += np.bincount(j, weights=(clf_c == ncc).astype(np.float64), minlength=st["present"].size)
 
   # ------------------------------------------------------------------ results
 
@@ -174,6 +216,43 @@ class Accumulator:
     out = {k: out[k] for k in names}
     out.update(present=present.tolist(), absent=np.flatnonzero(self.counts == 0).tolist(), N=N)
     return out
+
+
+  def summary(self, ood_mean=None) -> dict:
+    r"""The canonical summary of :mod:`ufm.canonical` under this accumulator's conventions, over the present
+    classes (the same numbers as :func:`ufm.canonical.summary` on the whole array, to rounding), plus
+    ``present``, ``absent``, ``N`` and ``conventions``. ``ood_mean``: the global mean of out-of-distribution
+    features (``d``), for NC5."""
+    import jax
+    import jax.numpy as jnp
+
+    from ufm import canonical
+    if self._pass2 is None:
+      raise ValueError("no second pass: call add_spread on every batch after add_means")
+    st = self._pass2
+    present = st["present"]
+    s = st["max_abs"]
+    sc = s if s > 0 else 1.0
+    with jax.enable_x64(True):
+      stats = canonical.Stats(
+          M=jnp.asarray(st["Mc"] / sc), counts=jnp.asarray(self.counts[present], jnp.float64),
+          m0=jnp.asarray(st["mu"]), s=jnp.asarray(s), ss=jnp.asarray(st["var"] / sc**2), U=jnp.asarray(st["Uc"]),
+          lam=jnp.asarray(st["lamc"] / sc**2), proj=jnp.asarray(st["projc"] / sc**2), agree=jnp.asarray(st["agree_K"]))
+      W = b = None
+      if self.W is not None:
+        W = jnp.asarray(self.W[present])
+        b = jnp.zeros(present.size) if self.b is None else jnp.asarray(self.b[present])
+      mu_ood = None if ood_mean is None else jnp.asarray(np.asarray(ood_mean, np.float64))
+      if mu_ood is not None and mu_ood.shape != (self.d,):
+        raise ValueError(f"ood_mean has shape {mu_ood.shape}; allowed: (d,) = ({self.d},)")
+      out = canonical.from_stats(stats, self.conventions, W, b, mu_ood)
+      finite = self.finite and (mu_ood is None or bool(jnp.all(jnp.isfinite(mu_ood))))
+      res = {k: (float(v) if finite else math.nan) for k, v in out.items() if k != "nc4_per_class"}
+      if "nc4_per_class" in out:
+        res["nc4_per_class"] = [float(v) if finite else math.nan for v in np.asarray(out["nc4_per_class"])]
+    res.update(present=present.tolist(), absent=np.flatnonzero(self.counts == 0).tolist(), N=st["N"],
+               conventions=self.conventions.name)
+    return res
 
 
 def _mean_metrics(W, b, M, Mc, names) -> dict:

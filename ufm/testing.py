@@ -74,6 +74,12 @@ TOL = {
     "float32_argmin": (2e-3, 1e-5, "argmin in float32: sqrt(eps_32) = 3.5e-4 x condition (measured 4e-4)"),
     # Our metrics against rhubarbwu/neural-collapse run in float64 on the same arrays.
     "peer": (1e-10, 1e-12, "the same formulas in float64 in two libraries"),
+    # A preset of ufm.conventions against the peer code base's own output (tests/golden): the same formulas in
+    # float64, summed in another order (SVD of the d x K centred means vs pinv of d x d Sigma_B). Relative only.
+    "golden": (1e-12, 0.0, "a preset against its peer's own float64 numbers: rounding only"),
+    # The same, for a coefficient of variation of near-equal values (UNC3 cosines at a near collapse: mean 1,
+    # std 5e-7): each cosine's rounding (1e-16) is amplified by mean/std = 2e6, so 4e-10. Measured 2e-11.
+    "golden_cov": (1e-9, 0.0, "CoV of near-equal values: eps x mean/std = 2e-16 x 2e6 (measured 2e-11)"),
     # Singular values of the implicit Jacobian F = (beta/N)[Hess^-1]_HH at an exact stationary point (the vicinity
     # base point is exact to 1e-16): one dense solve with a Hessian of condition <= 1e4 here. Measured 9e-16.
     "implicit_map": (1e-12, 1e-12, "dense float64 solve, condition <= 1e4: 1e4 x eps = 2e-12 (measured 9e-16)"),
