@@ -27,7 +27,7 @@ from ufm import deep, theory
 
 PAPER = "Garrod & Keating 2024 (arXiv 2410.23169) Thm. 1 vs Dang et al. 2023 (arXiv 2301.00437) Thm. A.1"
 FIGURE = "checks Garrod & Keating 2024 Thm. 1 (against Dang et al. 2023 Thm. A.1) with the solvers; new figure"
-RUNTIME = "1367 s wall under load (205 s CPU; mostly compilation of 16 L-BFGS programs)"
+RUNTIME = "425 s wall under load ~9 on 2 shared cores (161 s CPU; compilation of 16 L-BFGS programs 401 s)"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
