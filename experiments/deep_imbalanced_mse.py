@@ -198,7 +198,8 @@ def plot(results: xr.Dataset, c):
     ax.set_title(t, fontsize=9)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
     ax.grid(alpha=0.3, lw=0.5)
-  axs[0, 0].legend(fontsize=8)
+  if axs[0, 0].get_legend_handles_labels()[0]:  # no converged run: nothing to label
+    axs[0, 0].legend(fontsize=8)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   marks = ("o", "s", "^", "v")
   for ax, var, lab in ((axs[1, 0], "norm_w", r"$\|\bar w_k\|$ (rows of $W_M\cdots W_1$)"),

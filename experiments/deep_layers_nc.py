@@ -293,7 +293,8 @@ def plot(results: xr.Dataset, c):
       ax.set_title(f"{s} ({who})\n{title}" if k == 0 else title, fontsize=8)
       ax.tick_params(labelsize=7)
       ax.grid(alpha=0.3, lw=0.5)
-    axs[i, 0].legend(fontsize=7, loc="lower left")
+    if axs[i, 0].get_legend_handles_labels()[0]:  # no converged run: nothing to label
+      axs[i, 0].legend(fontsize=7, loc="lower left")
   for ax in axs[-1]:
     ax.set_xlabel("iteration")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
