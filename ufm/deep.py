@@ -232,7 +232,7 @@ def layer_features(params: DeepParams) -> list:
 
 def nc1_layers(params: DeepParams, problem: DeepProblem) -> jax.Array:
   r"""NC1 :math:`\frac1K\mathrm{tr}(\Sigma_W\Sigma_B^+)` (:func:`ufm.metrics.nc1`) of every :math:`H_m`,
-  ``m = 1..M+1`` (Dang et al. 2023 Fig. 2 track it for ``H`` and the intermediate features). Shape ``(M+1,)``."""
+  ``m = 1..M+1`` (Dang et al. 2023's synthetic-experiment code tracks it for ``H``). Shape ``(M+1,)``."""
   return jnp.stack([_metrics.nc1(Hm, problem.labels, problem.K) for Hm in layer_features(params)])
 
 
