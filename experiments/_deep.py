@@ -32,21 +32,20 @@ gram_errors = _leading(deep.gram_error, 2)
 centred = _leading(deep.centred_gram, 2)
 
 
-def self_duality(CG: np.ndarray, MG: np.ndarray, Zbar: np.ndarray, pi: np.ndarray, *, centre: bool) -> np.ndarray:
-  r"""Per-layer NC3, :func:`ufm.deep.self_duality_from_grams` over leading axes (float64): ``CG`` (..., M, K, K),
-  ``MG`` (..., M, K, K) (already centred when ``centre``), ``Zbar`` (..., K, K); the cross term is
-  :math:`\mathrm{tr}(\bar Z P)` with :math:`P = I - \pi\mathbf 1^\top` when ``centre`` (else ``I``), as in
-  :func:`ufm.deep.layer_metrics`."""
-  K = Zbar.shape[-1]
-  lead = np.shape(CG)[:-3]
-  P = np.eye(K) - np.outer(pi, np.ones(K)) if centre else np.eye(K)
-  cross = np.trace(np.asarray(Zbar, np.float64) @ P, axis1=-2, axis2=-1).reshape(-1)
-  per_layer = jax.vmap(deep.self_duality_from_grams, in_axes=(0, 0, None))  # over the M layers
-  with jax.enable_x64(True):
-    f = jax.vmap(per_layer)  # over the flattened leading axes
-    out = f(jnp.asarray(np.reshape(CG, (-1,) + np.shape(CG)[-3:]), jnp.float64),
-            jnp.asarray(np.reshape(MG, (-1,) + np.shape(MG)[-3:]), jnp.float64), jnp.asarray(cross, jnp.float64))
-    return np.asarray(out).reshape(lead + np.shape(CG)[-3:-2])
+def logit_frame_error(Zbar: np.ndarray, *, centred: bool) -> np.ndarray:
+  r"""Dang et al. (2023)'s NC3 (their ``compute_NC3_ETF_WH`` / ``compute_NC3_Identity_WH``): the distance of the
+  normalised class-mean logits :math:`\bar Z = \bar W\bar H` (``K x K``, last two axes; any leading axes) to the
+  normalised target, :math:`\|\bar ZP/\|\bar ZP\|_F - P/\|P\|_F\|_F` with :math:`P = I - \mathbf 1\mathbf 1^\top/K`
+  (means centred, the simplex ETF) when ``centred``, else :math:`\|\bar Z/\|\bar Z\|_F - I/\sqrt K\|_F` (the
+  orthogonal frame). A difference of unit-norm matrices: no cancellation floor. Balanced classes (the centring
+  by the global mean is :math:`P`)."""
+  Z = np.asarray(Zbar, np.float64)
+  K = Z.shape[-1]
+  T = np.eye(K) - 1.0 / K if centred else np.eye(K)
+  if centred:
+    Z = Z @ T
+  unit = lambda A: A / np.linalg.norm(A, axis=(-2, -1), keepdims=True)
+  return np.linalg.norm(unit(Z) - T / np.linalg.norm(T), axis=(-2, -1))
 
 
 def pad(a: np.ndarray, size: int, axis: int = -1) -> np.ndarray:

@@ -358,16 +358,33 @@ def test_layer_metrics_on_the_closed_form_point():
   assert float(jnp.max(lm["nc3"])) <= 1e-7  # balanced: C_m^T ∝ Hbar_m (sqrt of a round-off-sized difference)
 
 
+def test_self_duality_layers_is_the_gram_form_without_its_rounding_floor():
+  """The per-layer NC3 from the matrices equals sqrt(2 - 2 cos) from the Grams at a generic point (centred for CE,
+  uncentred for bias-free MSE), and at an exactly self-dual point (balanced closed form) it is round-off sized
+  where the Gram form floors near sqrt(eps) ~ 1e-8."""
+  M = 3
+  for loss, centred in (("mse", False), ("ce", True)):
+    q = _problem((4, 3, 2, 2), M, [1e-3, 2e-3, 3e-3], 1e-3, loss=loss, width=5)
+    params = q.init(jax.random.key(1), 1.0)
+    assert_close(deep.self_duality_layers(params, q), deep.layer_metrics(params, q, centred=centred)["nc3"], "exact")
+  q = _problem((4, 4, 4, 4), M, [1e-3, 2e-3, 3e-3], 1e-3, width=5)
+  th = theory.deep_mse_minimiser((4, 4, 4, 4), [1e-3, 2e-3, 3e-3], 1e-3, M=M, bias=False)
+  params = deep.balanced_factorisation(th.logits_M, q)
+  assert_close(deep.self_duality_layers(params, q), jnp.zeros(M), "exact")
+
+
 @pytest.mark.slow
 def test_gradient_descent_traces_the_per_layer_metrics():
   M = 3
   q = _problem((6, 3, 2, 2), M, [1e-3, 2e-3, 3e-3], 1e-3, width=5)
   sol = ufm.gradient_descent(jax.random.key(0), q, ufm.gd_hparams(0.05, momentum=0.9), num_steps=20, log_every=10,
-                             trace_metrics=("nc1_layers", "mean_grams", "classifier_grams", "balance_errors", "nc1"))
+                             trace_metrics=("nc1_layers", "mean_grams", "classifier_grams", "balance_errors", "nc1",
+                                            "self_duality_layers"))
   assert sol.trace.metrics["nc1_layers"].shape == (2, M + 1)  # the trace records the per-layer metrics
   assert sol.trace.metrics["mean_grams"].shape == (2, M + 1, 4, 4)
   assert sol.trace.metrics["classifier_grams"].shape == (2, M, 4, 4)
   assert sol.trace.metrics["balance_errors"].shape == (2, M)
+  assert sol.trace.metrics["self_duality_layers"].shape == (2, M)
 
 
 def test_bad_input_raises_before_compilation():

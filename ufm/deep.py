@@ -58,6 +58,7 @@ __all__ = [
     "nc1_layers",
     "product",
     "self_duality_from_grams",
+    "self_duality_layers",
 ]
 
 
@@ -231,7 +232,7 @@ def layer_features(params: DeepParams) -> list:
 
 def nc1_layers(params: DeepParams, problem: DeepProblem) -> jax.Array:
   r"""NC1 :math:`\frac1K\mathrm{tr}(\Sigma_W\Sigma_B^+)` (:func:`ufm.metrics.nc1`) of every :math:`H_m`,
-  ``m = 1..M+1`` (Dang et al. 2023 Fig. 2 track it for ``H`` and the intermediate features). Shape ``(M+1,)``."""
+  ``m = 1..M+1`` (Dang et al. 2023's synthetic-experiment code tracks it for ``H``). Shape ``(M+1,)``."""
   return jnp.stack([_metrics.nc1(Hm, problem.labels, problem.K) for Hm in layer_features(params)])
 
 
@@ -284,6 +285,32 @@ def _logit_means(params: DeepParams, problem: DeepProblem) -> jax.Array:
   return product(params.Ws) @ _metrics.class_means(params.H, problem.labels, problem.K)[0]
 
 
+def self_duality_layers(params: DeepParams, problem: DeepProblem) -> jax.Array:
+  r"""Per-layer NC3 :math:`\|C_m^\top/\|C_m\|_F - \tilde H_m/\|\tilde H_m\|_F\|_F`, ``m = 1..M``, computed from the
+  matrices themselves: the partial classifier :math:`C_m = W_M\cdots W_m` against layer ``m``'s class means
+  :math:`\tilde H_m = \bar H_m(I - \pi\mathbf 1^\top)` (centred, :math:`\pi = (n_k/N)_k`) when the problem has a bias
+  or the CE loss (the simplex-ETF cases), :math:`\tilde H_m = \bar H_m` for bias-free MSE (the orthogonal frame).
+
+  The same number as :func:`self_duality_from_grams` (Papyan et al. 2020's self-duality per layer), without its
+  cancellation: :math:`\sqrt{2 - 2\cos}` loses every digit of a distance below :math:`\sqrt{\epsilon}` (about
+  3e-4 in float32, 1.5e-8 in float64), this difference of unit-norm matrices only those below :math:`\epsilon`.
+  Shape ``(M,)``."""
+  Hbar = _metrics.class_means(params.H, problem.labels, problem.K)[0]
+  if problem.bias or problem.loss == "ce":
+    pi = jnp.asarray(problem.counts, Hbar.dtype) / problem.N
+    Hbar = Hbar - (Hbar @ pi)[:, None]
+  means = [Hbar]
+  for W in params.Ws[:-1]:
+    means.append(W @ means[-1])
+  C = params.Ws[-1]
+  classifiers = [C]
+  for W in reversed(params.Ws[:-1]):
+    C = C @ W
+    classifiers.append(C)
+  unit = lambda A: A / jnp.linalg.norm(A)
+  return jnp.stack([jnp.linalg.norm(unit(Cm.T) - unit(Hm)) for Cm, Hm in zip(classifiers[::-1], means)])
+
+
 #: Problem-specific trace metrics of a :class:`DeepProblem` (``trace_metrics=("nc1_layers", ...)``); each
 #: returns an array with a layer axis. ``logit_means`` is :math:`\bar W\bar H` (``K x K``).
 DEEP_METRICS = {
@@ -292,6 +319,7 @@ DEEP_METRICS = {
     "classifier_grams": classifier_grams,
     "balance_errors": balance_errors,
     "logit_means": _logit_means,
+    "self_duality_layers": self_duality_layers,
 }
 
 
