@@ -23,7 +23,7 @@ from ufm import spherical, tiled
 
 PAPER = "Wu & Papyan 2024 (Linguistic Collapse); Jiang et al. 2024"
 FIGURE = "new (UFM analogue of Wu & Papyan 2024's language-model measurements)"
-RUNTIME = "150 s CPU; 340 s wall measured under load from other jobs"
+RUNTIME = "621 s wall (load ~8, 2 cores shared with other jobs; 189 s CPU)"
 
 TRACE_METRICS = ("gnc2", "unc3", "cdnv", "nc1_ratio")
 
