@@ -29,7 +29,7 @@ from ufm import metrics, mixup, theory
 
 PAPER = "Fisher, Meng, Papyan 2024"
 FIGURE = "new (alpha and K sweeps of the mixup UFM of Fisher et al. 2024 Sec. 3)"
-RUNTIME = "650 s (under load 10-15; compile 467 s)"
+RUNTIME = "508 s wall (load ~8, 2 cores shared with other jobs; 168 s CPU)"
 
 _MODELS = ("input", "manifold")
 
@@ -234,7 +234,8 @@ def plot(results: xr.Dataset, c):
       shown = f"{dev.max():.1e}" if dev.size else "n/a"
       title = f"{title}\nmax |measured - theory| = {shown} ({ok.sum()}/{ok.size} converged runs)"
     ax.set(xscale="log", xlabel=r"$\alpha$ (Beta($\alpha, \alpha$))", title=title)
-    if logy:
+    shown_vals = np.where(ok, results[var].values, np.nan)
+    if logy and np.any(np.isfinite(shown_vals) & (shown_vals > 0)):  # no converged run: nothing to put on a log axis
       ax.set_yscale("log")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
