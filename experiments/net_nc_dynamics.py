@@ -1,16 +1,26 @@
 r"""NC1–NC4 along the training of a real MLP on the digits, CE and MSE, beside the UFM's limits.
 
 An MLP (64 -> 128 -> 128 -> 128 -> 10, ReLU) trained on scikit-learn's digits (K = 10, 124 images per class, 50
-per class held out) with SGD + momentum, a cosine learning rate, weight decay on every layer and the UFM's explicit
-feature decay :math:`\lambda_H` (Zhu et al. 2021's ``--sep_decay``; see :mod:`ufm.networks` for the objective),
-``num_seeds`` seeds vmapped per setting. The metrics of :mod:`ufm.metrics` are measured on the penultimate features
-at log-spaced epochs, through 100% training accuracy and far into the terminal phase.
+per class held out) with SGD + momentum, a cosine learning rate and the plain network loss: the loss plus weight
+decay on the parameters only (hidden layers ``weight_decay``, classifier :math:`\lambda_W`), no decay on the
+features (``lam_H = 0``). ``--set lam_H=1e-4`` trains the *feature-decay variant* instead (the UFM's explicit
+:math:`\frac{\lambda_H}{2}\|H\|_F^2`, Zhu et al. 2021's ``--sep_decay``; see :mod:`ufm.networks`), a separate run
+and results directory, labelled as such in its figure: that term builds part of the agreement with the UFM in, so
+it is not the default. ``num_seeds`` seeds vmapped per setting. The metrics of :mod:`ufm.metrics` are measured on
+the penultimate features at log-spaced epochs, through 100% training accuracy and into the terminal phase.
 
-UFM limits (dashed): :func:`ufm.networks.compare_with_ufm` builds the UFM with the same ``K``, ``n_k``,
-:math:`\lambda_W` and :math:`\lambda_H` and takes its minimiser from :func:`ufm.theory.predict`: a simplex ETF
-with a bias (CE: Zhu et al. 2021, Thm. 3.1; MSE: Zhou et al. 2022, Thm. 3.1) and an orthogonal frame for bias-free
-MSE (Tirer & Bruna 2022). Every NC metric's limit is 0 except, for the orthogonal frame, the ETF error of ``W`` and
-the self-duality against the centred means (their non-zero limits are drawn), and :math:`\|W\|_F^2` (drawn).
+*Converged* (the gate, :data:`experiments._networks.PLATEAU_TOL`): 100% training accuracy at the last epoch and a
+full-batch training objective that changed by at most 1% (relative) over the last 10% of the epochs; a non-finite
+loss is *diverged*; any other run is *stopped*. Only converged seeds are drawn; the figure says how many were left
+out.
+
+UFM limits (dashed): :func:`ufm.networks.compare_with_ufm` builds the UFM with the same ``K``, ``n_k`` and
+:math:`\lambda_W`, and with the network's *effective* feature decay :math:`\lambda_H^{\mathrm{eff}} =
+\lambda_W\|W\|_F^2/\|H\|_F^2` (the UFM's balance identity at the trained network; the trained ``lam_H`` in the
+feature-decay variant), and takes its minimiser from :func:`ufm.theory.predict`: a simplex ETF with a bias (CE: Zhu
+et al. 2021, Thm. 3.1; MSE: Zhou et al. 2022, Thm. 3.1) and an orthogonal frame for bias-free MSE (Tirer & Bruna
+2022). Every NC metric's limit is 0 except, for the orthogonal frame, the ETF error of ``W`` and the self-duality
+against the centred means (their non-zero limits are drawn), and :math:`\|W\|_F^2` (drawn).
 
 Sources: Papyan, Han & Donoho 2020 (arXiv 2008.08186), Figs. 2–7 (the measurements); Zhu et al. 2021 (arXiv
 2105.02375) and Zhou et al. 2022 (arXiv 2203.01238), the UFM as the model of those networks.
@@ -21,6 +31,7 @@ import xarray as xr
 
 from experiments import _common
 from experiments import _networks as N
+from experiments import runner
 from ufm import networks as nets
 
 PAPER = "Papyan et al. 2020; Zhu et al. 2021; Zhou et al. 2022"
@@ -33,9 +44,11 @@ PLOTTED = ("nc1", "etf_error_M", "etf_error_W", "of_error_W", "self_duality", "n
 
 
 def get_config(arg: str | None = None):
-  """Full: MLP 128 x 3 on digits, settings CE+bias, MSE+bias, MSE (no bias), 4 seeds, 600 epochs. ``"smoke"``: one
-  setting, 2 seeds, a 16-unit MLP, 64 images per class, 6 epochs."""
+  """Full: MLP 128 x 3 on digits, settings CE+bias, MSE+bias, MSE (no bias), plain loss (``lam_H = 0``), 3 seeds,
+  400 epochs (sized to run in about 5 minutes on the shared 2-core CPU). ``"smoke"``: one setting, 2 seeds, a
+  16-unit MLP, 64 images per class, 6 epochs."""
   c = N.base_config()
+  c.num_seeds, c.num_epochs = 3, 400
   c.settings = ("ce+bias", "mse+bias", "mse")
   c.n = 124  # training images per class
   if _common.variant(arg) == "smoke":
@@ -61,11 +74,12 @@ def run(c, ctx) -> xr.Dataset:
     res = nets.train(keys, data, hp, net=nets_[s], config=cfgs[s], progress=f"net_nc_dynamics[{s}]" if ctx.progress
                      else False)
     v = N.trace_vars(res.trace)
-    v["diverged"] = (("seed",), np.asarray(res.diverged))
+    v.update(N.convergence_vars(res, cfgs[s].epochs))
     cmp = [nets.compare_with_ufm(f.W, f.hidden[-1], f.b if bias else None, data.counts, loss=loss, lam_W=c.lam_W,
                                  lam_H=c.lam_H or None, names=PLOTTED) for f in N.final_features(nets_[s], res, data.X)]
     for k in ("gram_W_distance", "gram_M_distance", "norm_W_sq", "norm_H_sq"):
       v[f"cmp_{k}"] = (("seed",), np.asarray([getattr(x, k) for x in cmp]))
+    v["cmp_lam_H"] = (("seed",), np.asarray([x.lam_H for x in cmp]))
     for k in ("norm_W_sq", "norm_H_sq"):
       v[f"pred_{k}"] = (("seed",), np.asarray([getattr(x, f"pred_{k}") for x in cmp]))
     for k in PLOTTED:
@@ -87,45 +101,126 @@ _PANELS = (("err", "train (solid) / test (dotted) error"), ("nc1", r"NC1  $\math
            ("nc4", "NC4: 1 - agreement of classifier and NCC"), ("norm_W_sq", r"$\|W\|_F^2$"))
 
 
+def _variant(a) -> str:
+  return ("plain loss (weight decay on parameters only, no feature decay)" if not a["lam_H"] else
+          f"feature-decay variant: explicit $\\lambda_H$={a['lam_H']:g} on the features")
+
+
+def summary(results: xr.Dataset, c) -> dict:
+  """Per setting (converged seeds only): convergence counts, the epoch of 100% train accuracy, final test accuracy,
+  NC1 at the start and the end, the final NC4 agreement, the Gram distance to the UFM's prediction, ||W||^2 measured
+  over predicted, the effective lam_H, the final ETF / orthogonal-frame errors of W (mean and sd over seeds)."""
+  out = {"K": int(results.attrs["K"]), "n": int(results.attrs["n"]), "width": int(results.attrs["width"]),
+         "depth": int(results.attrs["depth"]), "lam_W": float(results.attrs["lam_W"]),
+         "lam_H": float(results.attrs["lam_H"]), "weight_decay": float(results.attrs["weight_decay"]),
+         "lr": float(results.attrs["lr"]), "num_epochs": int(results.attrs["num_epochs"]),
+         "seeds": int(results.sizes["seed"]), "settings": {}}
+  ep = results.epoch.values
+  for s in results.setting.values:
+    r = results.sel(setting=s)
+    ok, _ = runner.gate(r.converged.values, r.diverged.values)
+    d = {"converged": int(ok.sum()), "geometry": str(r.geometry.item()),
+         "full_acc_epoch": N.first_epoch(ep, r.trace_train_acc.values)}
+    if ok.any():
+      g = r.isel(seed=np.flatnonzero(ok))
+      d.update(test_acc_min=float(g.trace_test_acc.values[:, -1].min()),
+               test_acc_max=float(g.trace_test_acc.values[:, -1].max()),
+               nc1_start=N.mean_sd(g.trace_nc1.values[:, 0]), nc1_end=N.mean_sd(g.trace_nc1.values[:, -1]),
+               nc4_end_min=float(g.trace_nc4.values[:, -1].min()),
+               gram_W=N.mean_sd(g.cmp_gram_W_distance.values), gram_M=N.mean_sd(g.cmp_gram_M_distance.values),
+               norm_W_ratio=N.mean_sd(g.cmp_norm_W_sq.values / g.pred_norm_W_sq.values),
+               lam_H_eff=N.mean_sd(g.cmp_lam_H.values), etf_error_W=N.mean_sd(g.trace_etf_error_W.values[:, -1]),
+               pred_etf_error_W=float(r.pred_etf_error_W))
+      if "trace_of_error_W" in g:
+        d["of_error_W"] = N.mean_sd(g.trace_of_error_W.values[:, -1])
+    out["settings"][str(s)] = d
+  return out
+
+
+def _ms(x, f=".3f"):
+  return f"{x[0]:{f}} ± {x[1]:{f}}"
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  S = summary
+  variant = ("the plain loss (weight decay on the parameters only, no feature decay)" if not S["lam_H"] else
+             f"the feature-decay variant (explicit λ_H = {S['lam_H']:g} on the features)")
+  parts = []
+  for s, d in S["settings"].items():
+    if not d["converged"]:
+      parts.append(f"{s}: no seed converged")
+      continue
+    t = (f"{s}: {d['converged']}/{S['seeds']} seeds converged, 100% train accuracy from epoch {d['full_acc_epoch'] if d['full_acc_epoch'] is not None else 'never (all seeds)'} "
+         f"(test {100 * d['test_acc_min']:.1f}–{100 * d['test_acc_max']:.1f}%), NC1 {d['nc1_start'][0]:.2f} → "
+         f"{_ms(d['nc1_end'], '.2e')}, NC4 agreement ≥ {d['nc4_end_min']:.3f}; against the UFM's {d['geometry']} at "
+         f"λ_H^eff = {_ms(d['lam_H_eff'], '.2e')}: Gram distance of WWᵀ {_ms(d['gram_W'])}, of the class means "
+         f"{_ms(d['gram_M'])}, ‖W‖²_F measured/predicted {_ms(d['norm_W_ratio'])}")
+    if "of_error_W" in d and d["geometry"] == "orthogonal frame":
+      t += (f"; ETF error of W {_ms(d['etf_error_W'])} (the orthogonal frame's {d['pred_etf_error_W']:.3f}), "
+            f"orthogonal-frame error {_ms(d['of_error_W'])}")
+    parts.append(t)
+  return (f"{FIGURE}: MLP 64 → {S['width']}×{S['depth']} → {S['K']} (ReLU) on the digits ({S['n']} training images "
+          f"per class), SGD {S['lr']:g} + momentum, cosine schedule, {S['num_epochs']} epochs, {variant}: weight decay "
+          f"{S['weight_decay']:g}, λ_W = {S['lam_W']:g}; {S['seeds']} seeds, mean ± sd over the converged ones "
+          "(converged: 100% train accuracy and the objective within 1% over the last 10% of epochs). The UFM's "
+          "feature decay is the network's effective one, λ_W‖W‖²/‖H‖² (balance identity), not a trained term. "
+          + "; ".join(parts) + ".")
+
+
+_STYLE = ({"ls": "-"}, {"ls": "--", "dashes": (5, 2)}, {"ls": "-."})
+
+
 def plot(results: xr.Dataset, c):
-  """Eight panels: error, NC1, NC2 (means, W), NC3, NC4, ||W||^2 against epoch (mean and min-max over seeds, dashed
-  the UFM's limit), and a text panel with the final Gram distances to the UFM's prediction."""
+  """Eight panels: error, NC1, NC2 (means, W), NC3, NC4, ||W||^2 against epoch (mean and min-max over the converged
+  seeds, thin dashed the UFM's limit where non-zero), and a text panel with the final Gram distances to the UFM's
+  prediction. Settings differ in colour and line style."""
   from matplotlib import pyplot as plt
-  fig, axs = plt.subplots(2, 4, figsize=(16, 7), constrained_layout=True)
+  fig, axs = plt.subplots(2, 4, figsize=(16, 7.4), constrained_layout=True)
   axs = axs.ravel()
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   x = np.maximum(results.epoch.values, 0.5)  # epoch 0 (initialisation) drawn at 0.5 on the log axis
-  lines = []
+  lines, notes = [], []
   for i, s in enumerate(results.setting.values):
-    r = results.sel(setting=s)
-    col = colors[i % len(colors)]
+    r0 = results.sel(setting=s)
+    ok, note = runner.gate(r0.converged.values, r0.diverged.values)
+    notes.append(f"{s}: {int(ok.sum())}/{ok.size} seeds converged" + (f" ({note})" if note else ""))
+    if not ok.any():
+      continue
+    r = r0.isel(seed=np.flatnonzero(ok))
+    col, sty = colors[i % len(colors)], _STYLE[i % len(_STYLE)]
     for ax, (key, title) in zip(axs, _PANELS):
       if key == "err":
-        _common.spread(ax, x, 1 - r.trace_train_acc.values, color=col, label=f"{s} ({r.geometry.item()})",
-                       floor=1e-4)
-        ax.plot(x, (1 - r.trace_test_acc.values).mean(0), color=col, ls=":")
+        _common.spread(ax, x, 1 - r.trace_train_acc.values, color=col, label=f"{s} (UFM: {r.geometry.item()})",
+                       floor=1e-4, **sty)
+        ax.plot(x, (1 - r.trace_test_acc.values).mean(0), color=col, ls=":", lw=1)
       elif key == "nc4":
-        _common.spread(ax, x, 1 - r.trace_nc4.values, color=col, label=s, floor=1e-4)
+        _common.spread(ax, x, 1 - r.trace_nc4.values, color=col, label=s, floor=1e-4, **sty)
       else:
-        _common.spread(ax, x, r[f"trace_{key}"].values, color=col, label=s, floor=1e-6)
+        _common.spread(ax, x, r[f"trace_{key}"].values, color=col, label=s, floor=1e-6, **sty)
         target = float(r[f"pred_{key}"].values.mean()) if key == "norm_W_sq" else float(r[f"pred_{key}"])
         if np.isfinite(target) and target > 1e-9:
-          ax.axhline(target, color=col, ls="--", lw=1)
+          ax.axhline(target, color=col, ls=(0, (2, 2)), lw=0.9)
         if key == "etf_error_W" and r.setting.item() == "mse" and "trace_of_error_W" in r:
-          ax.plot(x, r.trace_of_error_W.values.mean(0), color=col, ls="-.", lw=1)
+          ax.plot(x, r.trace_of_error_W.values.mean(0), color=col, ls="-.", lw=1, marker=".", ms=4)
       ax.set_title(title, fontsize=9)
     g = r.cmp_gram_W_distance.values
-    lines.append(f"{s}: UFM {r.geometry.item()}\n  |WW^T - pred|_F (normalised) = {g.mean():.3f} "
-                 f"[{g.min():.3f}, {g.max():.3f}]\n  class-mean Gram: {r.cmp_gram_M_distance.values.mean():.3f}\n"
+    lines.append(f"{s}: UFM {r.geometry.item()}, lam_H^eff {r.cmp_lam_H.values.mean():.2e}\n"
+                 f"  |WW^T - pred|_F (normalised) = {g.mean():.3f} ± {g.std(ddof=1) if g.size > 1 else 0:.3f}\n"
+                 f"  class-mean Gram: {r.cmp_gram_M_distance.values.mean():.3f}\n"
                  f"  |W|^2: {r.cmp_norm_W_sq.values.mean():.1f} measured, {r.pred_norm_W_sq.values.mean():.1f} UFM")
   for ax, _ in zip(axs, _PANELS):
     ax.set(xscale="log", yscale="log", xlabel="epoch")
+  axs[0].set_ylabel("error (1 - accuracy)")
   handles, labels = axs[0].get_legend_handles_labels()
   axs[-1].axis("off")
   axs[-1].legend(handles, labels, loc="upper center", fontsize=8, title="setting (UFM geometry)")
-  axs[-1].text(0.0, 0.62, "\n".join(lines), fontsize=7.5, va="top", family="monospace", transform=axs[-1].transAxes)
+  axs[-1].text(0.0, 0.66, "\n".join(lines + [""] + notes), fontsize=7.2, va="top", family="monospace",
+               transform=axs[-1].transAxes)
   a = results.attrs
-  fig.suptitle(f"MLP {a['width']}x{a['depth']} on digits (K=10, n={a['n']}), SGD lr {a['lr']:g} cosine, weight decay "
-               f"{a['weight_decay']:g}, $\\lambda_W$={a['lam_W']:g}, $\\lambda_H$={a['lam_H']:g}: mean and min-max "
-               f"over {results.sizes['seed']} seeds; dashed: the UFM's limit (where non-zero)", fontsize=10)
+  fig.suptitle(f"MLP {a['width']}x{a['depth']} on digits (K={a['K']}, n={a['n']}), SGD lr {a['lr']:g} cosine, "
+               f"{a['num_epochs']} epochs, {_variant(a)}: weight decay {a['weight_decay']:g}, $\\lambda_W$="
+               f"{a['lam_W']:g}\nmean and min-max over the converged seeds (of {results.sizes['seed']}); thin dashed: "
+               "the UFM's limit (where non-zero) at the network's effective $\\lambda_H = \\lambda_W\\|W\\|^2/\\|H\\|^2$",
+               fontsize=10)
   return fig
