@@ -255,6 +255,10 @@ def plot(results: xr.Dataset, c):
     row[0].set_title(f"{p}: classifier norms; n_k = {', '.join(str(int(x)) for x in n_k)}", fontsize=9)
     row[1].set(xscale="log", xlabel="$n_k$", ylabel=r"$\|\bar h_k\|$ (centred with a bias)")
     row[1].set_title(f"{p}: class-mean feature norms ({conv})", fontsize=9)
+    ticks = np.unique(n_k)
+    for ax in row[:2]:
+      ax.set_xticks(ticks, [str(int(t)) for t in ticks], fontsize=7)
+      ax.minorticks_off()
     lim = [-0.5, 1.05]
     row[2].plot(lim, lim, color="k", lw=0.8, zorder=0)
     row[2].set(xlim=lim, ylim=lim, xlabel=r"UFM $\cos(w_k, w_{k'})$", ylabel=r"network $\cos(w_k, w_{k'})$")

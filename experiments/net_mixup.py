@@ -237,7 +237,7 @@ def plot(results: xr.Dataset, c):
   (dashed) and straight plain path (dotted); then the confidence against lam, measured and predicted."""
   from matplotlib import pyplot as plt
   S = results.sizes["setting"]
-  fig, axs = plt.subplots(1, S + 1, figsize=(5.2 * (S + 1), 4.6), constrained_layout=True, squeeze=False)
+  fig, axs = plt.subplots(1, S + 1, figsize=(5.8 * (S + 1), 5.4), constrained_layout=True, squeeze=False)
   axs = axs[0]
   lam = results.lam.values
   cmap = plt.get_cmap("coolwarm")
@@ -264,9 +264,10 @@ def plot(results: xr.Dataset, c):
     ax.axvline(0, color="0.5", lw=0.6)
     ax.set(xlabel=r"$h\cdot(w_c - w_{c'})/\|\cdot\|$ (across the boundary)",
            ylabel=r"$h\cdot(w_c + w_{c'})/\|\cdot\|$ (along it)",
-           title=f"{s} ({gate_txt}): mean over {results.attrs['pairs']} mixed pairs per $\\lambda$, each seed\n"
+           title=f"{s} ({gate_txt}):\nmean over {results.attrs['pairs']} mixed pairs per $\\lambda$, each seed\n"
                  f"bulge at $\\lambda$=1/2: network {b.mean():+.3f} ± {sd(b):.3f}, mixup UFM {pb.mean():+.3f} ± "
                  f"{sd(pb):.3f}\nfitted $\\mu$ {r.mu.values.mean():.3g}; test acc {r.test_acc.values.mean():.3f}")
+    ax.title.set_fontsize(9)
     ax.legend(fontsize=8, loc="lower right")
   ax = axs[-1]
   for i, s in enumerate(results.setting.values):
@@ -276,7 +277,7 @@ def plot(results: xr.Dataset, c):
     ax.plot(lam, r.pred_plain_conf.values.mean(0), color=cols[i], ls=":", lw=1, label="UFM plain at its $\\mu$")
   ax.set(xlabel=r"$\lambda$ (weight of class $c$)", ylabel="confidence (largest softmax probability)",
          title="confidence on mixed inputs")
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
   sm = plt.cm.ScalarMappable(cmap=cmap)
   fig.colorbar(sm, ax=list(axs[:-1]), label=r"$\lambda$", shrink=0.8)
   a = results.attrs
