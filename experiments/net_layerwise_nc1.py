@@ -40,6 +40,9 @@ def get_config(arg: str | None = None):
   16 x 3 MLP, 3 epochs."""
   c = N.base_config()
   c.depth = 6
+  # fast_compile: XLA -O0. At the default level the execution of the full program hung (all threads idle, no CPU
+  # time for minutes) on the loaded 2-core CPU; -O0 compiles faster and has not hung (as in net_imbalanced).
+  c.fast_compile = True
   c.settings = ("ce+bias", "mse+bias")
   c.n = 124
   c.metrics, c.layer_metrics = ("nc1", "nc4"), LAYER  # what the figure shows (all metrics: net_nc_dynamics)

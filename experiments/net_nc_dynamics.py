@@ -49,6 +49,9 @@ def get_config(arg: str | None = None):
   16-unit MLP, 64 images per class, 6 epochs."""
   c = N.base_config()
   c.num_seeds, c.num_epochs = 3, 400
+  # fast_compile: XLA -O0. At the default level the execution of the full program hung (all threads idle, no CPU
+  # time for minutes) on the loaded 2-core CPU; -O0 compiles faster and has not hung (as in net_imbalanced).
+  c.fast_compile = True
   c.settings = ("ce+bias", "mse+bias", "mse")
   c.n = 124  # training images per class
   if _common.variant(arg) == "smoke":
