@@ -1,5 +1,7 @@
 """Helpers shared by the network experiments (``net_*``): configs, training runs, traces as xarray, comparisons."""
 
+import contextlib
+import io
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -94,6 +96,17 @@ def train_config(c, loss: str, *, mixup: bool = False) -> nets.TrainConfig:
                            epochs=epochs(c), lr_schedule=c.lr_schedule, mixup=mixup,
                            metrics=tuple(c.metrics) or None, layer_metrics=tuple(c.layer_metrics) or None,
                            fast_compile=c.fast_compile)
+
+
+def train(keys, data, hp, *, net, config, label: str, progress: bool) -> nets.TrainResult:
+  """:func:`ufm.networks.train`, always as one jitted call per measurement segment (its progress-bar path, the same
+  computation), the bar shown only when ``progress``. The one-program path's execution hung (every thread idle, no
+  CPU time for minutes) for the full configurations on the loaded 2-core CPU, at XLA -O0 and -O2 alike; the
+  segmented path ran every time."""
+  if progress:
+    return nets.train(keys, data, hp, net=net, config=config, progress=label)
+  with contextlib.redirect_stderr(io.StringIO()):
+    return nets.train(keys, data, hp, net=net, config=config, progress=label)
 
 
 def check_settings(names) -> tuple[str, ...]:

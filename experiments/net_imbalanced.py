@@ -106,8 +106,7 @@ def run(c, ctx) -> xr.Dataset:
       cfg = N.train_config(c, loss)
       net = nets.mlp(64, 10, width=c.width, depth=c.depth, bias=bias)
       hp = N.hparams(c)
-      res = nets.train(keys, data, hp, net=net, config=cfg,
-                       progress=f"net_imbalanced[{p},{s}]" if ctx.progress else False)
+      res = N.train(keys, data, hp, net=net, config=cfg, label=f"net_imbalanced[{p},{s}]", progress=ctx.progress)
       cmp = [nets.compare_with_ufm(f.W, f.hidden[-1], f.b if bias else None, counts[p], loss=loss, lam_W=c.lam_W,
                                    lam_H=c.lam_H or None, names=("nc1",)) for f in N.final_features(net, res, data.X)]
       row = {

@@ -126,7 +126,7 @@ def run(c, ctx) -> xr.Dataset:
     net = nets.mlp(64, K, width=c.width, depth=c.depth, bias=False, fixed_etf=True, etf_scale=c.rho)
     cfg = N.train_config(c, "ce", mixup=s == "mixup")
     hp = N.hparams(c, mixup_alpha=c.mixup_alpha)
-    res = nets.train(keys, data, hp, net=net, config=cfg, progress=f"net_mixup[{s}]" if ctx.progress else False)
+    res = N.train(keys, data, hp, net=net, config=cfg, label=f"net_mixup[{s}]", progress=ctx.progress)
     rows = {k: [] for k in ("x", "y", "x_std", "y_std", "conf", "mu", "pred_x", "pred_y", "pred_conf",
                             "pred_plain_x", "pred_plain_y", "pred_plain_conf")}
     for i in range(len(keys)):

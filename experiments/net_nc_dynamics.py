@@ -49,8 +49,7 @@ def get_config(arg: str | None = None):
   16-unit MLP, 64 images per class, 6 epochs."""
   c = N.base_config()
   c.num_seeds, c.num_epochs = 3, 400
-  # fast_compile: XLA -O0. At the default level the execution of the full program hung (all threads idle, no CPU
-  # time for minutes) on the loaded 2-core CPU; -O0 compiles faster and has not hung (as in net_imbalanced).
+  # fast_compile: XLA -O0 (compiles several times faster; on this small MLP the slower execution costs less).
   c.fast_compile = True
   c.settings = ("ce+bias", "mse+bias", "mse")
   c.n = 124  # training images per class
@@ -74,8 +73,8 @@ def run(c, ctx) -> xr.Dataset:
   per = []
   for s in settings:
     loss, bias = N.SETTINGS[s]
-    res = nets.train(keys, data, hp, net=nets_[s], config=cfgs[s], progress=f"net_nc_dynamics[{s}]" if ctx.progress
-                     else False)
+    res = N.train(keys, data, hp, net=nets_[s], config=cfgs[s], label=f"net_nc_dynamics[{s}]",
+                  progress=ctx.progress)
     v = N.trace_vars(res.trace)
     v.update(N.convergence_vars(res, cfgs[s].epochs))
     cmp = [nets.compare_with_ufm(f.W, f.hidden[-1], f.b if bias else None, data.counts, loss=loss, lam_W=c.lam_W,
