@@ -3,16 +3,17 @@ r"""NC1–NC4 along the training of a real MLP on the digits, CE and MSE, beside
 An MLP (64 -> 128 -> 128 -> 128 -> 10, ReLU) trained on scikit-learn's digits (K = 10, 124 images per class, 50
 per class held out) with SGD + momentum, a cosine learning rate and the plain network loss: the loss plus weight
 decay on the parameters only (hidden layers ``weight_decay``, classifier :math:`\lambda_W`), no decay on the
-features (``lam_H = 0``). ``--set lam_H=1e-4`` trains the *feature-decay variant* instead (the UFM's explicit
-:math:`\frac{\lambda_H}{2}\|H\|_F^2`, Zhu et al. 2021's ``--sep_decay``; see :mod:`ufm.networks`), a separate run
-and results directory, labelled as such in its figure: that term builds part of the agreement with the UFM in, so
-it is not the default. ``num_seeds`` seeds vmapped per setting. The metrics of :mod:`ufm.metrics` are measured on
+features (``lam_H = 0``). The *feature-decay variant* (the UFM's explicit :math:`\frac{\lambda_H}{2}\|H\|_F^2`,
+Zhu et al. 2021's ``--sep_decay``; see :mod:`ufm.networks`) of the settings ``feature_decay_settings`` is trained
+beside them as separate settings labelled ``"<setting>, lam_H=<value>"``: that term builds part of the agreement with
+the UFM in, so it is not the default, and the figure shows how much. ``num_seeds`` seeds vmapped per setting. The metrics of :mod:`ufm.metrics` are measured on
 the penultimate features at log-spaced epochs, through 100% training accuracy and into the terminal phase.
 
 *Converged* (the gate, :data:`experiments._networks.PLATEAU_TOL`): 100% training accuracy at the last epoch and a
 full-batch training objective that changed by at most 1% (relative) over the last 10% of the epochs; a non-finite
 loss is *diverged*; any other run is *stopped*. Only converged seeds are drawn; the figure says how many were left
-out.
+out. Under the cosine schedule the learning rate is small in those last epochs, so the plateau says that training
+stopped moving, not that it reached a stationary point of the objective.
 
 UFM limits (dashed): :func:`ufm.networks.compare_with_ufm` builds the UFM with the same ``K``, ``n_k`` and
 :math:`\lambda_W`, and with the network's *effective* feature decay :math:`\lambda_H^{\mathrm{eff}} =
@@ -44,17 +45,20 @@ PLOTTED = ("nc1", "etf_error_M", "etf_error_W", "of_error_W", "self_duality", "n
 
 
 def get_config(arg: str | None = None):
-  """Full: MLP 128 x 3 on digits, settings CE+bias, MSE+bias, MSE (no bias), plain loss (``lam_H = 0``), 3 seeds,
-  400 epochs (sized to run in about 5 minutes on the shared 2-core CPU). ``"smoke"``: one setting, 2 seeds, a
-  16-unit MLP, 64 images per class, 6 epochs."""
+  """Full: MLP 128 x 3 on digits, settings CE+bias, MSE+bias, MSE (no bias) with the plain loss (``lam_H = 0``), and
+  the feature-decay variant (``lam_H_variant = 1e-4``) of CE+bias and MSE as separate, labelled settings; 4 seeds,
+  600 epochs (about 4 minutes on the shared 2-core CPU). ``"smoke"``: one setting, 2 seeds, a 16-unit MLP, 64 images
+  per class, 6 epochs."""
   c = N.base_config()
-  c.num_seeds, c.num_epochs = 3, 400
+  c.num_seeds, c.num_epochs = 4, 600
+  c.feature_decay_settings, c.lam_H_variant = ("ce+bias", "mse"), 1e-4
   # fast_compile: XLA -O0 (compiles several times faster; on this small MLP the slower execution costs less).
   c.fast_compile = True
   c.settings = ("ce+bias", "mse+bias", "mse")
   c.n = 124  # training images per class
   if _common.variant(arg) == "smoke":
     c.settings, c.num_seeds, c.width, c.depth, c.n = ("ce+bias",), 2, 16, 2, 64
+    c.feature_decay_settings = ()
     c.num_epochs, c.num_points, c.metrics, c.layer_metrics, c.fast_compile = 6, 3, PLOTTED, ("nc1",), True
   return c
 
@@ -63,22 +67,26 @@ def get_config(arg: str | None = None):
 def run(c, ctx) -> xr.Dataset:
   """Dims ``(setting, seed, epoch[, layer])`` for the traces, ``(setting, seed)`` for the final comparison with the
   UFM (``cmp_*`` measured, ``pred_*`` predicted), ``(setting,)`` for the predicted geometry."""
-  settings = N.check_settings(c.settings)
+  plain = N.check_settings(c.settings)
+  variants = (_common.check_settings(c.feature_decay_settings, N.SETTINGS, key="feature_decay_settings")
+              if len(c.feature_decay_settings) else ())
+  lam_var = float(_common.positive("lam_H_variant", [c.lam_H_variant])[0]) if variants else 0.0
+  runs = [(s, s, float(c.lam_H)) for s in plain] + [(f"{s}, lam_H={lam_var:g}", s, lam_var) for s in variants]
   n = _common.check_int("n", c.n, lo=2, hi=124)
   data = N.digits(c, (n,) * 10)
-  hp = N.hparams(c)
-  cfgs = {s: N.train_config(c, N.SETTINGS[s][0]) for s in settings}
-  nets_ = {s: nets.mlp(64, 10, width=c.width, depth=c.depth, bias=N.SETTINGS[s][1]) for s in settings}
+  cfgs = {s: N.train_config(c, N.SETTINGS[s][0]) for s in set(plain) | set(variants)}
+  nets_ = {s: nets.mlp(64, 10, width=c.width, depth=c.depth, bias=N.SETTINGS[s][1]) for s in cfgs}
   keys = N.keys(c)
   per = []
-  for s in settings:
+  for label, s, lam_H in runs:
     loss, bias = N.SETTINGS[s]
-    res = N.train(keys, data, hp, net=nets_[s], config=cfgs[s], label=f"net_nc_dynamics[{s}]",
-                  progress=ctx.progress)
+    res = N.train(keys, data, N.hparams(c, lam_H=lam_H), net=nets_[s], config=cfgs[s],
+                  label=f"net_nc_dynamics[{label}]", progress=ctx.progress)
     v = N.trace_vars(res.trace)
     v.update(N.convergence_vars(res, cfgs[s].epochs))
+    v["train_lam_H"] = ((), np.asarray(lam_H))
     cmp = [nets.compare_with_ufm(f.W, f.hidden[-1], f.b if bias else None, data.counts, loss=loss, lam_W=c.lam_W,
-                                 lam_H=c.lam_H or None, names=PLOTTED) for f in N.final_features(nets_[s], res, data.X)]
+                                 lam_H=lam_H or None, names=PLOTTED) for f in N.final_features(nets_[s], res, data.X)]
     for k in ("gram_W_distance", "gram_M_distance", "norm_W_sq", "norm_H_sq"):
       v[f"cmp_{k}"] = (("seed",), np.asarray([getattr(x, k) for x in cmp]))
     v["cmp_lam_H"] = (("seed",), np.asarray([x.lam_H for x in cmp]))
@@ -89,14 +97,14 @@ def run(c, ctx) -> xr.Dataset:
     v["geometry"] = ((), np.asarray(cmp[0].geometry))
     per.append(v)
   ds = xr.Dataset({k: (("setting",) + per[0][k][0], np.stack([p[k][1] for p in per])) for k in per[0]},
-                  coords={"setting": list(settings), "seed": ctx.axes["seed"], "epoch": list(cfgs[settings[0]].epochs),
+                  coords={"setting": [r[0] for r in runs], "seed": ctx.axes["seed"], "epoch": list(N.epochs(c)),
                           "layer": np.arange(1, c.depth + 1)})
   ds.attrs.update(K=10, n=n, width=c.width, depth=c.depth, lam_W=c.lam_W, lam_H=c.lam_H,
                   weight_decay=c.weight_decay, lr=c.lr, num_epochs=c.num_epochs)
   return ds
 
 
-_PANELS = (("err", "train (solid) / test (dotted) error"), ("nc1", r"NC1  $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$"),
+_PANELS = (("err", "train / test (dotted) error; 0 drawn at 1e-4"), ("nc1", r"NC1  $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$"),
            ("etf_error_M", r"NC2: ETF error of centred means $\tilde M$"),
            ("etf_error_W", "NC2: ETF error of $W$ (OF error dashed-dot)"),
            ("self_duality", r"NC3: $\|W^\top/\|W\| - \tilde M/\|\tilde M\|\|$"),
@@ -104,8 +112,8 @@ _PANELS = (("err", "train (solid) / test (dotted) error"), ("nc1", r"NC1  $\math
 
 
 def _variant(a) -> str:
-  return ("plain loss (weight decay on parameters only, no feature decay)" if not a["lam_H"] else
-          f"feature-decay variant: explicit $\\lambda_H$={a['lam_H']:g} on the features")
+  return ("plain loss (weight decay on parameters only, no feature decay) unless a setting names its $\\lambda_H$"
+          if not a["lam_H"] else f"explicit feature decay $\\lambda_H$={a['lam_H']:g} in every setting")
 
 
 def summary(results: xr.Dataset, c) -> dict:
@@ -121,7 +129,7 @@ def summary(results: xr.Dataset, c) -> dict:
   for s in results.setting.values:
     r = results.sel(setting=s)
     ok, _ = runner.gate(r.converged.values, r.diverged.values)
-    d = {"converged": int(ok.sum()), "geometry": str(r.geometry.item()),
+    d = {"converged": int(ok.sum()), "geometry": str(r.geometry.item()), "train_lam_H": float(r.train_lam_H),
          "full_acc_epoch": N.first_epoch(ep, r.trace_train_acc.values)}
     if ok.any():
       g = r.isel(seed=np.flatnonzero(ok))
@@ -146,17 +154,21 @@ def _ms(x, f=".3f"):
 def findings(summary: dict, c) -> str:
   """The ``figures/README.md`` text, every number from ``summary``."""
   S = summary
-  variant = ("the plain loss (weight decay on the parameters only, no feature decay)" if not S["lam_H"] else
-             f"the feature-decay variant (explicit λ_H = {S['lam_H']:g} on the features)")
+  variant = ("the plain loss (weight decay on the parameters only, no feature decay) unless a setting names its "
+             "explicit feature decay λ_H (the feature-decay variant, compared with the UFM at that λ_H)"
+             if not S["lam_H"] else f"an explicit feature decay λ_H = {S['lam_H']:g} on the features")
   parts = []
   for s, d in S["settings"].items():
     if not d["converged"]:
       parts.append(f"{s}: no seed converged")
       continue
-    t = (f"{s}: {d['converged']}/{S['seeds']} seeds converged, 100% train accuracy from epoch {d['full_acc_epoch'] if d['full_acc_epoch'] is not None else 'never (all seeds)'} "
+    full = d["full_acc_epoch"] if d["full_acc_epoch"] is not None else "never (all seeds)"
+    t = (f"{s}: {d['converged']}/{S['seeds']} seeds converged, 100% train accuracy from epoch {full} "
          f"(test {100 * d['test_acc_min']:.1f}–{100 * d['test_acc_max']:.1f}%), NC1 {d['nc1_start'][0]:.2f} → "
          f"{_ms(d['nc1_end'], '.2e')}, NC4 agreement ≥ {d['nc4_end_min']:.3f}; against the UFM's {d['geometry']} at "
-         f"λ_H^eff = {_ms(d['lam_H_eff'], '.2e')}: Gram distance of WWᵀ {_ms(d['gram_W'])}, of the class means "
+         + (f"the trained λ_H = {d['train_lam_H']:g}" if d["train_lam_H"] else
+            f"λ_H^eff = {_ms(d['lam_H_eff'], '.2e')}") + ": "
+         f"Gram distance of WWᵀ {_ms(d['gram_W'])}, of the class means "
          f"{_ms(d['gram_M'])}, ‖W‖²_F measured/predicted {_ms(d['norm_W_ratio'])}")
     if "of_error_W" in d and d["geometry"] == "orthogonal frame":
       t += (f"; ETF error of W {_ms(d['etf_error_W'])} (the orthogonal frame's {d['pred_etf_error_W']:.3f}), "
@@ -166,11 +178,12 @@ def findings(summary: dict, c) -> str:
           f"per class), SGD {S['lr']:g} + momentum, cosine schedule, {S['num_epochs']} epochs, {variant}: weight decay "
           f"{S['weight_decay']:g}, λ_W = {S['lam_W']:g}; {S['seeds']} seeds, mean ± sd over the converged ones "
           "(converged: 100% train accuracy and the objective within 1% over the last 10% of epochs). The UFM's "
-          "feature decay is the network's effective one, λ_W‖W‖²/‖H‖² (balance identity), not a trained term. "
+          "feature decay is the network's effective one, λ_W‖W‖²/‖H‖² (balance identity), where none is trained. "
           + "; ".join(parts) + ".")
 
 
-_STYLE = ({"ls": "-"}, {"ls": "--", "dashes": (5, 2)}, {"ls": "-."})
+_STYLE = ({"ls": "-"}, {"ls": "--", "dashes": (5, 2)}, {"ls": "-."}, {"ls": "-", "marker": "s", "ms": 3},
+          {"ls": "-.", "marker": "^", "ms": 3})
 
 
 def plot(results: xr.Dataset, c):
@@ -203,11 +216,12 @@ def plot(results: xr.Dataset, c):
         target = float(r[f"pred_{key}"].values.mean()) if key == "norm_W_sq" else float(r[f"pred_{key}"])
         if np.isfinite(target) and target > 1e-9:
           ax.axhline(target, color=col, ls=(0, (2, 2)), lw=0.9)
-        if key == "etf_error_W" and r.setting.item() == "mse" and "trace_of_error_W" in r:
+        if key == "etf_error_W" and r.geometry.item() == "orthogonal frame" and "trace_of_error_W" in r:
           ax.plot(x, r.trace_of_error_W.values.mean(0), color=col, ls="-.", lw=1, marker=".", ms=4)
       ax.set_title(title, fontsize=9)
     g = r.cmp_gram_W_distance.values
-    lines.append(f"{s}: UFM {r.geometry.item()}, lam_H^eff {r.cmp_lam_H.values.mean():.2e}\n"
+    lam_txt = "trained" if float(r.train_lam_H) else "eff"
+    lines.append(f"{s}: UFM {r.geometry.item()}, lam_H^{lam_txt} {r.cmp_lam_H.values.mean():.2e}\n"
                  f"  |WW^T - pred|_F (normalised) = {g.mean():.3f} ± {g.std(ddof=1) if g.size > 1 else 0:.3f}\n"
                  f"  class-mean Gram: {r.cmp_gram_M_distance.values.mean():.3f}\n"
                  f"  |W|^2: {r.cmp_norm_W_sq.values.mean():.1f} measured, {r.pred_norm_W_sq.values.mean():.1f} UFM")
