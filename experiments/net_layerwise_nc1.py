@@ -1,8 +1,8 @@
 r"""Layer-wise NC1: within-class variability through the hidden layers of an MLP trained on the digits.
 
 A deeper MLP (64 -> 128^6 -> 10, ReLU) on scikit-learn's digits, CE and MSE (with bias), the training of
-:mod:`experiments.net_nc_dynamics` (the plain network loss: weight decay on the parameters only, no feature decay). Every feature metric of :data:`ufm.networks.LAYER_METRICS` is measured on every
-hidden layer at log-spaced epochs; layer 0 is the input (the centred pixels). Shown: NC1
+:mod:`experiments.net_nc_dynamics` (the plain network loss: weight decay on the parameters only, no feature decay).
+Every feature metric of :data:`ufm.networks.LAYER_METRICS` is measured on every hidden layer at log-spaced epochs; layer 0 is the input (the centred pixels). Shown: NC1
 :math:`\mathrm{tr}(\Sigma_W\Sigma_B^+)/K` against depth at several epochs, the trace ratio
 :math:`\mathrm{tr}\,\Sigma_W/\mathrm{tr}\,\Sigma_B` (Tirer et al.'s NC1) and the CDNV against depth at the end of
 training, and each layer's NC1 against epoch. The least-squares slope of :math:`\log_{10}\mathrm{NC1}` over the
@@ -30,7 +30,7 @@ from ufm import networks as nets
 
 PAPER = "Tirer et al. 2023; Dang et al. 2023; He & Su 2022"
 FIGURE = "new (closest: Tirer et al. 2023 Fig. 2, layer-wise training on CIFAR-10; ours trains end to end on digits)"
-RUNTIME = "190 s (measured under load)"
+RUNTIME = "150 s (measured: 152 s wall, 11 s of it compiling, load average 5-7 on the shared 2-core CPU)"
 
 LAYER = ("nc1", "nc1_ratio", "cdnv", "etf_error_M")
 
@@ -108,6 +108,8 @@ def summary(results: xr.Dataset, c) -> dict:
       nc1 = g.layer_nc1.values  # (seed, epoch, layer)
       d.update(nc1_end=[float(v) for v in nc1[:, -1, :].mean(0)], nc1_early=[float(v) for v in nc1[:, 1, :].mean(0)],
                slope=N.mean_sd(g.nc1_decade_per_layer.values),
+               factor_min=float((nc1[:, -1, 2:] / nc1[:, -1, 1:-1]).mean(0).min()),
+               factor_max=float((nc1[:, -1, 2:] / nc1[:, -1, 1:-1]).mean(0).max()),
                etf_error_M_end=[float(v) for v in g.layer_etf_error_M.values[:, -1, :].mean(0)],
                train_acc_min=float(g.trace_train_acc.values[:, -1].min()),
                test_acc=N.mean_sd(g.trace_test_acc.values[:, -1]))
@@ -127,13 +129,14 @@ def findings(summary: dict, c) -> str:
     parts.append(f"{s} ({d['converged']}/{S['seeds']} seeds converged, test accuracy {100 * d['test_acc'][0]:.1f}%): "
                  f"NC1 by layer 0–{S['depth']} at the end {f(d['nc1_end'])}; least-squares slope of log10 NC1 over "
                  f"the hidden layers {d['slope'][0]:.3f} ± {d['slope'][1]:.3f} decades per layer (mean ± sd over "
-                 f"seeds); ETF error of the class means by layer {f(d['etf_error_M_end'])}; at epoch "
+                 f"seeds), the factor NC1(l+1)/NC1(l) between hidden layers ranging over {d['factor_min']:.2f}–"
+                 f"{d['factor_max']:.2f}; ETF error of the class means by layer {f(d['etf_error_M_end'])}; at epoch "
                  f"{S['early_epoch']}, NC1 by layer {f(d['nc1_early'])}")
   return (f"{FIGURE}: MLP 64 → {S['width']}×{S['depth']} → {S['K']} on the digits ({S['n']} images per class), "
           f"{S['num_epochs']} epochs, plain loss (weight decay {S['weight_decay']:g}, λ_W = {S['lam_W']:g}, no "
           f"feature decay), {S['seeds']} seeds; layer 0 is the input (converged: 100% train accuracy and the "
-          "objective within 1% over the last 10% of epochs). " + "; ".join(parts) + ". A straight line in log NC1 "
-          "against layer is He & Su's geometric decay; the figure shows where it holds and where it bends.")
+          "objective within 1% over the last 10% of epochs). " + "; ".join(parts) + ". He & Su's geometric decay is "
+          "a constant factor between layers (a straight line in log NC1 against layer).")
 
 
 def plot(results: xr.Dataset, c):
@@ -158,7 +161,7 @@ def plot(results: xr.Dataset, c):
       row[0].plot(L, nc1[:, j, :].mean(0), color=cmap(j / max(len(epochs) - 1, 1)), marker="o", ms=3,
                   label=f"epoch {e}" if j in (0, len(epochs) // 2, len(epochs) - 1) else None)
     row[0].set(yscale="log", xlabel="layer (0 = input)", ylabel="NC1")
-    row[0].set_title(f"{s} ({gate_txt}): NC1 by layer at every measured epoch (dark = early)", fontsize=9)
+    row[0].set_title(f"{s} ({gate_txt}):\nNC1 by layer at every measured epoch (dark = early)", fontsize=9)
     row[0].legend(fontsize=8)
     cols = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (k, lab) in enumerate((("nc1", r"NC1 $\mathrm{tr}(\Sigma_W\Sigma_B^+)/K$"),
@@ -171,15 +174,16 @@ def plot(results: xr.Dataset, c):
       row[1].fill_between(L, Y.min(0), Y.max(0), color=cols[i], alpha=0.25, lw=0)
     slope = r.nc1_decade_per_layer.values
     row[1].set(yscale="log", xlabel="layer (0 = input)")
-    row[1].set_title(f"{s}, epoch {epochs[-1]}: log10 NC1 slope over hidden layers {np.mean(slope):.2f}/layer",
+    row[1].set_title(f"{s}, epoch {epochs[-1]}:\nlog10 NC1 slope over the hidden layers {np.mean(slope):.2f}/layer",
                      fontsize=9)
     row[1].legend(fontsize=8)
     x = np.maximum(epochs, 0.5)
     for li in range(1, len(L)):
       _common.spread(row[2], x, nc1[:, :, li], color=cmap(li / max(len(L) - 1, 1)), label=f"layer {li}")
     row[2].set(xscale="log", yscale="log", xlabel="epoch", ylabel="NC1")
-    row[2].set_title(f"{s}: NC1 of each hidden layer; train acc {r.trace_train_acc.values[:, -1].mean():.3f}, "
-                     f"test {r.trace_test_acc.values[:, -1].mean():.3f}", fontsize=9)
+    row[2].set_title(f"{s}: NC1 of each hidden layer against epoch\ntrain acc "
+                     f"{r.trace_train_acc.values[:, -1].mean():.3f}, test {r.trace_test_acc.values[:, -1].mean():.3f}",
+                     fontsize=9)
     row[2].legend(fontsize=7, ncol=2)
   a = results.attrs
   fig.suptitle(f"MLP {a['width']}x{a['depth']} on digits (K=10, n={a['n']}); weight decay {a['weight_decay']:g}, "
