@@ -272,6 +272,8 @@ def plot(results: xr.Dataset, c):
   ax = axs[-1]
   for i, s in enumerate(results.setting.values):
     r = gated[s][0]
+    if not r.sizes["seed"]:
+      continue
     _common.spread(ax, lam, r.conf.values, color=cols[i], label=f"{s} network", logy=False)
     ax.plot(lam, r.pred_conf.values.mean(0), color=cols[i], ls="--", lw=1, label="UFM mixup at its $\\mu$")
     ax.plot(lam, r.pred_plain_conf.values.mean(0), color=cols[i], ls=":", lw=1, label="UFM plain at its $\\mu$")
