@@ -279,7 +279,8 @@ def plot(results: xr.Dataset, c):
     ax.plot(lam, r.pred_plain_conf.values.mean(0), color=cols[i], ls=":", lw=1, label="UFM plain at its $\\mu$")
   ax.set(xlabel=r"$\lambda$ (weight of class $c$)", ylabel="confidence (largest softmax probability)",
          title="confidence on mixed inputs")
-  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
   sm = plt.cm.ScalarMappable(cmap=cmap)
   fig.colorbar(sm, ax=list(axs[:-1]), label=r"$\lambda$", shrink=0.8)
   a = results.attrs
