@@ -154,6 +154,21 @@ def test_comparison_of_the_closed_form_ce_minimiser_is_exact():
     assert abs(c.metrics[name] - c.pred_metrics[name]) < 1e-10 * max(1.0, abs(c.pred_metrics[name])), name
 
 
+def test_comparison_at_a_network_width_above_2k_is_exact():
+  """A network's penultimate width d exceeds the 2K of the UFM the prediction is built in: the same closed-form CE
+  minimiser zero-padded to d = 2K + 5 (an isometric embedding: every Gram and metric unchanged) still compares
+  exactly, the predicted metrics measured at the padded width."""
+  K, n, lam_W, lam_H = 4, 5, 5e-3, 2e-3
+  problem = ufm.make_problem(ufm.balanced_counts(K, n), d=6, lam_W=lam_W, lam_H=lam_H, loss="ce")
+  p = ce_minimiser_params(problem)
+  pad = 2 * K + 5 - 6
+  W, H = np.pad(np.asarray(p.W), ((0, 0), (0, pad))), np.pad(np.asarray(p.H), ((0, pad), (0, 0)))
+  c = nets.compare_with_ufm(W, H.T, None, problem.counts, loss="ce", lam_W=lam_W, lam_H=lam_H)
+  assert c.gram_W_distance < 1e-12 and c.gram_M_distance < 1e-12
+  for name in ("nc1", "etf_error_W", "etf_error_M", "self_duality", "nc4", "norm_W_sq"):
+    assert abs(c.metrics[name] - c.pred_metrics[name]) < 1e-10 * max(1.0, abs(c.pred_metrics[name])), name
+
+
 def test_comparison_of_the_imbalanced_bias_free_mse_minimiser_is_exact():
   """The general orthogonal frame of bias-free MSE (Dang et al. 2023 at depth 1): W rows orthogonal with
   ||w_k||^2 = sqrt(n_k lam_H / lam_W) - N lam_H, built from the diagonal Grams of ufm.theory.mse_minimiser, every

@@ -194,6 +194,8 @@ def compare_with_ufm(W: ArrayLike, features: ArrayLike, b: ArrayLike | None, cou
   Y = np.eye(K)[:, labels]
   names = tuple(metrics.METRICS) if names is None else tuple(names)
   pp = Params(W=jnp.asarray(Wp, f64), H=jnp.asarray(Hbar @ Y, f64), b=jnp.asarray(pred_b, f64))
+  if Wp.shape[1] != problem.d:  # the metrics check H against the problem's d: measure at the padded width
+    problem = make_problem(counts, d=Wp.shape[1], lam_W=lam_W, lam_H=lam_H, loss=loss, bias=bias, dtype=f64)
   pred_metrics = {k: float(v) for k, v in _compute(pp, problem, names).items()}
   pred_H = Hbar @ Y - (Hbar @ Y).mean(1, keepdims=True) if bias else Hbar @ Y
   pred_metrics["norm_H_sq"] = float(np.sum(pred_H**2))
