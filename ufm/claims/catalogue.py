@@ -48,6 +48,7 @@ __all__ = ["CATALOGUE", "FAMILY_MODULES", "by_family", "get_claim"]
 FAMILY_MODULES = (
     "plain",
     "vicinity",
+    "deep",
 )
 
 

@@ -204,7 +204,8 @@ class ClaimResult(NamedTuple):
     name, source, expected: of the claim.
     status: ``"holds"`` / ``"holds-when"`` (no failure), ``"FAILED"`` (a failure of a claim expected to hold),
       ``"refuted"`` (a failure, as expected: every committed counterexample fails), ``"NOT REFUTED"`` (no
-      failure of a claim expected refuted) or ``"NOT REPRODUCED"`` (a committed counterexample passes).
+      failure of a claim expected refuted), ``"NOT REPRODUCED"`` (a committed counterexample passes) or ``"ERROR"``
+      (the check of a claim expected refuted raised: an error refutes nothing).
     examples: random examples checked; replayed: stored counterexamples re-checked first.
     failures: failing examples among both.
     max_residuals: residual name -> largest value over all examples.
@@ -479,6 +480,8 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
         worst = (k, v, tols[k].bound)
   if claim.expected != "refuted":
     status = claim.expected if failures == 0 else "FAILED"
+  elif any(o.error for o in everything):
+    status = "ERROR"  # a check that raises refutes nothing
   elif committed and any(o.ok for o in replayed[:len(committed)]):
     status = "NOT REPRODUCED"  # a committed counterexample no longer fails: the documented refutation is stale
   else:
