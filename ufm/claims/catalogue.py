@@ -49,6 +49,7 @@ FAMILY_MODULES = (
     "plain",
     "vicinity",
     "deep",
+    "mixup",
     "imbalanced",
 )
 
