@@ -51,6 +51,7 @@ FAMILY_MODULES = (
     "deep",
     "mixup",
     "imbalanced",
+    "sphere",
 )
 
 
