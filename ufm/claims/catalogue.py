@@ -11,7 +11,8 @@ Families (each a module ``ufm.claims.<family>`` exporting ``CLAIMS``, a tuple of
 * ``imbalanced``: the imbalanced CE-UFM through its convex reduction (Fang et al. 2021; Thrampoulidis et al. 2022);
 * ``sphere``: the spherical temperature-scaled UFM with any ``K`` and ``d`` (Lu & Steinerberger 2022; Jiang et
   al. 2024; constructed configurations and their metrics);
-* ``fixed``: fixed classifiers (simplex ETF, d-simplex, d-orthoplex of Pernici et al. 2021).
+* ``fixed``: fixed classifiers (simplex ETF, d-Simplex and d-Orthoplex of Pernici et al. 2021; the EBV of Shen,
+  Sun & Wei 2023, where the features do not align with their classifier: a refutation found here).
 
 **Adding a family** is one line: write ``ufm/claims/<family>.py`` with ``CLAIMS = (...)`` built with
 :class:`ufm.claims.Claim` (a problem strategy from :mod:`ufm.testing`, or a spec type of one's own registered with
@@ -52,6 +53,7 @@ FAMILY_MODULES = (
     "mixup",
     "imbalanced",
     "sphere",
+    "fixed",
 )
 
 
