@@ -159,7 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     if name == "run":
       r.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all; see claims list)")
       r.add_argument("--all", action="store_true", help="run every claim of the catalogue")
-      r.add_argument("--report", default=None, metavar="PATH", help="write the markdown scorecard to PATH")
+      r.add_argument("--report", nargs="?", const="README.md", default=None, metavar="PATH",
+                     help="without PATH (or with a PATH holding the scorecard markers, README.md by default): merge "
+                          "the results into the committed scorecard (--scorecard) and regenerate the table between "
+                          "the markers; with another PATH: write the markdown table of this run there")
+      r.add_argument("--scorecard", default=None, metavar="JSON",
+                     help="the scorecard JSON that --report merges into (default: ufm/claims/scorecard.json)")
     else:
       r.add_argument("target", metavar="MODULE:ATTR", help="e.g. my_claims:my_claim or my_claims.py:my_claim")
     r.add_argument("--examples", type=int, default=200, metavar="N", help="random problems per claim")
@@ -426,7 +431,19 @@ def _claims_setup(args):
   if getattr(args, "report", None):
     from ufm.io import check_writable_file
     check_writable_file("report", args.report)
+    if _scorecard_mode(args.report):
+      from ufm.claims import scorecard
+      path = args.scorecard or scorecard.SCORECARD_PATH
+      scorecard.load(path)  # an unreadable scorecard fails here, before any claim computes
+      check_writable_file("scorecard", str(path))
   return selected, store
+
+
+def _scorecard_mode(report: str) -> bool:
+  """Whether ``--report PATH`` regenerates a scorecard between markers (PATH exists and holds them)."""
+  import os
+  from ufm.claims import scorecard
+  return os.path.isfile(report) and scorecard.readme_table(report) is not None
 
 
 def claims_list(selected, store) -> int:
@@ -453,11 +470,20 @@ def claims_run(args, selected, store) -> int:
   print(f"{len(results)} claim(s): {len(results) - len(bad)} as expected" + (f"; NOT as expected: {', '.join(bad)}"
                                                                             if bad else ""))
   if getattr(args, "report", None):
-    cmd = f"python -m ufm claims run {'--all' if not args.names else ' '.join(args.names)} --examples {examples} " \
-          f"--seed {args.seed} --report {args.report}"
-    with open(args.report, "w", encoding="utf-8") as f:
-      f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
-    print(f"scorecard written to {args.report}")
+    which = '--all' if not args.names else ' '.join(args.names)
+    if _scorecard_mode(args.report):
+      from ufm.claims import catalogue, scorecard
+      path = args.scorecard or scorecard.SCORECARD_PATH
+      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report"
+      data = scorecard.merge(scorecard.load(path), results, {c.name: c for c in selected}, catalogue.FAMILY_OF, cmd)
+      scorecard.write(data, path)
+      scorecard.update_readme(args.report, scorecard.render(data))
+      print(f"scorecard merged into {path} and written to {args.report} between its markers")
+    else:
+      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report {args.report}"
+      with open(args.report, "w", encoding="utf-8") as f:
+        f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
+      print(f"scorecard written to {args.report}")
   return 1 if bad else 0
 
 

@@ -1,5 +1,7 @@
-r"""The catalogue: every closed form of :mod:`ufm.theory`, and every published statement the tests confirmed,
-refuted, corrected or narrowed, as a registered :class:`~ufm.claims.Claim`, gathered from one module per family.
+r"""The catalogue of claims, gathered from one module per family.
+
+Every closed form of :mod:`ufm.theory`, and every published statement the tests confirmed, refuted, corrected or
+narrowed, is a registered :class:`~ufm.claims.Claim`.
 
 Families (each a module ``ufm.claims.<family>`` exporting ``CLAIMS``, a tuple of claims):
 
@@ -43,7 +45,7 @@ import importlib
 
 from ufm.claims.core import Claim
 
-__all__ = ["CATALOGUE", "FAMILY_MODULES", "by_family", "get_claim"]
+__all__ = ["CATALOGUE", "FAMILY_MODULES", "FAMILY_OF", "by_family", "get_claim"]
 
 #: The claim modules ``ufm.claims.<name>``, in the order of the scorecard. One entry per family.
 FAMILY_MODULES = (
@@ -72,14 +74,14 @@ def _collect() -> tuple[dict[str, Claim], dict[str, str]]:
   return claims, family
 
 
-#: Name -> claim, in the order of the scorecard.
-CATALOGUE, _FAMILY = _collect()
+#: Name -> claim, in the order of the scorecard; FAMILY_OF: name -> its family module.
+CATALOGUE, FAMILY_OF = _collect()
 
 
 def by_family() -> dict[str, list[str]]:
   """Family module -> the names of its claims (scorecard order)."""
   out: dict[str, list[str]] = {m: [] for m in FAMILY_MODULES}
-  for name, fam in _FAMILY.items():
+  for name, fam in FAMILY_OF.items():
     out[fam].append(name)
   return out
 

@@ -1,5 +1,6 @@
-r"""The imbalanced CE-UFM's claims, through the convex reduction of :mod:`ufm.convex` (derivations §5.5, §5.6):
-minority collapse (Fang et al. 2021, arXiv 2101.12699) and SELI (Thrampoulidis, Kini, Vakilian & Behnia 2022,
+r"""The imbalanced CE-UFM's claims.
+
+Through the convex reduction of :mod:`ufm.convex` (derivations §5.5, §5.6): minority collapse (Fang et al. 2021, arXiv 2101.12699) and SELI (Thrampoulidis, Kini, Vakilian & Behnia 2022,
 arXiv 2208.05512).
 
 * ``imbalanced_ce_convex_meets_lbfgs`` (holds): the convex reduction's minimum is the global minimum of the full

@@ -1,4 +1,6 @@
-r"""The mixup UFM's claims (Fisher, Meng & Papyan 2024, arXiv 2402.06171): input mixup with a fixed simplex-ETF
+r"""The mixup UFM's claims.
+
+Fisher, Meng & Papyan 2024, arXiv 2402.06171: input mixup with a fixed simplex-ETF
 classifier of row norm ``rho`` (:func:`ufm.mixup.make_input_mixup_problem`) on the 9-node uniform grid
 :data:`ufm.testing.MIXUP_GRID` (symmetric, containing 0, 1/2 and 1).
 

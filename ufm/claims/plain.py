@@ -1,4 +1,6 @@
-r"""The plain UFM's claims: Zhu et al. 2021 (balanced CE), Tirer & Bruna 2022 and Zhou et al. 2022 (MSE), Dang et al.
+r"""The plain UFM's claims.
+
+Zhu et al. 2021 (balanced CE), Tirer & Bruna 2022 and Zhou et al. 2022 (MSE), Dang et al.
 2023 at depth 1 (the general orthogonal frame), the closed forms derived in :mod:`ufm.theory` (imbalanced MSE with a
 bias, a regularised bias, rank truncation), the NC metric targets and the benign landscapes, and the refuted reading
 of Zhou et al. with a regularised bias.
@@ -21,7 +23,7 @@ from ufm import theory
 from ufm.claims.core import Claim
 from ufm.claims.helpers import (GTOL, IMBALANCED_COUNTS, MARGIN, arrays, ce_specs, class_means, collapse, lams,
                                 mse_specs, off_thresholds, unit)
-from ufm.testing import problem_specs, rel_error
+from ufm.testing import ProblemSpec, problem_specs, rel_error
 
 __all__ = ["CLAIMS"]
 
@@ -376,6 +378,8 @@ MSE_REGULARISED_BIAS_KEEPS_ETF = Claim(
     refuted_because="once lam_b/(1+lam_b) > K sqrt(n lam_W lam_H) the features' global mean becomes non-zero "
                     "along a direction outside the ETF's span, and W W^T gains a rank-one term along 1 "
                     "(ufm.theory.mse_minimiser, mean block); the ETF holds only for lam_b = 0 or below that point.",
+    # hypothesis's minimal counterexample (seed 0): lam_b/(1+lam_b) = 0.5 > K sqrt(n lam_W lam_H) = 0.37
+    counterexamples=(ProblemSpec(counts=(1, 1), d=3, lam_W=0.18394, lam_H=0.18394, lam_b=1.0, loss="mse", bias=True),),
     gtol=GTOL,
 )
 

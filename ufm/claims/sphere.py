@@ -1,4 +1,6 @@
-r"""The spherical UFM's claims, any ``K`` and ``d`` (Lu & Steinerberger 2022, arXiv 2012.08465; Jiang et al. 2024,
+r"""The spherical UFM's claims.
+
+Any ``K`` and ``d`` (Lu & Steinerberger 2022, arXiv 2012.08465; Jiang et al. 2024,
 arXiv 2310.05351), and the closed-form metrics of the constructed configurations (regular polygon,
 cross-polytope, simplex ETF; derivations §5.7). The learned geometries are checked with float64 L-BFGS on the
 scale-invariant unconstrained form (:func:`ufm.spherical.make_spherical_problem` with ``constrained=False``), whose

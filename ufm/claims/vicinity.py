@@ -1,4 +1,6 @@
-r"""The vicinity UFM's claims (Tirer, Huang & Niles-Weed 2023, arXiv 2210.16658): the near-collapse linearised map
+r"""The vicinity UFM's claims.
+
+Tirer, Huang & Niles-Weed 2023, arXiv 2210.16658: the near-collapse linearised map
 and the within-class contraction of :mod:`ufm.vicinity`, each checked by its own computation in the check (the plain
 reference solve supplies ``W``). Section numbers (§) refer to ``ufm/theory/derivations.md``.
 """
