@@ -33,6 +33,8 @@ def main(argv=None) -> dict:
   p.add_argument("names", nargs="*", metavar="NAME", help="catalogue claims (default: all)")
   p.add_argument("--examples", type=int, default=200, help="random examples per claim (default 200)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--max-shapes", type=int, default=None, metavar="S",
+                 help="draw from at most S problem shapes per claim (default: no limit)")
   p.add_argument("--cache", default=None, metavar="DIR", help="compilation cache directory (default: a fresh one)")
   p.add_argument("--json", default=None, help="where to write the report (default: benchmarks/results/)")
   args = p.parse_args(argv)
@@ -60,9 +62,9 @@ def main(argv=None) -> dict:
   for c in selected:
     before = _entries(cache_dir)
     t0 = time.perf_counter()
-    r = claims.run_claim(c, examples=args.examples, seed=args.seed)
+    r = claims.run_claim(c, examples=args.examples, seed=args.seed, max_shapes=args.max_shapes)
     wall = time.perf_counter() - t0
-    shapes = len({s.shape_key for s in claims.draw_examples(c, args.examples, args.seed)})
+    shapes = len({s.shape_key for s in claims.draw_examples(c, args.examples, args.seed, args.max_shapes)})
     row = {"claim": c.name, "family": catalogue.FAMILY_OF[c.name], "solver": c.solver, "examples": r.examples,
            "shapes": shapes, "wall_s": round(wall, 2), "compiled": _entries(cache_dir) - before,
            "s_per_example": round(wall / max(r.examples, 1), 3), "status": r.status, "expected": c.expected}
@@ -73,6 +75,7 @@ def main(argv=None) -> dict:
   print(f"total: {total:.1f} s for {len(rows)} claims; load average at start {load_start}, at end "
         f"{list(os.getloadavg())}; {os.cpu_count()} CPUs")
   report = {"date": datetime.date.today().isoformat(), "examples": args.examples, "seed": args.seed,
+            "max_shapes": args.max_shapes,
             "jax": jax.__version__, "cpu_count": os.cpu_count(), "load_average_start": load_start,
             "load_average_end": list(os.getloadavg()), "total_s": round(total, 1), "rows": rows}
   path = Path(args.json) if args.json else REPO / "benchmarks" / "results" / f"claims-runtime-{report['date']}.json"

@@ -171,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="hypothesis seed of the random problems")
     r.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     r.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
+    r.add_argument("--max-shapes", type=int, default=None, metavar="S",
+                   help="draw the examples from at most S problem shapes (one compilation each; default: no limit)")
   return p
 
 
@@ -419,6 +421,8 @@ def _claims_setup(args):
   if args.examples is not None and args.examples < 1:
     raise ValueError(f"examples = {args.examples} is out of range; allowed: integers >= 1")
   check_seed("seed", args.seed)
+  if args.max_shapes is not None and args.max_shapes < 1:
+    raise ValueError(f"max_shapes = {args.max_shapes} is out of range; allowed: integers >= 1")
   if args.claims_command == "check":
     selected = claims.load_claim(args.target)
   else:
@@ -463,7 +467,8 @@ def claims_run(args, selected, store) -> int:
   examples = claims.DEFAULT_EXAMPLES if args.examples is None else args.examples
   results = []
   for c in selected:
-    r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink)
+    r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink,
+                         max_shapes=args.max_shapes)
     results.append(r)
     print(claims.format_result(r, c), flush=True)
   bad = [r.name for r in results if not r.as_expected]

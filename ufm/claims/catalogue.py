@@ -19,7 +19,12 @@ Families (each a module ``ufm.claims.<family>`` exporting ``CLAIMS``, a tuple of
 **Adding a family** is one line: write ``ufm/claims/<family>.py`` with ``CLAIMS = (...)`` built with
 :class:`ufm.claims.Claim` (a problem strategy from :mod:`ufm.testing`, or a spec type of one's own registered with
 :func:`ufm.testing.register_spec_type`), and add ``"<family>"`` to :data:`FAMILY_MODULES`. Claim names must be unique
-across the catalogue (checked at import).
+across the catalogue (checked at import). For example, the loss-family, deep-ReLU and neural-regression-collapse
+modules (``ufm/claims/losses.py``, ``relu.py``, ``regression.py``) plug in as the entries ``"losses"``, ``"relu"``
+and ``"regression"``. A family whose problems are not plain UFM problems registers its spec type (``FAMILY``,
+``problem()``, ``shape_key``, ``seed``, ``init_scale``, ``to_json``/``from_json``) at import; its claims then run with
+``solver="lbfgs"`` (every array leaf of ``spec.problem()`` is vmapped, so any :class:`ufm.problem.Family` works) or
+``solver="none"``.
 
 Expected statuses: ``"holds"``; ``"refuted"`` (a published statement kept as a documented counterexample, with its
 minimal counterexample committed in ``Claim.counterexamples`` and reproduced by every run); ``"holds-when"`` (the

@@ -540,9 +540,10 @@ def _finite_or_str(v: float):
   return v if math.isfinite(v) else ("inf" if v > 0 else "nan" if math.isnan(v) else "-inf")
 
 
-def draw_examples(claim: Claim, examples: int, seed: int = 0) -> list:
-  """The random problems :func:`run_claim` draws for ``claim`` with ``examples`` and ``seed`` (no solve)."""
-  return _draw(claim, examples, int(check_seed("seed", seed)), None, set())
+def draw_examples(claim: Claim, examples: int, seed: int = 0, max_shapes: int | None = None) -> list:
+  """The random problems :func:`run_claim` draws for ``claim`` with ``examples``, ``seed`` and ``max_shapes`` (no
+  solve)."""
+  return _draw(claim, examples, int(check_seed("seed", seed)), max_shapes, set())
 
 
 def assert_claim(claim: Claim, *, examples: int = 50, seed: int = 0, store=None, max_shapes: int | None = None
@@ -582,6 +583,8 @@ def format_result(result: ClaimResult, claim: Claim | None = None) -> str:
            f"  source: {result.source}"]
   if claim is not None and claim.expected == "refuted":
     lines.append(f"  refuted because: {claim.refuted_because}")
+  if claim is not None and claim.expected == "holds-when":
+    lines.append(f"  holds when: {claim.holds_when}")
   out = result.counterexample_outcome
   if out is not None:
     how = f"minimal: shrunk with {result.shrink_calls} new solves" if result.shrunk else "as found"

@@ -18,6 +18,11 @@ From :mod:`ufm.geometry` (derivations §5.7): the defining property of each cons
   :math:`w_k` only when :math:`\sum_j w_j` is parallel to it, e.g. :math:`\sum_j w_j = 0` (the simplex ETF, the
   d-Orthoplex). For EBV (nearly orthogonal rows, :math:`\sum_j w_j \ne 0`) the learned features sit at cosine
   0.86 from their classifier (``K = 4``, ``d = 8``, ``tau = 0.5``).
+
+The defining properties of EBV (:math:`|\cos| \le \alpha`) and of FedLoGe's sparse ETF (Xiao et al. 2024, arXiv
+2401.08977: the sparsity pattern, unit rows) are outputs of iterative generators, not closed forms, so they are checked
+in ``tests/test_geometry.py`` rather than registered here; the sparse ETF's alignment is not a claim because the
+generator's output depends on its key and step count (no statement about it is published as a theorem).
 """
 
 import jax.numpy as jnp
