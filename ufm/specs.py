@@ -241,8 +241,9 @@ def deep_specs(*, K: Sequence[int] = (2, 3, 4), n: Sequence[int] = (1, 2, 3), co
   return draw_spec()
 
 
-def mixup_specs(*, K: Sequence[int] = (3, 4), d_offsets: Sequence[int] = (-1, 1), lam_H: tuple[float, float] = (0.1, 1.0),
-                rho: tuple[float, float] = (0.5, 2.0), loss: str | Sequence[str] = "ce", init_scale=0.1,
+def mixup_specs(*, K: Sequence[int] = (3, 4), d_offsets: Sequence[int] = (-1, 1),
+                lam_H: tuple[float, float] = (0.1, 1.0), rho: tuple[float, float] = (0.5, 2.0),
+                loss: str | Sequence[str] = "ce", init_scale=0.1,
                 seeds: st.SearchStrategy | None = None) -> st.SearchStrategy:
   r"""Hypothesis strategy of :class:`MixupSpec`: ``d = K + offset`` (a fixed simplex ETF needs ``d >= K - 1``),
   ``lam_H`` and ``rho`` log-uniform. The defaults keep :math:`\kappa = \rho^2 K/((K-1)\lambda_H) \le 60` and every

@@ -102,7 +102,7 @@ class Claim:
     counterexamples: problem descriptions replayed before the random examples on every run (committed with the
       claim: a refuted claim's minimal counterexample, which its check must reproduce).
     holds_when: the narrowing condition (required with ``expected="holds-when"``).
-    paper: the scorecard's group (default: ``source`` up to its first ``" ("`` or ``";"``).
+    paper: the scorecard's group (default: ``source``), up to its first ``" ("`` or ``";"``.
   """
   name: str
   source: str
@@ -153,8 +153,8 @@ class Claim:
 
   @property
   def group(self) -> str:
-    """The scorecard group: ``paper``, or ``source`` up to its first ``" ("`` or ``";"``."""
-    return self.paper or re.split(r" \(|;", self.source, maxsplit=1)[0].strip()
+    """The scorecard group: ``paper`` (or else ``source``) up to its first ``" ("`` or ``";"``."""
+    return re.split(r" \(|;", self.paper or self.source, maxsplit=1)[0].strip()
 
   def resolved_tolerances(self) -> dict[str, Tolerance]:
     """Residual name -> :class:`~ufm.testing.Tolerance`, including ``grad_norm`` (bound ``gtol``)."""

@@ -1,7 +1,8 @@
 r"""Fixed classifiers' claims.
 
-From :mod:`ufm.geometry` (derivations §5.7): the defining property of each construction, and the features a spherical CE-UFM learns against it (:func:`ufm.spherical.make_spherical_problem` with
-``W_fixed``; float64 L-BFGS on the scale-invariant form).
+From :mod:`ufm.geometry` (derivations §5.7): the defining property of each construction, and the features a
+spherical CE-UFM learns against it (:func:`ufm.spherical.make_spherical_problem` with ``W_fixed``; float64 L-BFGS on
+the scale-invariant form).
 
 * ``fixed_classifier_constructions`` (holds): the simplex ETF and the d-Simplex of Pernici et al. 2021 (arXiv
   2103.15632) have unit rows with pairwise cosine :math:`-1/(K-1)`; the d-Orthoplex has unit rows :math:`\pm e_i`

@@ -1,4 +1,4 @@
-"""Claims of one's own: resolving ``module:attr`` (or ``path/to/file.py:attr``) to claims for ``python -m ufm claims check``."""
+"""Claims of one's own, resolved from ``module:attr`` or ``path/to/file.py:attr`` (``python -m ufm claims check``)."""
 
 import importlib
 import importlib.util
