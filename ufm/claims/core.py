@@ -117,7 +117,7 @@ class Claim:
   expected: str = "holds"
   refuted_because: str = ""
   solver: str = "lbfgs"
-  counterexamples: tuple = ()
+  counterexamples: Any = ()  # a tuple of specs (checked in __post_init__)
   holds_when: str = ""
   paper: str = ""
 
