@@ -100,6 +100,10 @@ def test_claim_declaration_is_validated():
                           (dict(tolerances={"r": testing.Tolerance(1e-3, "")}), "Tolerance(bound > 0, reason)"),
                           (dict(tolerances={"grad_norm": "reference"}), "'grad_norm' is reserved"),
                           (dict(expected="refuted"), "say why in refuted_because"),
+                          (dict(expected="holds-when"), "state it in holds_when"),
+                          (dict(expected="maybe"), "expected = 'maybe'; allowed values: holds, refuted, holds-when"),
+                          (dict(solver="adam"), "solver = 'adam'; allowed values: lbfgs, convex, none"),
+                          (dict(counterexamples=[1]), "counterexamples must be a tuple of problem descriptions"),
                           (dict(inits=0), "inits = 0 is out of range")]:
     with pytest.raises(ValueError) as e:
       claims.Claim(**{**base, **change})
@@ -213,25 +217,49 @@ def test_run_claim_refuses_bad_arguments_before_compiling():
 
 
 def test_catalogue_covers_every_closed_form_of_ufm_theory():
-  """Every closed form of ufm.theory is the expected side of some claim; every tolerance is a TOL entry."""
+  """Every closed form of ufm.theory (and the convex reference's SELI Grams) is the expected side of some claim in
+  some family module; every tolerance is a TOL entry or a Tolerance with its reason."""
+  import importlib
   import inspect
-  cat = inspect.getsource(sys.modules["ufm.claims.catalogue"])
+  from ufm.claims import catalogue
+  cat = "".join(inspect.getsource(importlib.import_module(f"ufm.claims.{m}")) for m in catalogue.FAMILY_MODULES)
   for fn in ("ce_balanced", "collapse_threshold", "mse_minimiser", "orthogonal_frame", "etf_target",
-             "vicinity_base_point", "vicinity_linearised_map", "contraction_map"):
+             "vicinity_base_point", "vicinity_linearised_map", "contraction_map",
+             "deep_mse_minimiser", "deep_threshold_ratio", "deep_largest_root", "deep_class_objective", "deep_ce_etf",
+             "deep_ce_block", "mixup_optimal_feature", "mixup_same_class_scale", "regular_polygon", "cross_polytope",
+             "simplex_etf", "regular_polygon_metrics", "cross_polytope_metrics", "simplex_metrics",
+             "riesz_energy_regular_polygon", "riesz_energy_cross_polytope", "riesz_energy_simplex",
+             "spherical_ce_collapsed", "etf_gram"):
     assert f"theory.{fn}(" in cat, fn
+  for fn in ("convex.ce_convex(", "convex.seli_grams(", "convex.minority_stats(", "mixup.mse_mixup_features(",
+             "geometry.fixed_classifier("):
+    assert fn in cat, fn
   assert sum(c.theory is theory.predict for c in claims.CATALOGUE.values()) >= 4  # predict, with its metrics
+  assert set(catalogue.by_family()) == set(catalogue.FAMILY_MODULES) and all(catalogue.by_family().values())
   for c in claims.CATALOGUE.values():
-    assert c.source and c.statement and c.expected in ("holds", "refuted")
-    assert all(t in testing.TOL for t in c.tolerances.values())
+    assert c.source and c.statement and c.expected in claims.EXPECTED
+    assert all(t in testing.TOL for t in c.tolerances.values() if isinstance(t, str))
+    if c.expected == "refuted":
+      assert c.counterexamples, f"{c.name}: a refuted claim commits its minimal counterexample"
 
 
-@pytest.mark.parametrize("name", list(claims.CATALOGUE))
+def _smoke_params():
+  """The plain and vicinity claims and every claim without a solve run in the default suite; the other families'
+  solving claims (3-15 s of compilation each) under `-m slow`."""
+  from ufm.claims import catalogue
+  fam = catalogue.FAMILY_OF
+  return [pytest.param(n, marks=() if fam[n] in ("plain", "vicinity") or c.solver == "none" else pytest.mark.slow)
+          for n, c in claims.CATALOGUE.items()]
+
+
+@pytest.mark.parametrize("name", _smoke_params())
 def test_catalogue_smoke_run(name):
-  """Every catalogue claim on a few examples of its first (smallest) shape; the refuted one needs more draws to
-  meet its counterexample (cheap: same shape). The full run is `pytest -m claims` (>= 200 examples each).
-  One test per claim, so that the workers share them."""
+  """Every catalogue claim on a few examples of its first (smallest) shape (and its committed counterexamples);
+  the refuted plain one needs more draws to meet its counterexample (cheap: same shape). The full run is
+  `pytest -m claims` (>= 200 examples each). One test per claim, so that the workers share them."""
   c = claims.CATALOGUE[name]
-  r = claims.run_claim(c, examples=12 if c.expected == "refuted" else 2, seed=0, max_shapes=1)
+  r = claims.run_claim(c, examples=12 if c.expected == "refuted" and not c.counterexamples else 2, seed=0,
+                       max_shapes=1)
   assert r.as_expected, claims.format_result(r, c)
 
 
@@ -239,6 +267,10 @@ def test_catalogue_smoke_run(name):
 @pytest.mark.claims
 @pytest.mark.parametrize("name", list(claims.CATALOGUE))
 def test_catalogue_full(name):
+  """>= 200 examples per claim. With UFM_COMPILATION_CACHE naming a directory (the suite turns the cache off by
+  default) the compiled programs of an earlier run, e.g. of `python -m ufm claims run --all`, are reused."""
+  from ufm import cache
+  cache.enable()
   c = claims.CATALOGUE[name]
   r = claims.run_claim(c, examples=claims.DEFAULT_EXAMPLES, seed=0)
   print(claims.format_result(r, c))
@@ -294,6 +326,7 @@ def test_cli_check_runs_a_users_own_claim_and_run_writes_the_report(tmp_path, ca
     (["run", "ce_norms", "--examples", "-5"], "examples = -5 is out of range"),
     (["run", "ce_norms", "--seed", "-1"], "seed = -1 is out of range"),
     (["run", "ce_norms", "--all"], "give claim names or --all, not both"),
+    (["run", "ce_norms", "--max-shapes", "0"], "max_shapes = 0 is out of range"),
     (["check", "no_colon"], "'no_colon' is not of the form module:attr"),
     (["check", "no_such_module_xyz:c"], "cannot import 'no_such_module_xyz': ModuleNotFoundError"),
     (["check", "ufm.theory:nothing"], "module 'ufm.theory' has no attribute 'nothing'"),

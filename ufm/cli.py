@@ -166,13 +166,20 @@ def _parser() -> argparse.ArgumentParser:
     if name == "run":
       r.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all; see claims list)")
       r.add_argument("--all", action="store_true", help="run every claim of the catalogue")
-      r.add_argument("--report", default=None, metavar="PATH", help="write the markdown scorecard to PATH")
+      r.add_argument("--report", nargs="?", const="README.md", default=None, metavar="PATH",
+                     help="without PATH (or with a PATH holding the scorecard markers, README.md by default): merge "
+                          "the results into the committed scorecard (--scorecard) and regenerate the table between "
+                          "the markers; with another PATH: write the markdown table of this run there")
+      r.add_argument("--scorecard", default=None, metavar="JSON",
+                     help="the scorecard JSON that --report merges into (default: ufm/claims/scorecard.json)")
     else:
       r.add_argument("target", metavar="MODULE:ATTR", help="e.g. my_claims:my_claim or my_claims.py:my_claim")
     r.add_argument("--examples", type=int, default=200, metavar="N", help="random problems per claim")
     r.add_argument("--seed", type=int, default=0, help="hypothesis seed of the random problems")
     r.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     r.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
+    r.add_argument("--max-shapes", type=int, default=None, metavar="S",
+                   help="draw the examples from at most S problem shapes (one compilation each; default: no limit)")
   return p
 
 
@@ -460,6 +467,8 @@ def _claims_setup(args):
   if args.examples is not None and args.examples < 1:
     raise ValueError(f"examples = {args.examples} is out of range; allowed: integers >= 1")
   check_seed("seed", args.seed)
+  if args.max_shapes is not None and args.max_shapes < 1:
+    raise ValueError(f"max_shapes = {args.max_shapes} is out of range; allowed: integers >= 1")
   if args.claims_command == "check":
     selected = claims.load_claim(args.target)
   else:
@@ -472,7 +481,19 @@ def _claims_setup(args):
   if getattr(args, "report", None):
     from ufm.io import check_writable_file
     check_writable_file("report", args.report)
+    if _scorecard_mode(args.report):
+      from ufm.claims import scorecard
+      path = args.scorecard or scorecard.SCORECARD_PATH
+      scorecard.load(path)  # an unreadable scorecard fails here, before any claim computes
+      check_writable_file("scorecard", str(path))
   return selected, store
+
+
+def _scorecard_mode(report: str) -> bool:
+  """Whether ``--report PATH`` regenerates a scorecard between markers (PATH exists and holds them)."""
+  import os
+  from ufm.claims import scorecard
+  return os.path.isfile(report) and scorecard.readme_table(report) is not None
 
 
 def claims_list(selected, store) -> int:
@@ -492,18 +513,28 @@ def claims_run(args, selected, store) -> int:
   examples = claims.DEFAULT_EXAMPLES if args.examples is None else args.examples
   results = []
   for c in selected:
-    r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink)
+    r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink,
+                         max_shapes=args.max_shapes)
     results.append(r)
     print(claims.format_result(r, c), flush=True)
   bad = [r.name for r in results if not r.as_expected]
   print(f"{len(results)} claim(s): {len(results) - len(bad)} as expected" + (f"; NOT as expected: {', '.join(bad)}"
                                                                             if bad else ""))
   if getattr(args, "report", None):
-    cmd = f"python -m ufm claims run {'--all' if not args.names else ' '.join(args.names)} --examples {examples} " \
-          f"--seed {args.seed} --report {args.report}"
-    with open(args.report, "w", encoding="utf-8") as f:
-      f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
-    print(f"scorecard written to {args.report}")
+    which = '--all' if not args.names else ' '.join(args.names)
+    if _scorecard_mode(args.report):
+      from ufm.claims import catalogue, scorecard
+      path = args.scorecard or scorecard.SCORECARD_PATH
+      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report"
+      data = scorecard.merge(scorecard.load(path), results, {c.name: c for c in selected}, catalogue.FAMILY_OF, cmd)
+      scorecard.write(data, path)
+      scorecard.update_readme(args.report, scorecard.render(data))
+      print(f"scorecard merged into {path} and written to {args.report} between its markers")
+    else:
+      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report {args.report}"
+      with open(args.report, "w", encoding="utf-8") as f:
+        f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
+      print(f"scorecard written to {args.report}")
   return 1 if bad else 0
 
 

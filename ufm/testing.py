@@ -35,6 +35,11 @@ from ufm.validate import check_seed
 
 __all__ = [
     "COUNT_KINDS",
+    "MIXUP_GRID",
+    "SPEC_TYPES",
+    "DeepSpec",
+    "MixupSpec",
+    "SphereSpec",
     "DEFAULT_D_OFFSETS",
     "DEFAULT_K",
     "DEFAULT_N",
@@ -45,6 +50,13 @@ __all__ = [
     "assert_close",
     "class_counts",
     "collapse_index",
+    "log_uniform",
+    "deep_specs",
+    "is_spec",
+    "mixup_specs",
+    "register_spec_type",
+    "spec_from_json",
+    "sphere_specs",
     "problem_specs",
     "problems",
     "rel_error",
@@ -210,6 +222,7 @@ class ProblemSpec(NamedTuple):
   seed: int = 0
   init_scale: float = 0.1
 
+  FAMILY = "plain"
   K = ClassCounts.K  # a NamedTuple takes no mixin: the properties themselves
   N = ClassCounts.N
 
@@ -273,8 +286,8 @@ def _as_tuple(name, value, allowed=None) -> tuple:
   return t
 
 
-def _log_uniform(lo: float, hi: float) -> st.SearchStrategy:
-  """:math:`\\exp U[\\log lo, \\log hi]` (``lo == hi`` gives the constant)."""
+def log_uniform(lo: float, hi: float) -> st.SearchStrategy:
+  """Strategy of :math:`\\exp U[\\log lo, \\log hi]` (``lo == hi`` gives the constant)."""
   if not (0 < lo <= hi and math.isfinite(hi)):
     raise ValueError(f"log-uniform range ({lo!r}, {hi!r}) is out of range; allowed: 0 < lo <= hi < inf")
   if lo == hi:
@@ -344,7 +357,7 @@ def _index_and_ratio(regime, tau, margin, ratio, lam):
   if regime not in REGIMES:
     raise ValueError(f"regime = {regime!r} is not supported; allowed values: {', '.join(REGIMES)}")
   if regime == "free":
-    w = _log_uniform(*lam)
+    w = log_uniform(*lam)
     return st.tuples(w, w)
   if not (0 <= margin < 1):
     raise ValueError(f"margin = {margin!r} is out of range; allowed range: 0 <= margin < 1")
@@ -352,9 +365,9 @@ def _index_and_ratio(regime, tau, margin, ratio, lam):
   if not (0 < lo < 1 - margin and 1 + margin < hi):
     raise ValueError(f"tau = {tau!r} is out of range for margin {margin}; allowed: 0 < tau[0] < 1 - margin "
                      f"and tau[1] > 1 + margin")
-  below, above = _log_uniform(lo, 1 - margin), _log_uniform(1 + margin, hi)
+  below, above = log_uniform(lo, 1 - margin), log_uniform(1 + margin, hi)
   taus = {"below": below, "above": above, "straddle": st.one_of(below, above)}[regime]
-  return st.tuples(taus, _log_uniform(*ratio))
+  return st.tuples(taus, log_uniform(*ratio))
 
 
 def weight_decays(counts, *, regime: str = "below", tau: tuple[float, float] = (0.05, 3.0), margin: float = 0.1,
@@ -384,7 +397,7 @@ def _lam_b_strategy(lam_b) -> st.SearchStrategy:
   if isinstance(lam_b, st.SearchStrategy):
     return lam_b
   if isinstance(lam_b, tuple) and len(lam_b) == 2:
-    return _log_uniform(*lam_b)
+    return log_uniform(*lam_b)
   v = float(lam_b)
   if not (v >= 0 and math.isfinite(v)):
     raise ValueError(f"lam_b = {lam_b!r} is out of range; allowed: a float >= 0, a (lo, hi) log-uniform range, "
@@ -426,7 +439,7 @@ def problem_specs(*, K: Sequence[int] = DEFAULT_K, n: Sequence[int] = DEFAULT_N,
   ds = None if d is None else _as_tuple("d", d)
   offsets = _as_tuple("d_offsets", d_offsets)
   lam_b_st = _lam_b_strategy(lam_b)
-  scale_st = _log_uniform(*init_scale) if isinstance(init_scale, tuple) else _log_uniform(init_scale, init_scale)
+  scale_st = log_uniform(*init_scale) if isinstance(init_scale, tuple) else log_uniform(init_scale, init_scale)
   seeds = st.integers(0, 2**32 - 1) if seeds is None else seeds
   pairs = _index_and_ratio(regime, tau, margin, ratio, lam)
 
@@ -454,3 +467,34 @@ def problems(**kwargs) -> st.SearchStrategy:
   """Strategy of :class:`~ufm.problem.Problem` s: :func:`problem_specs` (same arguments), built with
   :func:`ufm.problem.make_problem` (the dtype follows ``jax_enable_x64``)."""
   return problem_specs(**kwargs).map(ProblemSpec.problem)
+
+
+
+# ----------------------------------------------------------------------------- the other families' problems
+
+from ufm.specs import MIXUP_GRID, DeepSpec, MixupSpec, SphereSpec, deep_specs, mixup_specs, sphere_specs  # noqa: E402
+
+#: family -> spec type (the plain UFM's :class:`ProblemSpec` writes no ``"family"`` field: it is the default).
+SPEC_TYPES = {"plain": ProblemSpec, "deep": DeepSpec, "input_mixup": MixupSpec, "spherical": SphereSpec}
+
+
+def register_spec_type(cls) -> None:
+  """Adds a family's spec type to :data:`SPEC_TYPES` (its ``FAMILY`` is the key its JSON's ``"family"`` names)."""
+  if not (isinstance(getattr(cls, "FAMILY", None), str) and all(
+      callable(getattr(cls, a, None)) for a in ("problem", "to_json", "from_json"))):
+    raise ValueError(f"{cls!r} is not a spec type; it needs FAMILY, problem(), to_json() and from_json()")
+  SPEC_TYPES[cls.FAMILY] = cls
+
+
+def is_spec(obj) -> bool:
+  """Whether ``obj`` is a problem description a claim can solve (an instance of a :data:`SPEC_TYPES` type)."""
+  return isinstance(obj, tuple(SPEC_TYPES.values()))
+
+
+def spec_from_json(obj):
+  """Any family's spec from its JSON (``"family"`` selects the type; none: :class:`ProblemSpec`); ``ValueError``
+  naming the field otherwise (before any solve)."""
+  family = obj.get("family", "plain") if isinstance(obj, dict) else "plain"
+  if family not in SPEC_TYPES:
+    raise ValueError(f"family = {family!r} is not supported; allowed values: {', '.join(SPEC_TYPES)}")
+  return SPEC_TYPES[family].from_json(obj)

@@ -30,8 +30,10 @@ and in a test file: ``def test_ratio(): claims.assert_claim(feature_ratio, examp
 """
 
 from ufm.claims.catalogue import CATALOGUE, get_claim
-from ufm.claims.core import (DEFAULT_EXAMPLES, EXPECTED, Claim, ClaimResult, Outcome, assert_claim, format_result,
-                             format_worst, load_claim, report_markdown, run_claim)
+from ufm.claims.core import (DEFAULT_EXAMPLES, EXPECTED, SOLVERS, Claim, ClaimResult, Outcome, assert_claim,
+                             draw_examples, format_result, format_worst, report_markdown, result_record,
+                             run_claim)
+from ufm.claims.user import load_claim
 from ufm.claims.store import DEFAULT_STORE_DIR, ClaimStore
 
 __all__ = [
@@ -42,12 +44,15 @@ __all__ = [
     "Claim",
     "ClaimResult",
     "ClaimStore",
+    "SOLVERS",
     "Outcome",
     "assert_claim",
+    "draw_examples",
     "format_result",
     "format_worst",
     "get_claim",
     "load_claim",
     "report_markdown",
+    "result_record",
     "run_claim",
 ]

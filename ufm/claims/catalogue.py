@@ -1,556 +1,94 @@
-r"""The catalogue: every closed form of :mod:`ufm.theory` as a registered :class:`~ufm.claims.Claim`.
+r"""The catalogue of claims, gathered from one module per family.
 
-Each claim compares a float64 L-BFGS reference solve (:func:`ufm.solvers.lbfgs_reference`, to
-``|grad| <= 1e-10``) with a closed form, through residuals of :func:`ufm.testing.rel_error`
-(relative Frobenius error, absolute below the entry's ``atol``) bounded by the
-:data:`ufm.testing.TOL` entries ``"reference"`` (objective, norms, Gram matrices, bias,
-collapse of the features) and ``"reference_metric"`` (NC metrics). Gram matrices are compared,
-never the vectors, because every minimiser is determined only up to a rotation
-:math:`(W, H) \to (WQ^\top, QH)` (``ufm/theory/derivations.md``, testing conventions).
+Every closed form of :mod:`ufm.theory`, and every published statement the tests confirmed, refuted, corrected or
+narrowed, is a registered :class:`~ufm.claims.Claim`.
 
-Problem domains, and why they are what they are:
+Families (each a module ``ufm.claims.<family>`` exporting ``CLAIMS``, a tuple of claims):
 
-* shapes: ``K`` in {2, 3, 4, 5}, ``n`` in {1, 2, 3, 5}, ``d`` in {K+1, K-1} or {K+1, K} (as each
-  theorem allows: a simplex ETF needs ``d >= K-1``, an orthogonal frame ``d >= K``; ``K+1`` first, so
-  claims share their smallest shapes and the compilations); imbalanced counts from
-  :data:`IMBALANCED_COUNTS`;
-* weight decays: log-uniform collapse index :math:`\tau \in [0.05, 0.9]` (below the threshold)
-  or :math:`[1.1, 3]` (above), ratio :math:`\lambda_H/\lambda_W \in [0.1, 10]`. Every singular
-  direction of an MSE problem is kept 10% away from its own threshold (:func:`_off_thresholds`):
-  at a threshold the minimiser is degenerate (its Hessian has a zero eigenvalue beyond the
-  rotations), and no finite-precision solve determines its norms to 1e-8.
+* ``plain``: the plain UFM (Zhu et al. 2021; Tirer & Bruna 2022; Zhou et al. 2022; Dang et al. 2023 at depth 1;
+  closed forms derived in :mod:`ufm.theory`; NC metric targets; benign landscapes);
+* ``vicinity``: the vicinity UFM (Tirer, Huang & Niles-Weed 2023);
+* ``deep``: the deep linear UFM (Dang et al. 2023; Garrod & Keating 2024);
+* ``mixup``: the input-mixup UFM with a fixed simplex-ETF classifier (Fisher, Meng & Papyan 2024);
+* ``imbalanced``: the imbalanced CE-UFM through its convex reduction (Fang et al. 2021; Thrampoulidis et al. 2022);
+* ``sphere``: the spherical temperature-scaled UFM with any ``K`` and ``d`` (Lu & Steinerberger 2022; Jiang et
+  al. 2024; constructed configurations and their metrics);
+* ``fixed``: fixed classifiers (simplex ETF, d-Simplex and d-Orthoplex of Pernici et al. 2021; the EBV of Shen,
+  Sun & Wei 2023, where the features do not align with their classifier: a refutation found here).
 
-The perturbation closed forms (Tirer et al. 2023: the near-collapse linearised map and the
-within-class contraction of :mod:`ufm.vicinity`) are checked by their own computations in the check
-(the plain reference solve supplies ``W``). The catalogue covers the plain UFM and the vicinity UFM
-only: the closed forms of the deep linear UFM, the mixup UFM and the spherical (``K > d + 1``) UFM exist
-in :mod:`ufm.theory` but are not registered here; ``tests/test_deep.py``, ``tests/test_mixup.py`` and
-``tests/test_spherical.py`` check them against float64 reference solves.
+**Adding a family** is one line: write ``ufm/claims/<family>.py`` with ``CLAIMS = (...)`` built with
+:class:`ufm.claims.Claim` (a problem strategy from :mod:`ufm.testing`, or a spec type of one's own registered with
+:func:`ufm.testing.register_spec_type`), and add ``"<family>"`` to :data:`FAMILY_MODULES`. Claim names must be unique
+across the catalogue (checked at import). For example, the loss-family, deep-ReLU and neural-regression-collapse
+modules (``ufm/claims/losses.py``, ``relu.py``, ``regression.py``) plug in as the entries ``"losses"``, ``"relu"``
+and ``"regression"``. A family whose problems are not plain UFM problems registers its spec type (``FAMILY``,
+``problem()``, ``shape_key``, ``seed``, ``init_scale``, ``to_json``/``from_json``) at import; its claims then run with
+``solver="lbfgs"`` (every array leaf of ``spec.problem()`` is vmapped, so any :class:`ufm.problem.Family` works) or
+``solver="none"``.
 
-Section numbers (§) refer to ``ufm/theory/derivations.md``.
+Expected statuses: ``"holds"``; ``"refuted"`` (a published statement kept as a documented counterexample, with its
+minimal counterexample committed in ``Claim.counterexamples`` and reproduced by every run); ``"holds-when"`` (the
+statement holds under a narrower condition than published, stated in ``Claim.holds_when``, and is checked there).
+
+Statements with no finite check, and therefore not claims:
+
+* limits as a parameter tends to 0 or infinity: SELI as the :math:`\lambda \to 0` limit of the imbalanced CE-UFM
+  (Thrampoulidis et al. 2022, Thm. 2) and minority collapse as :math:`R \to \infty` (Fang et al. 2021, Thm. 5).
+  Finitely many solves cannot reach a limit; what *is* finite is registered instead: the SELI Grams' own identities,
+  the refuted rate "distance to SELI about 1e-2 at lambda = 1e-5", and the exact coincidence of the minority
+  classifiers at a finite ratio (``imbalanced``);
+* statements about training dynamics or stochastic optimisation (the averaged-SGD error of the mixup UFM, the
+  softmax-code and minimal-energy solvers of :mod:`ufm.geometry`): their results depend on step counts and
+  learning rates, not on a closed form; ``tests/test_mixup.py`` and ``tests/test_geometry.py`` check them with
+  statistical or geometric bounds;
+* the strict-saddle property of the deep CE-UFM's ETF (Garrod & Keating 2024, Thm. 4: a PSD Hessian at a critical
+  point that is not a minimiser) needs a full Hessian eigen-decomposition per problem; it is checked at four
+  points in ``tests/test_deep.py``.
 """
 
-import math
+import importlib
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from ufm import metrics as _metrics
-from ufm import theory
 from ufm.claims.core import Claim
-from ufm.problem import Params, long_tailed_counts, step_counts
-from ufm.testing import ProblemSpec, problem_specs, rel_error
 
-__all__ = ["CATALOGUE", "get_claim"]
+__all__ = ["CATALOGUE", "FAMILY_MODULES", "FAMILY_OF", "by_family", "get_claim"]
 
-_MARGIN = 0.1  # distance of every collapse index from 1 (see the module docstring)
-# Reference solves to |grad| <= 1e-12, not 1e-10: quantities that vanish at the minimiser (b with lam_b > 0, the
-# global feature mean h_G with a bias) are checked absolutely (atol 1e-9), and their error is ~ gtol / (curvature
-# along them), which is lam_b or lam_H and can be 1e-3 here: 1e-10 / 1e-3 = 1e-7 was measured (h_G, lam_H = 0.025:
-# 1.4e-8). Solving tighter, not loosening atol (as tests/test_solvers.py does for CE with a free bias).
-_GTOL = 1e-12
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _arrays(sol):
-  return tuple(np.asarray(x, np.float64) for x in sol.params)
-
-
-def _class_means(problem, H):
-  """``d x K`` class means :math:`\\bar h_k = \\frac{1}{n_k}\\sum_i h_{k,i}`."""
-  return H @ np.asarray(problem.Y).T / np.asarray(problem.counts, np.float64)[None, :]
-
-
-def _collapse(problem, H):
-  """NC1 as a residual: :math:`\\|H - \\bar H Y\\|_F / \\|H\\|_F` (0 iff every feature equals its class mean)."""
-  return rel_error(H, _class_means(problem, H) @ np.asarray(problem.Y), "reference")
-
-
-def _unit(G):
-  n = np.linalg.norm(G)
-  return G / n if n > 0 else G
-
-
-def _mse_singular_ratios(spec: ProblemSpec) -> np.ndarray:
-  r""":math:`\sigma_i/\mu` for every singular direction of the MSE problem (mse_minimiser's reduction): the
-  centred block :math:`\sigma(P D^{1/2})` and, with a regularised bias and balanced counts, the mean block
-  :math:`\gamma\sqrt n`; against :math:`\mu = N\sqrt{\lambda_W\lambda_H}`. A direction is active iff its ratio
-  is > 1."""
-  n = np.asarray(spec.counts, np.float64)
-  N, K = n.sum(), len(n)
-  pi = n / N
-  P = np.eye(K) - np.outer(pi, np.ones(K)) if spec.bias else np.eye(K)
-  sig = np.linalg.svd(P * np.sqrt(n)[None, :], compute_uv=False)
-  mu = N * math.sqrt(spec.lam_W * spec.lam_H)
-  ratios = list(sig / mu)
-  if spec.bias and spec.lam_b > 0:
-    gamma = spec.lam_b / (1 + spec.lam_b)
-    ratios.append(gamma * math.sqrt(N) * np.linalg.norm(pi) / mu)
-  return np.asarray(ratios)
-
-
-def _off_thresholds(spec: ProblemSpec) -> bool:
-  """Every singular direction of an MSE problem at least 10% from its threshold (ratio 0 is a dead one)."""
-  r = _mse_singular_ratios(spec)
-  return bool(np.all((r < 1e-12) | (np.abs(r - 1) > _MARGIN)))
-
-
-#: Imbalanced count vectors of the MSE claims: step (Fang et al. 2021) and long-tailed (Cao et al. 2019) profiles.
-#: A fixed list, because every count vector compiles the solver once more (a drawn profile would rarely repeat).
-IMBALANCED_COUNTS = (
-    step_counts(2, K_major=1, n_major=2, n_minor=1),      # (2, 1)
-    step_counts(2, K_major=1, n_major=5, n_minor=1),      # (5, 1)
-    step_counts(3, K_major=1, n_major=5, n_minor=2),      # (5, 2, 2)
-    step_counts(4, K_major=2, n_major=3, n_minor=1),      # (3, 3, 1, 1)
-    long_tailed_counts(3, n_max=5, rho=5.0),              # (5, 2, 1)
-    long_tailed_counts(4, n_max=5, rho=5.0),              # (5, 2, 1, 1)
-    long_tailed_counts(5, n_max=5, rho=2.0),              # (5, 4, 3, 2, 2)
+#: The claim modules ``ufm.claims.<name>``, in the order of the scorecard. One entry per family.
+FAMILY_MODULES = (
+    "plain",
+    "vicinity",
+    "deep",
+    "mixup",
+    "imbalanced",
+    "sphere",
+    "fixed",
 )
 
 
-def _ce(**kw):
-  kw.setdefault("d_offsets", (1, -1))  # d = K+1 and K-1 (the tightest ETF)
-  return problem_specs(loss="ce", counts="balanced", margin=_MARGIN, **kw)
+def _collect() -> tuple[dict[str, Claim], dict[str, str]]:
+  claims, family = {}, {}
+  for mod_name in FAMILY_MODULES:
+    module = importlib.import_module(f"ufm.claims.{mod_name}")
+    got = getattr(module, "CLAIMS", None)
+    if not isinstance(got, tuple) or not all(isinstance(c, Claim) for c in got):
+      raise TypeError(f"ufm.claims.{mod_name}.CLAIMS must be a tuple of ufm.claims.Claim")
+    for c in got:
+      if c.name in claims:
+        raise ValueError(f"claim name {c.name!r} of ufm.claims.{mod_name} is already used by "
+                         f"ufm.claims.{family[c.name]}; claim names must be unique")
+      claims[c.name], family[c.name] = c, mod_name
+  return claims, family
 
 
-def _mse(**kw):
-  return problem_specs(loss="mse", margin=_MARGIN, **kw).filter(_off_thresholds)
+#: Name -> claim, in the order of the scorecard; FAMILY_OF: name -> its family module.
+CATALOGUE, FAMILY_OF = _collect()
 
 
-def _lams(problem):
-  return float(problem.lam_W), float(problem.lam_H)
-
-
-# ----------------------------------------------------------------------------- balanced CE
-
-
-def _ce_theory(problem):
-  """``(tau, CEBalanced)`` for a balanced CE problem (Zhu et al. 2021 + the norm reduction of ce_balanced)."""
-  lam_W, lam_H = _lams(problem)
-  sol = theory.ce_balanced(problem.K, problem.n, lam_W, lam_H)
-  tau = float(theory.collapse_threshold(problem.K, problem.n, lam_W, lam_H))
-  return tau, {k: float(v) for k, v in sol._asdict().items()}
-
-
-def _ce_geometry_check(problem, sol, th):
-  _, c = th
-  W, H, b = _arrays(sol)
-  M = _class_means(problem, H)
-  out = {"gram_W": rel_error(_unit(W @ W.T), theory.etf_target(problem.K)),
-         "collapse": _collapse(problem, H),
-         "self_duality": rel_error(M, c["ratio"] * W.T)}
-  if problem.bias:
-    out["bias"] = rel_error(b, np.zeros_like(b))
+def by_family() -> dict[str, list[str]]:
+  """Family module -> the names of its claims (scorecard order)."""
+  out: dict[str, list[str]] = {m: [] for m in FAMILY_MODULES}
+  for name, fam in FAMILY_OF.items():
+    out[fam].append(name)
   return out
-
-
-def _ce_norms_check(problem, sol, th):
-  _, c = th
-  W, H, _ = _arrays(sol)
-  t, rho = c["norm_w_sq"], c["ratio"]
-  return {"objective": rel_error(sol.objective, c["objective"]),
-          "norm_W_sq": rel_error(np.sum(W**2), problem.K * t),
-          "norm_H_sq": rel_error(np.sum(H**2), problem.N * rho**2 * t)}
-
-
-def _ce_threshold_check(problem, sol, th):
-  tau, c = th
-  W, H, _ = _arrays(sol)
-  dead = tau >= 1  # from collapse_threshold alone
-  t, rho = (0.0, 0.0) if dead else (c["norm_w_sq"], c["ratio"])
-  return {"norm_W_sq": rel_error(np.sum(W**2), problem.K * t),
-          "norm_H_sq": rel_error(np.sum(H**2), problem.N * rho**2 * t),
-          "objective": rel_error(sol.objective, math.log(problem.K) if dead else c["objective"])}
-
-
-def _ce_bias_free_b_check(problem, sol, th):
-  W, H, b = _arrays(sol)
-  _, c = th
-  return {"bias_spread": rel_error(b - b.mean(), np.zeros_like(b)),
-          "gram_W": rel_error(_unit(W @ W.T), theory.etf_target(problem.K)),
-          "objective": rel_error(sol.objective, c["objective"])}
-
-
-_ZHU = "Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.1"
-
-
-def _zhu_claim(*, regime: str, check, quantities: tuple[str, ...], **fields) -> Claim:
-  """A claim on Zhu et al.'s balanced CE problems (bias or not, ``lam_b`` in {1e-2, 1}) at ``regime``, checked
-  against :func:`_ce_theory`; every quantity in ``quantities`` at the ``"reference"`` tolerance."""
-  return Claim(problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), regime=regime), theory=_ce_theory, check=check,
-               tolerances=dict.fromkeys(quantities, "reference"), gtol=_GTOL, **fields)
-
-
-CE_ETF_GEOMETRY = _zhu_claim(
-    name="ce_etf_geometry",
-    source=_ZHU,
-    statement="Balanced CE-UFM, d >= K-1, below the threshold: the rows of W form a simplex ETF, every feature "
-              "equals its class mean, h_k = sqrt(lam_W/(n lam_H)) w_k, and b = 0 when lam_b > 0.",
-    regime="below", check=_ce_geometry_check, quantities=("gram_W", "collapse", "self_duality", "bias"))
-
-CE_NORMS = _zhu_claim(
-    name="ce_norms",
-    source=_ZHU + "; norm t* from the convex reduction in ufm.theory.ce_balanced (derivations §5.1)",
-    statement="Balanced CE-UFM, below the threshold: ||W||^2 = K t*, ||H||^2 = N rho^2 t*, f* = g(t*), "
-              "t* = max(0, log((K-1)(beta - K lam_W)/(K lam_W))/beta).",
-    regime="below", check=_ce_norms_check, quantities=("objective", "norm_W_sq", "norm_H_sq"))
-
-CE_COLLAPSE_THRESHOLD = _zhu_claim(
-    name="ce_collapse_threshold",
-    source=_ZHU + "; threshold from ufm.theory.collapse_threshold (derivations §5.1)",
-    statement="Balanced CE-UFM: the global minimiser is W = 0, H = 0 (f* = log K) iff "
-              "K sqrt(n lam_W lam_H) >= 1; below, the norms are those of ce_balanced.",
-    regime="straddle", check=_ce_threshold_check, quantities=("norm_W_sq", "norm_H_sq", "objective"))
-
-CE_UNREGULARISED_BIAS = Claim(
-    name="ce_unregularised_bias",
-    source=_ZHU,
-    statement="Balanced CE-UFM with an unregularised bias (lam_b = 0): W is a simplex ETF and b is a multiple "
-              "of the all-ones vector (only b's spread is determined).",
-    problems=_ce(bias=True, lam_b=0.0, regime="below"),
-    theory=_ce_theory, check=_ce_bias_free_b_check,
-    # (gtol 1e-12 matters most here: the curvature along b ⊥ 1 is the softmax variance ~ e^(-margin), so
-    # |grad| <= 1e-10 leaves b's spread at ~1e-9; tests/test_solvers.py, measured.)
-    gtol=_GTOL,
-    tolerances={"bias_spread": "reference", "gram_W": "reference", "objective": "reference"},
-)
-
-
-# ----------------------------------------------------------------------------- MSE
-
-
-def _mse_theory(problem):
-  lam_W, lam_H = _lams(problem)
-  sol = theory.mse_minimiser(problem.counts, lam_W, lam_H, float(problem.lam_b), bias=problem.bias, d=problem.d)
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), sol)
-
-
-def _mse_common(problem, sol, th):
-  W, H, b = _arrays(sol)
-  return {"objective": rel_error(sol.objective, th.objective),
-          "norm_W_sq": rel_error(np.sum(W**2), th.norm_W_sq),
-          "norm_H_sq": rel_error(np.sum(H**2), th.norm_H_sq),
-          "collapse": _collapse(problem, H)}
-
-
-def _orthogonal_frame_check(problem, sol, th):
-  W, H, _ = _arrays(sol)
-  M = _class_means(problem, H)
-  F = np.asarray(theory.orthogonal_frame(problem.K), np.float64)  # d = K embedding; F^T F = I_K
-  s2, h2 = th.norm_W_sq / problem.K, th.norm_H_sq / problem.N
-  return {**_mse_common(problem, sol, th),
-          "gram_W": rel_error(W @ W.T, s2 * F.T @ F),
-          "gram_M": rel_error(M.T @ M, h2 * F.T @ F)}
-
-
-def _etf_bias_check(problem, sol, th):
-  W, H, b = _arrays(sol)
-  M = _class_means(problem, H)
-  K = problem.K
-  return {**_mse_common(problem, sol, th),
-          "gram_W": rel_error(_unit(W @ W.T), theory.etf_target(K)),
-          "gram_M": rel_error(_unit(M.T @ M), theory.etf_target(K)) if th.norm_H_sq > 0 else 0.0,
-          "bias": rel_error(b, np.full(K, 1.0 / K)),
-          "global_mean": rel_error(H.mean(axis=1), np.zeros(H.shape[0]))}
-
-
-def _mse_threshold_check(problem, sol, th):
-  W, H, _ = _arrays(sol)
-  lam_W, lam_H = _lams(problem)
-  dead = float(theory.collapse_threshold(problem.K, problem.n, lam_W, lam_H)) >= 1
-  # f(W = 0, H = 0) with the best bias: b = pi = (n_k/N) with a free bias, giving (1/2N)||Y - pi 1^T||^2; 1/2 without
-  Y = np.asarray(problem.Y, np.float64)
-  pi = np.asarray(problem.counts, np.float64) / problem.N
-  zero = np.sum((Y - pi[:, None]) ** 2) / (2 * problem.N) if problem.bias else 0.5
-  return {"norm_W_sq": rel_error(np.sum(W**2), 0.0 if dead else th.norm_W_sq),
-          "norm_H_sq": rel_error(np.sum(H**2), 0.0 if dead else th.norm_H_sq),
-          "objective": rel_error(sol.objective, zero if dead else th.objective)}
-
-
-def _gof_theory(problem):
-  r"""Derivations §1.3 at depth 1: :math:`\|w_k\|^2 = (\sqrt{n_k\lambda_H/\lambda_W} - N\lambda_H)_+`,
-  :math:`\|\bar h_k\| = s_k/(s_k^2 + N\lambda_H)`, and the objective of ufm.theory.mse_minimiser."""
-  lam_W, lam_H = _lams(problem)
-  n = np.asarray(problem.counts, np.float64)
-  s2 = np.maximum(np.sqrt(n * lam_H / lam_W) - problem.N * lam_H, 0.0)
-  h2 = s2 / (s2 + problem.N * lam_H) ** 2
-  mse = _mse_theory(problem)
-  return {"gram_W": np.diag(s2), "gram_M": np.diag(h2), "objective": float(mse.objective)}
-
-
-def _gof_check(problem, sol, th):
-  W, H, _ = _arrays(sol)
-  M = _class_means(problem, H)
-  return {"gram_W": rel_error(W @ W.T, th["gram_W"]), "gram_M": rel_error(M.T @ M, th["gram_M"]),
-          "objective": rel_error(sol.objective, th["objective"]), "collapse": _collapse(problem, H)}
-
-
-def _prediction_check(problem, sol, pred):
-  """Everything :func:`ufm.theory.predict` fixes: objective, norms, Grams, logits, bias, collapse."""
-  W, H, b = _arrays(sol)
-  M = _class_means(problem, H)
-  out = {"objective": rel_error(sol.objective, pred.objective),
-         "norm_W_sq": rel_error(np.sum(W**2), pred.norm_W_sq),
-         "norm_H_sq": rel_error(np.sum(H**2), pred.norm_H_sq),
-         "gram_W": rel_error(W @ W.T, pred.gram_W),
-         "gram_M": rel_error(M.T @ M, pred.gram_M),
-         "logits_M": rel_error(W @ M, pred.logits_M),
-         "collapse": _collapse(problem, H)}
-  if problem.bias:
-    out["bias"] = rel_error(b, pred.b)
-  return out
-
-
-_PRED_TOLS = {k: "reference" for k in
-              ("objective", "norm_W_sq", "norm_H_sq", "gram_W", "gram_M", "logits_M", "collapse", "bias")}
-_MSE_TOLS = {k: "reference" for k in ("objective", "norm_W_sq", "norm_H_sq", "collapse")}
-
-MSE_ORTHOGONAL_FRAME = Claim(
-    name="mse_orthogonal_frame",
-    source="Tirer & Bruna 2022 (arXiv 2202.08087); constants from ufm.theory.mse_minimiser (derivations §5.4, §1.2)",
-    statement="Balanced bias-free MSE-UFM, d >= K, below the threshold: W W^T = s^2 I_K and the class means "
-              "form an orthogonal frame (features collapse), s^2 = sqrt(n lam_H/lam_W) - K n lam_H.",
-    problems=_mse(counts="balanced", bias=False, d_offsets=(1, 0), regime="below"),
-    theory=_mse_theory, check=_orthogonal_frame_check,
-    tolerances={**_MSE_TOLS, "gram_W": "reference", "gram_M": "reference"},
-    gtol=_GTOL,
-)
-
-MSE_ETF_WITH_BIAS = Claim(
-    name="mse_etf_with_bias",
-    source="Zhou et al. 2022 (arXiv 2203.01238), global optimality with unconstrained features (derivations §5.3)",
-    statement="Balanced MSE-UFM with an unregularised bias, d >= K-1, below the threshold: W and the class "
-              "means are simplex ETFs, b = 1/K, the global feature mean is 0, features collapse.",
-    problems=_mse(counts="balanced", bias=True, lam_b=0.0, d_offsets=(1, -1), regime="below"),
-    theory=_mse_theory, check=_etf_bias_check,
-    tolerances={**_MSE_TOLS, "gram_W": "reference", "gram_M": "reference", "bias": "reference",
-                "global_mean": "reference"},
-    gtol=_GTOL,
-)
-
-MSE_COLLAPSE_THRESHOLD = Claim(
-    name="mse_collapse_threshold",
-    source="Zhou et al. 2022 (arXiv 2203.01238); Tirer & Bruna 2022 (arXiv 2202.08087); threshold from "
-           "ufm.theory.collapse_threshold (derivations §1.2)",
-    statement="Balanced MSE-UFM, bias-free or with an unregularised bias: the global minimiser is W = 0, H = 0 "
-              "iff K sqrt(n lam_W lam_H) >= 1; below, the norms are those of mse_minimiser.",
-    problems=_mse(counts="balanced", bias=(False, True), lam_b=0.0, d_offsets=(1, 0), regime="straddle"),
-    theory=_mse_theory, check=_mse_threshold_check,
-    tolerances={"norm_W_sq": "reference", "norm_H_sq": "reference", "objective": "reference"},
-    gtol=_GTOL,
-)
-
-MSE_GENERAL_ORTHOGONAL_FRAME = Claim(
-    name="mse_general_orthogonal_frame",
-    source="Dang et al. 2023 (arXiv 2301.00437) at depth 1, the general orthogonal frame (derivations §1.3)",
-    statement="Imbalanced bias-free MSE-UFM, d >= K: W W^T = diag(s_k^2) with s_k^2 = (sqrt(n_k lam_H/lam_W) "
-              "- N lam_H)_+, class means mutually orthogonal with ||h_k|| = s_k/(s_k^2 + N lam_H), features "
-              "collapse; classes past their own threshold are 0.",
-    problems=_mse(counts="explicit", explicit_counts=IMBALANCED_COUNTS, bias=False, d_offsets=(1, 0),
-                  regime="straddle"),
-    theory=_gof_theory, check=_gof_check,
-    tolerances={"gram_W": "reference", "gram_M": "reference", "objective": "reference", "collapse": "reference"},
-    gtol=_GTOL,
-)
-
-MSE_IMBALANCED_BIAS = Claim(
-    name="mse_imbalanced_bias",
-    source="derived in ufm.theory.mse_minimiser (nuclear-norm reduction, centred SVD frame); the balanced case "
-           "is Zhou et al. 2022 (arXiv 2203.01238)",
-    statement="Imbalanced MSE-UFM with an unregularised bias, d >= K-1: b = pi - W h_G with h_G = 0, and W W^T, "
-              "the class-mean Gram and the logits are those of the soft-thresholded SVD of (I - pi 1^T) D^{1/2}.",
-    problems=_mse(counts="explicit", explicit_counts=IMBALANCED_COUNTS, bias=True, lam_b=0.0, d_offsets=(1, -1),
-                  regime="straddle"),
-    check=_prediction_check, tolerances=_PRED_TOLS,
-    gtol=_GTOL,
-)
-
-MSE_REGULARISED_BIAS = Claim(
-    name="mse_regularised_bias",
-    source="derived in ufm.theory.mse_minimiser (mean block; cf. arXiv 2606.00344 for the lam_b -> inf limit)",
-    statement="Balanced MSE-UFM with a regularised bias (lam_b > 0), d >= K: the centred block is a simplex ETF "
-              "and, once lam_b/(1+lam_b) > K sqrt(n lam_W lam_H), the features gain a non-zero global mean along "
-              "a new direction; objective, norms, Grams, logits and b as ufm.theory.predict gives them.",
-    problems=_mse(counts="balanced", bias=True, lam_b=(1e-3, 10.0), d_offsets=(1, 0), regime="below"),
-    check=_prediction_check, tolerances=_PRED_TOLS,
-    gtol=_GTOL,
-)
-
-
-def _truncation_check(problem, sol, pred):
-  best = int(np.argmin(sol.objective))
-  W = np.asarray(sol.params.W[best], np.float64)
-  return {"objective": rel_error(sol.objective[best], pred.objective), "gram_W": rel_error(W @ W.T, pred.gram_W)}
-
-
-MSE_RANK_TRUNCATION = Claim(
-    name="mse_rank_truncation",
-    source="derived in ufm.theory.mse_minimiser (rank <= d: von Neumann's trace inequality keeps the problem "
-           "separable over singular directions)",
-    statement="Bias-free MSE-UFM with distinct class counts and d below the rank of the unconstrained "
-              "minimiser: the minimum keeps the d directions with the largest objective decrease; the best of 4 "
-              "L-BFGS inits reaches its objective and W W^T.",
-    problems=_mse(counts="explicit", explicit_counts=((2, 1), (3, 1), (3, 2, 1), (5, 3, 1), (5, 3, 2, 1)),
-                  bias=False, d_offsets=(-3, -2, -1), regime="below"),
-    check=_truncation_check, inits=4, tolerances={"objective": "reference", "gram_W": "reference"},
-    gtol=_GTOL,
-)
-
-
-# ----------------------------------------------------------------------------- metrics and landscape
-
-
-def _metrics_check(problem, sol, pred):
-  params = jax.tree.map(jnp.asarray, sol.params)  # the metrics take JAX arrays (jaxtyping-checked in the tests)
-  got = _metrics.compute(params, problem, tuple(pred.metrics))
-  return {"metrics": max((rel_error(got[k], v, "reference_metric") for k, v in pred.metrics.items()), default=0.0)}
-
-
-NC_METRIC_TARGETS = Claim(
-    name="nc_metric_targets",
-    source="Papyan, Han & Donoho 2020 (arXiv 2008.08186) metric definitions; values fixed by the closed forms "
-           "of ufm.theory.predict",
-    statement="At the global minimiser of a balanced CE- or MSE-UFM below the threshold, every NC metric that "
-              "the closed form fixes (NC1 = 0, equinorm, equiangularity, ETF/OF errors, self-duality, GNC2, NC4 = 1, "
-              "...) takes its predicted value.",
-    problems=problem_specs(counts="balanced", d_offsets=(1,), bias=(False, True), lam_b=0.0,
-                           margin=_MARGIN, regime="below").filter(lambda s: s.loss == "mse" or not s.bias),
-    check=_metrics_check, tolerances={"metrics": "reference_metric"},
-    gtol=_GTOL,
-)
-
-
-def _landscape_check(problem, sol, pred):
-  W = np.asarray(sol.params.W, np.float64)  # [init, K, d]
-  return {"objective": max(rel_error(f, pred.objective) for f in np.asarray(sol.objective)),
-          "gram_W": max(rel_error(w @ w.T, pred.gram_W) for w in W)}
-
-
-_LANDSCAPE_INITS = 16
-
-CE_BENIGN_LANDSCAPE = Claim(
-    name="ce_benign_landscape",
-    source="Zhu et al. 2021 (arXiv 2105.02375), Thm. 3.2 (strict saddles; condition d > K-1 as derivations §5.1 "
-           "reads it)",
-    statement=f"Balanced CE-UFM, d = K+1 > K-1: every critical point is a global minimiser or a strict saddle, so all "
-              f"{_LANDSCAPE_INITS} random L-BFGS initialisations (scales 0.01..1) reach f* and the same W W^T.",
-    problems=_ce(bias=(False, True), lam_b=(1e-2, 1.0), d_offsets=(1,), regime="below", init_scale=(0.01, 1.0)),
-    check=_landscape_check, inits=_LANDSCAPE_INITS, tolerances={"objective": "reference", "gram_W": "reference"},
-    gtol=_GTOL,
-)
-
-MSE_BENIGN_LANDSCAPE = Claim(
-    name="mse_benign_landscape",
-    source="Zhou et al. 2022 (arXiv 2203.01238), benign landscape with unconstrained features",
-    statement=f"Balanced MSE-UFM, bias-free or with an unregularised bias, d = K+1: no spurious local minima, so "
-              f"all {_LANDSCAPE_INITS} random L-BFGS initialisations (scales 0.01..1) reach f* and the same W W^T.",
-    problems=_mse(counts="balanced", bias=(False, True), lam_b=0.0, d_offsets=(1,), regime="below",
-                  init_scale=(0.01, 1.0)),
-    check=_landscape_check, inits=_LANDSCAPE_INITS, tolerances={"objective": "reference", "gram_W": "reference"},
-    gtol=_GTOL,
-)
-
-
-# ----------------------------------------------------------------------------- perturbation (vicinity UFM)
-
-_VICINITY_BETA = 100.0  # the paper's Fig. 1 value
-
-
-def _vicinity_map_check(problem, sol, th):
-  """The implicit Jacobian dH*/dH0 at the collapsed base point against the exact near-collapse forms."""
-  from ufm import vicinity
-  lam_W, lam_H = float(problem.lam_W), float(problem.lam_H)
-  bp = theory.vicinity_base_point(problem.K, problem.n, problem.d, lam_W, lam_H, key=jax.random.key(0))
-  vp = vicinity.make_vicinity_problem(bp.H0, problem.counts, lam_W=lam_W, lam_H=lam_H, beta=_VICINITY_BETA)
-  F = vicinity.linearised_map(vp, Params(W=bp.W0, H=bp.H0, b=jnp.zeros(problem.K)))
-  s_kk = np.linalg.svd(np.asarray(vicinity.class_blocks(F, problem.counts, 0, 0)), compute_uv=False)
-  s_x = np.linalg.svd(np.asarray(vicinity.class_blocks(F, problem.counts, 0, 1)), compute_uv=False)
-  m = theory.vicinity_linearised_map(lam_W, lam_H, _VICINITY_BETA)
-  return {"smax_kk": rel_error(s_kk.max(), m.smax_kk, "implicit_map"),
-          "smin_kk": rel_error(s_kk.min(), m.smin_kk, "implicit_map"),
-          "smax_cross": rel_error(s_x.max(), m.smax_cross, "implicit_map")}
-
-
-VICINITY_NEAR_COLLAPSE = Claim(
-    name="vicinity_near_collapse_map",
-    source="Tirer, Huang & Niles-Weed 2023 (arXiv 2210.16658), near-collapse theorem, exact forms of "
-           "ufm.theory.vicinity_linearised_map (derivations §10)",
-    statement="Balanced bias-free MSE vicinity UFM (paper normalisation), d > K, n >= 2, sqrt(lam_H lam_W) < 1, "
-              "beta = 100: at the collapsed beta = 0 minimiser, the (dn)x(dn) class blocks of dH*/dH0 have "
-              "sigma_max(F_kk) = 1, sigma_min(F_kk) = beta/(beta + sqrt(lam_H/lam_W)), "
-              "sigma_max(F_kk~) = 2 lam_H (1-c)/(beta + 4 lam_H (1-c)).",
-    problems=problem_specs(K=(2, 3), n=(2, 3), counts="balanced", d_offsets=(1, 2), loss="mse", bias=False,
-                           regime="free", lam=(1e-2, 0.9)),
-    theory=lambda problem: None, check=_vicinity_map_check,
-    tolerances={"smax_kk": "implicit_map", "smin_kk": "implicit_map", "smax_cross": "implicit_map"},
-)
-
-
-def _contraction_check(problem, sol, th):
-  """Sigma_W(H*(W)) = A Sigma_W(H0) A and the trace bound, at the solved W and a perturbed H0."""
-  from ufm import vicinity
-  W = jnp.asarray(sol.params.W)
-  H0 = jnp.asarray(sol.params.H) + 0.3 * jax.random.normal(jax.random.key(1), np.shape(sol.params.H), W.dtype)
-  lam_H, out = float(problem.lam_H), {"identity": 0.0, "trace_bound": 0.0}
-  for beta in (0.5, 5.0):
-    H = vicinity.optimal_features(W, problem.Y, H0, lam_H, beta)
-    A = theory.contraction_map(W, lam_H, beta)
-    SW0, SW = (vicinity.within_class_covariance(X, problem.labels, problem.K) for X in (H0, H))
-    out["identity"] = max(out["identity"], rel_error(SW, A @ SW0 @ A, "identity_solve"))
-    excess = float(jnp.trace(SW)) - (beta / (beta + lam_H)) ** 2 * float(jnp.trace(SW0))
-    out["trace_bound"] = max(out["trace_bound"], max(excess, 0.0) / max(float(jnp.trace(SW0)), 1e-300))
-  return out
-
-
-VICINITY_CONTRACTION = Claim(
-    name="vicinity_contraction",
-    source="Tirer, Huang & Niles-Weed 2023 (arXiv 2210.16658); A with the lam_H term as derived in derivations §10.5",
-    statement="MSE vicinity UFM, any counts and W: the within-class covariance of H*(W) is A Sigma_W(H0) A with "
-              "A = beta (W^T W + (lam_H + beta) I)^-1, so tr Sigma_W(H*) <= (beta/(beta + lam_H))^2 tr Sigma_W(H0).",
-    problems=problem_specs(K=(2, 3), n=(2, 3), counts=("balanced", "step"), d_offsets=(1,), loss="mse", bias=False,
-                           regime="free", lam=(1e-3, 1.0)),  # n >= 2: a within-class covariance to contract
-    theory=lambda problem: None, check=_contraction_check,
-    tolerances={"identity": "identity_solve", "trace_bound": "identity_solve"},
-)
-
-
-# ----------------------------------------------------------------------------- refuted
-
-
-def _etf_only_check(problem, sol, th):
-  W, _, _ = _arrays(sol)
-  return {"gram_W": rel_error(_unit(W @ W.T), theory.etf_target(problem.K))}
-
-
-MSE_REGULARISED_BIAS_KEEPS_ETF = Claim(
-    name="mse_regularised_bias_keeps_etf",
-    source="Zhou et al. 2022 (arXiv 2203.01238) read with lam_b > 0 (derivations §5.3 leaves open whether the "
-           "theorem has lam_b = 0)",
-    statement="Balanced MSE-UFM with a regularised bias (lam_b > 0), d >= K, below the threshold: W is a "
-              "simplex ETF, as with lam_b = 0.",
-    problems=problem_specs(loss="mse", counts="balanced", bias=True, lam_b=(1e-2, 100.0), d_offsets=(1, 0),
-                           margin=_MARGIN, regime="below").filter(_off_thresholds),
-    theory=lambda problem: None, check=_etf_only_check, tolerances={"gram_W": "reference"},
-    expected="refuted",
-    refuted_because="once lam_b/(1+lam_b) > K sqrt(n lam_W lam_H) the features' global mean becomes non-zero "
-                    "along a direction outside the ETF's span, and W W^T gains a rank-one term along 1 "
-                    "(ufm.theory.mse_minimiser, mean block); the ETF holds only for lam_b = 0 or below that point.",
-    gtol=_GTOL,
-)
-
-
-#: Name -> claim, in the order of the scorecard.
-CATALOGUE: dict[str, Claim] = {c.name: c for c in (
-    CE_ETF_GEOMETRY, CE_NORMS, CE_COLLAPSE_THRESHOLD, CE_UNREGULARISED_BIAS,
-    MSE_ORTHOGONAL_FRAME, MSE_ETF_WITH_BIAS, MSE_COLLAPSE_THRESHOLD, MSE_GENERAL_ORTHOGONAL_FRAME,
-    MSE_IMBALANCED_BIAS, MSE_REGULARISED_BIAS, MSE_RANK_TRUNCATION,
-    NC_METRIC_TARGETS, CE_BENIGN_LANDSCAPE, MSE_BENIGN_LANDSCAPE,
-    VICINITY_NEAR_COLLAPSE, VICINITY_CONTRACTION,
-    MSE_REGULARISED_BIAS_KEEPS_ETF,
-)}
 
 
 def get_claim(name: str) -> Claim:

@@ -23,12 +23,8 @@ residual ``grad_norm`` (the largest final gradient norm of its reference solves)
 import collections
 import dataclasses
 import functools
-import importlib
-import importlib.util
 import math
-import os
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -43,7 +39,7 @@ from hypothesis import strategies as st
 from ufm import theory as _theory
 from ufm.problem import Problem
 from ufm.solvers import LBFGSHparams, Solution, lbfgs_reference
-from ufm.testing import TOL, ProblemSpec, Tolerance, tolerance
+from ufm.testing import TOL, Tolerance, is_spec, tolerance
 from ufm.validate import check_seed
 
 __all__ = [
@@ -53,15 +49,19 @@ __all__ = [
     "ClaimResult",
     "Outcome",
     "assert_claim",
+    "draw_examples",
     "format_result",
     "format_worst",
-    "load_claim",
     "report_markdown",
+    "result_record",
     "run_claim",
 ]
 
 DEFAULT_EXAMPLES = 200
-EXPECTED = ("holds", "refuted")
+EXPECTED = ("holds", "refuted", "holds-when")
+#: How a claim's examples are solved: the float64 L-BFGS reference (any problem family), the convex reference of the
+#: CE-UFM (:func:`ufm.convex.convex_reference`), or nothing (the check computes both sides itself).
+SOLVERS = ("lbfgs", "convex", "none")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _SOLVES_PER_BATCH = 8  # problems x inits per vmapped call; a fixed size, so one compilation per shape
 # Each compiled reference program maps ~580 memory regions on CPU (measured), and Linux allows 65530 per process
@@ -92,8 +92,17 @@ class Claim:
       split from the example's seed).
     gtol: gradient-norm target of the reference solve (``|grad| <= gtol`` is required).
     max_steps: L-BFGS iteration cap.
-    expected: ``"holds"``, or ``"refuted"`` for a claim kept as a documented counterexample.
+    expected: ``"holds"``; ``"refuted"`` for a published statement kept as a documented counterexample;
+      ``"holds-when"`` for a statement that holds only under a condition narrower than published (the claim's
+      problems draw from that narrowed domain, and it runs like ``"holds"`` there).
     refuted_because: why the claim is expected to fail (required with ``expected="refuted"``).
+    solver: ``"lbfgs"`` (default: :func:`ufm.solvers.lbfgs_reference` on ``spec.problem()``, any family),
+      ``"convex"`` (:func:`ufm.convex.convex_reference`, the imbalanced CE-UFM) or ``"none"`` (no solve:
+      ``solution`` is ``None`` and the check computes both sides, e.g. two closed forms at one problem).
+    counterexamples: problem descriptions replayed before the random examples on every run (committed with the
+      claim: a refuted claim's minimal counterexample, which its check must reproduce).
+    holds_when: the narrowing condition (required with ``expected="holds-when"``).
+    paper: the scorecard's group (default: ``source``), up to its first ``" ("`` or ``";"``.
   """
   name: str
   source: str
@@ -107,6 +116,10 @@ class Claim:
   max_steps: int = 3000
   expected: str = "holds"
   refuted_because: str = ""
+  solver: str = "lbfgs"
+  counterexamples: Any = ()  # a tuple of specs (checked in __post_init__)
+  holds_when: str = ""
+  paper: str = ""
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -128,7 +141,20 @@ class Claim:
       raise ValueError(f"claim {self.name!r}: expected = {self.expected!r}; allowed values: {', '.join(EXPECTED)}")
     if self.expected == "refuted" and not self.refuted_because.strip():
       raise ValueError(f"claim {self.name!r} is expected refuted: say why in refuted_because")
+    if self.expected == "holds-when" and not self.holds_when.strip():
+      raise ValueError(f"claim {self.name!r} is expected to hold under a condition: state it in holds_when")
+    if self.solver not in SOLVERS:
+      raise ValueError(f"claim {self.name!r}: solver = {self.solver!r}; allowed values: {', '.join(SOLVERS)}")
+    if not isinstance(self.counterexamples, tuple) or not all(hasattr(c, "to_json") and hasattr(c, "problem")
+                                                              for c in self.counterexamples):
+      raise ValueError(f"claim {self.name!r}: counterexamples must be a tuple of problem descriptions "
+                       "(ufm.testing.ProblemSpec or another family's spec)")
     self.resolved_tolerances()  # validates
+
+  @property
+  def group(self) -> str:
+    """The scorecard group: ``paper`` (or else ``source``) up to its first ``" ("`` or ``";"``."""
+    return re.split(r" \(|;", self.paper or self.source, maxsplit=1)[0].strip()
 
   def resolved_tolerances(self) -> dict[str, Tolerance]:
     """Residual name -> :class:`~ufm.testing.Tolerance`, including ``grad_norm`` (bound ``gtol``)."""
@@ -147,14 +173,18 @@ class Claim:
         raise ValueError(f"claim {self.name!r}: tolerance of {k!r} must be a TOL entry name or "
                          "Tolerance(bound > 0, reason)")
       out[k] = v
-    out["grad_norm"] = Tolerance(float(self.gtol), "the reference solve must reach |grad| <= gtol; a comparison "
-                                 "with an unconverged solve decides nothing")
+    if self.solver == "lbfgs":
+      out["grad_norm"] = Tolerance(float(self.gtol), "the reference solve must reach |grad| <= gtol; a comparison "
+                                   "with an unconverged solve decides nothing")
+    elif self.solver == "convex":
+      out["grad_norm"] = Tolerance(1.0, "the convex solve's KKT residual over its own stopping bound "
+                                   "max(tol, rounding floor) must be <= 1: an unconverged solve decides nothing")
     return out
 
 
 class Outcome(NamedTuple):
   """One example: its residuals, the names over their bounds, and the error raised by the check (if any)."""
-  spec: ProblemSpec
+  spec: Any  # a ufm.testing spec (ProblemSpec or another family's)
   residuals: dict[str, float]
   failing: tuple[str, ...]
   error: str | None
@@ -169,8 +199,10 @@ class ClaimResult(NamedTuple):
 
   Attributes:
     name, source, expected: of the claim.
-    status: ``"holds"`` (no failure), ``"FAILED"`` (a failure of a claim expected to hold),
-      ``"refuted"`` (a failure, as expected) or ``"NOT REFUTED"`` (no failure of a claim expected refuted).
+    status: ``"holds"`` / ``"holds-when"`` (no failure), ``"FAILED"`` (a failure of a claim expected to hold),
+      ``"refuted"`` (a failure, as expected: every committed counterexample fails), ``"NOT REFUTED"`` (no
+      failure of a claim expected refuted), ``"NOT REPRODUCED"`` (a committed counterexample passes) or ``"ERROR"``
+      (the check of a claim expected refuted raised: an error refutes nothing).
     examples: random examples checked; replayed: stored counterexamples re-checked first.
     failures: failing examples among both.
     max_residuals: residual name -> largest value over all examples.
@@ -189,7 +221,7 @@ class ClaimResult(NamedTuple):
   failures: int
   max_residuals: dict
   worst: tuple
-  counterexample: ProblemSpec | None
+  counterexample: Any
   counterexample_outcome: Outcome | None
   shrunk: bool
   shrink_calls: int
@@ -199,7 +231,7 @@ class ClaimResult(NamedTuple):
   @property
   def as_expected(self) -> bool:
     """Whether the run agrees with the claim's expected status."""
-    return self.status in ("holds", "refuted")
+    return self.status == self.expected
 
 
 # ----------------------------------------------------------------------------- reference solves
@@ -209,26 +241,49 @@ class ClaimResult(NamedTuple):
 # (measured 5.7 s -> 2.4 s per shape on 2 CPU cores); compilation, not solving, dominates small problems.
 @functools.partial(jax.jit, static_argnames=("max_steps",), compiler_options={"xla_backend_optimization_level": 0})
 def _reference_batch(problem, keys, init_scale, gtol, *, max_steps):
-  """``lbfgs_reference`` vmapped over a flat batch of solves of one shape: weight decays, keys, init scales."""
-  axes = problem.replace(Y=None, lam_W=0, lam_H=0, lam_b=0)
+  """``lbfgs_reference`` vmapped over a flat batch of solves of one shape: every array leaf of the problem (weight
+  decays, temperatures, fixed classifiers, labels: any family) carries the batch axis, with the keys and scales."""
   solve = lambda p, k, s: lbfgs_reference(k, p, LBFGSHparams(init_scale=s, gtol=gtol), max_steps=max_steps)
-  return jax.vmap(solve, in_axes=(axes, 0, 0))(problem, keys, init_scale)
+  return jax.vmap(solve)(problem, keys, init_scale)
 
 
-def _keys(spec: ProblemSpec, inits: int) -> jax.Array:
+@functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+def _convex_batch(problem, keys, init_scale, gtol):  # noqa: ARG001 (the batch functions share one signature)
+  """:func:`ufm.convex.convex_reference` vmapped over a flat batch of CE problems of one shape (deterministic:
+  keys, scales and gtol are unused; its own KKT tolerance applies)."""
+  from ufm import convex
+  hp = convex.convex_hparams(tol=_CONVEX_TOL, dtype=problem.dtype)
+  return jax.vmap(lambda p, k: convex.convex_reference(k, p, hp))(problem, keys)
+
+
+_CONVEX_TOL = 1e-11  # the convex solve's KKT tolerance (ufm.convex.convex_hparams' default)
+
+
+def _keys(spec, inits: int) -> jax.Array:
   key = jax.random.key(spec.seed)
   return key[None] if inits == 1 else jax.random.split(key, inits)
 
 
-# Solutions already computed in this process, keyed by (problem, inits, gtol, max_steps): claims that draw the same
-# problems (the catalogue's CE claims share a strategy) reuse them instead of solving (and maybe compiling) again.
-_SOLUTIONS: "collections.OrderedDict[tuple, Solution]" = collections.OrderedDict()
+def _structure_key(problem) -> tuple:
+  """Problems with equal keys share one compiled program: the pytree structure (static fields: counts, d, loss,
+  widths, ...) and every leaf's shape and dtype."""
+  leaves, treedef = jax.tree.flatten(problem)
+  return (treedef, tuple((np.shape(x), str(np.asarray(x).dtype)) for x in leaves))
+
+
+# Solutions already computed in this process, keyed by (problem, solver, inits, gtol, max_steps): claims that draw
+# the same problems (the catalogue's CE claims share a strategy) reuse them instead of solving (and maybe compiling)
+# again.
+_SOLUTIONS: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
 _MAX_SOLUTIONS = 2048  # ~50 kB each (the NaN-padded L-BFGS trace dominates)
 
 
-def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
-  """Reference solutions of ``specs``: from :data:`_SOLUTIONS` when solved before, else :func:`_solve_new`."""
-  tag = (claim.inits, float(claim.gtol), claim.max_steps)
+def _solve(specs: list, claim: Claim) -> list:
+  """Solutions of ``specs``: from :data:`_SOLUTIONS` when solved before, else :func:`_solve_new` (``None`` each for
+  ``solver="none"``)."""
+  if claim.solver == "none":
+    return [None] * len(specs)
+  tag = (claim.solver, claim.inits, float(claim.gtol), claim.max_steps)
   todo = [s for s in dict.fromkeys(specs) if (s, *tag) not in _SOLUTIONS]
   fresh = dict(zip(todo, _solve_new(todo, claim)))
   out = [fresh[s] if s in fresh else _SOLUTIONS[(s, *tag)] for s in specs]
@@ -239,42 +294,56 @@ def _solve(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
   return out
 
 
-def _solve_new(specs: list[ProblemSpec], claim: Claim) -> list[Solution]:
-  """Reference solutions of ``specs`` (with a leading ``inits`` axis when ``claim.inits > 1``).
+def _solve_new(specs: list, claim: Claim) -> list:
+  """Solutions of ``specs`` (with a leading ``inits`` axis when ``claim.inits > 1``).
 
-  Every solve of one shape, whatever the claim, goes through the same program: a flat batch of
-  ``_SOLVES_PER_BATCH`` solves (padded by repetition), so each shape compiles once (until the caches are
-  dropped, every ``_MAX_PROGRAMS`` programs).
+  Every solve of one shape (:func:`_structure_key`), whatever the claim, goes through the same program: a flat batch
+  of ``_SOLVES_PER_BATCH`` solves (padded by repetition) with every array leaf of the problem stacked, so each shape
+  compiles once (until the caches are dropped, every ``_MAX_PROGRAMS`` programs) and, with the persistent
+  compilation cache (:mod:`ufm.cache`), never again in a later process.
   """
   out: list[Any] = [None] * len(specs)
+  problems = [s.problem() for s in specs]
   groups: dict[tuple, list[int]] = {}
-  for i, s in enumerate(specs):
-    groups.setdefault(s.shape_key, []).append(i)
+  for i, p in enumerate(problems):
+    groups.setdefault(_structure_key(p), []).append(i)
   B, m = _SOLVES_PER_BATCH, claim.inits
+  batch_fn = _convex_batch if claim.solver == "convex" else functools.partial(_reference_batch,
+                                                                               max_steps=claim.max_steps)
   for idx in groups.values():
-    if _reference_batch._cache_size() >= _MAX_PROGRAMS:
+    if _reference_batch._cache_size() + _convex_batch._cache_size() >= _MAX_PROGRAMS:
       jax.clear_caches()  # frees the compiled programs (and their memory maps); see _MAX_PROGRAMS
-    template = specs[idx[0]].problem()
-    dt = template.dtype
-    solves = [(i, specs[i], k) for i in idx for k in _keys(specs[i], m)]  # flat: example x init
+    dt = problems[idx[0]].dtype
+    solves = [(i, k) for i in idx for k in _keys(specs[i], m)]  # flat: example x init
     rows: dict[int, list] = {i: [] for i in idx}
     for start in range(0, len(solves), B):
       chunk = solves[start:start + B]
       padded = chunk + [chunk[0]] * (B - len(chunk))
-      leaves = {k: jnp.asarray([getattr(s, k) for _, s, _ in padded], dt) for k in ("lam_W", "lam_H", "lam_b")}
-      sol = _reference_batch(template.replace(**leaves), jnp.stack([k for _, _, k in padded]),
-                             jnp.asarray([s.init_scale for _, s, _ in padded], dt), jnp.asarray(claim.gtol, dt),
-                             max_steps=claim.max_steps)
+      batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[problems[i] for i, _ in padded])
+      sol = batch_fn(batch, jnp.stack([k for _, k in padded]),
+                     jnp.asarray([getattr(specs[i], "init_scale", 1.0) for i, _ in padded], dt),
+                     jnp.asarray(claim.gtol, dt))
       sol = jax.device_get(sol)
-      for j, (i, _, _) in enumerate(chunk):
+      for j, (i, _) in enumerate(chunk):
         rows[i].append(jax.tree.map(lambda x, j=j: np.asarray(x[j]), sol))
     for i in idx:
       out[i] = rows[i][0] if m == 1 else jax.tree.map(lambda *xs: np.stack(xs), *rows[i])
   return out
 
 
-def _evaluate(claim: Claim, spec: ProblemSpec, sol: Solution, tols: dict[str, Tolerance]) -> Outcome:
-  residuals = {"grad_norm": math.inf if np.any(sol.diverged) else float(np.max(sol.grad_norm))}
+def _convergence(claim: Claim, sol) -> dict[str, float]:
+  """The residual that says the solve converged (``grad_norm``; none for ``solver="none"``)."""
+  if claim.solver == "none":
+    return {}
+  if np.any(sol.diverged):
+    return {"grad_norm": math.inf}
+  if claim.solver == "convex":
+    return {"grad_norm": float(np.max(np.asarray(sol.kkt) / np.maximum(_CONVEX_TOL, np.asarray(sol.kkt_floor))))}
+  return {"grad_norm": float(np.max(sol.grad_norm))}
+
+
+def _evaluate(claim: Claim, spec, sol, tols: dict[str, Tolerance]) -> Outcome:
+  residuals = _convergence(claim, sol)
   error = None
   try:
     problem = spec.problem()
@@ -306,16 +375,17 @@ def _settings(examples: int, phases):
                                          HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
-def _draw(claim: Claim, examples: int, seed: int, max_shapes: int | None, shapes: set) -> list[ProblemSpec]:
+def _draw(claim: Claim, examples: int, seed: int, max_shapes: int | None, shapes: set) -> list:
   """The random examples (hypothesis, generate phase only); ``shapes`` collects the static shapes allowed."""
-  drawn: list[ProblemSpec] = []
+  drawn: list = []
 
   @_settings(examples, [Phase.generate])
   @hypothesis_seed(seed)
   @given(claim.problems)
   def collect(spec):
-    if not isinstance(spec, ProblemSpec):
-      raise ValueError(f"claim {claim.name!r}: problems drew {type(spec).__name__}, not a ufm.testing.ProblemSpec")
+    if not is_spec(spec):
+      raise ValueError(f"claim {claim.name!r}: problems drew {type(spec).__name__}, not a problem description "
+                       "(ufm.testing.ProblemSpec or another family's spec, see ufm.testing.SPEC_TYPES)")
     if max_shapes is not None and spec.shape_key not in shapes:
       assume(len(shapes) < max_shapes)
       shapes.add(spec.shape_key)
@@ -333,7 +403,8 @@ def _check_x64():
 
 def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, store=None, shrink: bool = True,
               max_shapes: int | None = None) -> ClaimResult:
-  r"""Checks ``claim`` on its stored counterexamples, then on ``examples`` random problems.
+  r"""Checks ``claim`` on its committed counterexamples (``claim.counterexamples``) and those of the store, then on
+  ``examples`` random problems.
 
   Args:
     claim: the :class:`Claim`.
@@ -360,11 +431,13 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
     raise ValueError(f"max_shapes = {max_shapes!r} is out of range; allowed: integers >= 1 or None")
   _check_x64()
   tols = claim.resolved_tolerances()
-  replay = store.counterexamples(claim.name) if store is not None else []
+  committed = list(claim.counterexamples)
+  stored = store.counterexamples(claim.name) if store is not None else []
+  replay = list(dict.fromkeys(committed + stored))
   t0 = time.perf_counter()
   shapes: set = set()
   drawn = _draw(claim, examples, seed, max_shapes, shapes)
-  cache: dict[ProblemSpec, Outcome] = {}
+  cache: dict[Any, Outcome] = {}
 
   def evaluate_all(specs):
     todo = [s for s in dict.fromkeys(specs) if s not in cache]
@@ -379,10 +452,15 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
 
   counterexample, shrink_calls = None, 0
   first_bad = next((o for o in fresh if not o.ok), None)
-  if first_bad is not None and shrink:
+  # A refuted claim whose committed counterexample reproduces has its minimal counterexample already: no shrinking
+  # (which would solve, and compile, new shapes on every run).
+  reproduced = claim.expected == "refuted" and committed and not any(o.ok for o in replayed[:len(committed)])
+  if first_bad is not None and shrink and not reproduced:
     allowed = shapes if max_shapes is not None else None
     counterexample, shrink_calls = _shrink(claim, examples, seed, allowed, cache, evaluate_all)
   shrunk = counterexample is not None
+  if reproduced:
+    counterexample = next(o for o in replayed if not o.ok)
   if counterexample is None and first_bad is not None:
     counterexample = first_bad
   if counterexample is None:
@@ -402,8 +480,12 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
         continue
       if v / tols[k].bound > worst[1] / worst[2] or worst[0] == "-":
         worst = (k, v, tols[k].bound)
-  if claim.expected == "holds":
-    status = "holds" if failures == 0 else "FAILED"
+  if claim.expected != "refuted":
+    status = claim.expected if failures == 0 else "FAILED"
+  elif any(o.error for o in everything):
+    status = "ERROR"  # a check that raises refutes nothing
+  elif committed and any(o.ok for o in replayed[:len(committed)]):
+    status = "NOT REPRODUCED"  # a committed counterexample no longer fails: the documented refutation is stale
   else:
     status = "refuted" if failures else "NOT REFUTED"
   result = ClaimResult(name=claim.name, source=claim.source, expected=claim.expected, status=status,
@@ -414,7 +496,7 @@ def run_claim(claim: Claim, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, 
   if store is not None:
     if counterexample is not None:
       store.add_counterexample(claim.name, counterexample.spec)
-    store.record_run(claim.name, _record(result))
+    store.record_run(claim.name, result_record(result))
   return result
 
 
@@ -443,7 +525,9 @@ def _shrink(claim, examples, seed, allowed, cache, evaluate_all):
   return (failing[-1] if failing else None), calls[0]
 
 
-def _record(r: ClaimResult) -> dict:
+def result_record(r: ClaimResult) -> dict:
+  """The JSON record of a run (what the store and the scorecard keep): status, examples, worst residual, seed,
+  wall time, date and the counterexample."""
   name, value, bound = r.worst
   return {"status": r.status, "expected": r.expected, "examples": r.examples, "replayed": r.replayed,
           "failures": r.failures, "worst_residual": name, "worst_value": _finite_or_str(value),
@@ -454,6 +538,12 @@ def _record(r: ClaimResult) -> dict:
 
 def _finite_or_str(v: float):
   return v if math.isfinite(v) else ("inf" if v > 0 else "nan" if math.isnan(v) else "-inf")
+
+
+def draw_examples(claim: Claim, examples: int, seed: int = 0, max_shapes: int | None = None) -> list:
+  """The random problems :func:`run_claim` draws for ``claim`` with ``examples``, ``seed`` and ``max_shapes`` (no
+  solve)."""
+  return _draw(claim, examples, int(check_seed("seed", seed)), max_shapes, set())
 
 
 def assert_claim(claim: Claim, *, examples: int = 50, seed: int = 0, store=None, max_shapes: int | None = None
@@ -493,6 +583,8 @@ def format_result(result: ClaimResult, claim: Claim | None = None) -> str:
            f"  source: {result.source}"]
   if claim is not None and claim.expected == "refuted":
     lines.append(f"  refuted because: {claim.refuted_because}")
+  if claim is not None and claim.expected == "holds-when":
+    lines.append(f"  holds when: {claim.holds_when}")
   out = result.counterexample_outcome
   if out is not None:
     how = f"minimal: shrunk with {result.shrink_calls} new solves" if result.shrunk else "as found"
@@ -523,42 +615,3 @@ def report_markdown(results: list[ClaimResult], claims: Mapping[str, Claim] | No
   if command:
     out += ["", f"Generated by `{command}`."]
   return "\n".join(out) + "\n"
-
-
-# ----------------------------------------------------------------------------- user claims
-
-
-def load_claim(target: str) -> list[Claim]:
-  """Resolves ``"module:attr"`` (or ``"path/to/file.py:attr"``) to its claim(s).
-
-  ``attr`` may be a :class:`Claim` or a list/tuple of them. The working directory is importable.
-  Raises ``ValueError`` with one clear sentence for a malformed target, an import error, a missing
-  attribute, or an object that is not a claim.
-  """
-  if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
-    raise ValueError(f"{target!r} is not of the form module:attr (e.g. my_claims:my_claim or path/file.py:my_claim)")
-  mod_name, attr = target.split(":")
-  try:
-    if mod_name.endswith(".py"):
-      if not os.path.isfile(mod_name):
-        raise ValueError(f"file {mod_name!r} does not exist")
-      name = "_ufm_user_claims_" + re.sub(r"\W", "_", os.path.abspath(mod_name))
-      spec = importlib.util.spec_from_file_location(name, mod_name)
-      module = importlib.util.module_from_spec(spec)
-      sys.modules[name] = module
-      spec.loader.exec_module(module)
-    else:
-      if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-      module = importlib.import_module(mod_name)
-  except ValueError:
-    raise
-  except Exception as e:
-    raise ValueError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
-  if not hasattr(module, attr):
-    raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
-  obj = getattr(module, attr)
-  claims = list(obj) if isinstance(obj, (list, tuple)) else [obj]
-  if not claims or not all(isinstance(c, Claim) for c in claims):
-    raise ValueError(f"{target} is a {type(obj).__name__}, not a ufm.claims.Claim (or a list of them)")
-  return claims

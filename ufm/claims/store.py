@@ -3,10 +3,10 @@
 Layout (``<dir>/claims.json``, default ``<dir> = .ufm-claims`` in the working directory)::
 
   {"version": 1,
-   "claims": {"<claim name>": {"counterexamples": [<ProblemSpec.to_json()>, ...],
+   "claims": {"<claim name>": {"counterexamples": [<spec.to_json()>, ...],
                                "last_run": {"status": ..., "examples": ..., ...}}}}
 
-Never pickle: every entry is a problem description that :meth:`ufm.testing.ProblemSpec.from_json`
+Never pickle: every entry is a problem description that :func:`ufm.testing.spec_from_json`
 validates before anything is solved. Writes go through a temporary file and ``os.replace``,
 so an interrupted run never leaves a half-written store.
 """
@@ -16,7 +16,7 @@ import os
 import tempfile
 
 from ufm.io import check_writable_file
-from ufm.testing import ProblemSpec
+from ufm.testing import spec_from_json
 
 __all__ = ["DEFAULT_STORE_DIR", "ClaimStore"]
 
@@ -63,18 +63,18 @@ class ClaimStore:
       f.write("\n")
     os.replace(tmp, self.path)
 
-  def counterexamples(self, name: str) -> list[ProblemSpec]:
+  def counterexamples(self, name: str) -> list:
     """The stored counterexamples of claim ``name``, oldest first (validated; ``ValueError`` if one is bad)."""
     entry = self._load()["claims"].get(name, {})
     out = []
     for i, obj in enumerate(entry.get("counterexamples", [])):
       try:
-        out.append(ProblemSpec.from_json(obj))
+        out.append(spec_from_json(obj))
       except (TypeError, ValueError) as e:
         raise ValueError(f"claims store {self.path}: counterexample {i} of {name!r} is invalid: {e}") from None
     return out
 
-  def add_counterexample(self, name: str, spec: ProblemSpec) -> bool:
+  def add_counterexample(self, name: str, spec) -> bool:
     """Appends ``spec`` to the counterexamples of ``name`` unless it is there already; returns whether it was added."""
     data = self._load()
     entry = data["claims"].setdefault(name, {})
