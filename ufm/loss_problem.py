@@ -15,7 +15,7 @@ from flax import struct
 
 from ufm import losses
 from ufm.loss_family import LOSS_PARAMS
-from ufm.problem import FamilyBase, Params, check_solve_memory, init_params, make_labels
+from ufm.problem import FamilyBase, Params, check_solve_memory, make_labels
 from ufm.validate import cast_checked, check_counts, check_int, check_loss_bias_dtype, check_real
 
 __all__ = ["LossProblem", "loss_params", "make_loss_problem"]
@@ -76,14 +76,22 @@ class LossProblem(FamilyBase):
 
   def value(self, params: Params) -> jax.Array:
     """The objective of the class docstring."""
-    from ufm.objectives import logits, regulariser  # objectives imports ufm.problem
-    Z_KxN = logits(params, self)
+    Z_KxN = params.W @ params.H
+    r = 0.5 * (self.lam_W * jnp.sum(params.W**2) + self.lam_H * jnp.sum(params.H**2))
+    if self.bias:
+      Z_KxN = Z_KxN + params.b[:, None]
+      r = r + 0.5 * self.lam_b * jnp.sum(params.b**2)
     per = losses.get(self.loss).per_sample(Z_KxN.T, self.Y.T, **self.params_of_loss())
-    return jnp.mean(per) + regulariser(params, self)
+    return jnp.mean(per) + r
 
   def init(self, key: jax.Array, init_scale) -> Params:
-    """:func:`ufm.problem.init_params` (the same initial point as a :class:`ufm.problem.Problem`)."""
-    return init_params(key, self, init_scale)
+    r"""Gaussian :math:`W_{kj}, H_{ji} \sim \mathcal N(0, s^2)`, ``b = 0``, with the keys of
+    :func:`ufm.problem.init_params` (the same initial point as a :class:`ufm.problem.Problem`)."""
+    kW, kH = jax.random.split(key)
+    dt = self.dtype
+    s = jnp.asarray(init_scale, dt)
+    return Params(W=s * jax.random.normal(kW, (self.K, self.d), dt), H=s * jax.random.normal(kH, (self.d, self.N), dt),
+                  b=jnp.zeros((self.K,), dt))
 
 
 def make_loss_problem(counts, *, d, lam_W, lam_H, lam_b=0.0, loss="label_smoothing", bias=False, dtype=None,
