@@ -156,7 +156,7 @@ def _centred(H):
 
 
 def _outside(Hc, P):
-  """:math:`\|(I - P)\tilde H\|_F^2/\|\tilde H\|_F^2` (NaN for zero features)."""
+  r""":math:`\|(I - P)\tilde H\|_F^2/\|\tilde H\|_F^2` (NaN for zero features)."""
   tot = jnp.sum(Hc**2)
   res = jnp.sum((Hc - P @ Hc) ** 2)
   return jnp.where(tot > 0, res / jnp.where(tot > 0, tot, 1.0), jnp.nan)
