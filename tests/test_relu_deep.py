@@ -109,3 +109,11 @@ def test_relu_claims_module():
   p = spec.problem()
   assert p.depth == 3 and p.widths == (4, 4, 4) and spec.shape_key[:2] == ("relu_deep", 3)
   assert jnp.shape(p.lam_W) == (3,)
+
+
+@pytest.mark.slow
+def test_relu_claims_run_as_expected():
+  from ufm.claims import assert_claim, run_claim
+  from ufm.claims import relu as relu_claims
+  assert_claim(relu_claims.DNC_BINARY, examples=6, seed=0)
+  assert run_claim(relu_claims.DNC_MULTICLASS, examples=1, seed=0, shrink=False).status == "refuted"

@@ -8,6 +8,9 @@ field holds ``(n, N)`` (target dimension, samples); the targets are fixed by the
 weight decays and the initialisation, ``seed``, vary); ``loss`` is ``"mse"``. Weight decays: :math:`\lambda_W, \lambda_H`
 log-uniform in [1e-3, 1] with every target direction at least 10% (in :math:`\sqrt\gamma/\sqrt{\sigma_i}`) from its
 threshold :math:`\sigma_i = \gamma = N\lambda_W\lambda_H`, where the minimiser is degenerate.
+
+Storage: a spec is stored as :meth:`ufm.testing.ProblemSpec.to_json`, which does not record the subclass, so a stored
+counterexample of these claims would replay as a plain problem; run them without a ``ClaimStore`` (as the tests do).
 """
 
 import math

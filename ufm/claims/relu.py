@@ -7,6 +7,9 @@ Problems (:func:`relu_specs`): balanced counts with ``n`` in {1, 2}, widths ``2K
 start can stop at a worse local minimum) or ``K`` (multi-class), ``lam_W = lam_H`` log-uniform in
 [3e-4, 3e-3] (where the DNC scale is away from its zero threshold), the depth ``L`` carried by the spec's class
 (:class:`ReLUSpec` subclasses made by :func:`relu_spec_class`). The check takes the best of the claim's starts.
+
+Storage: a spec is stored as :meth:`ufm.testing.ProblemSpec.to_json`, which does not record the subclass, so a stored
+counterexample of these claims would replay as a plain problem; run them without a ``ClaimStore`` (as the tests do).
 """
 
 import math
