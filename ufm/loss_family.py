@@ -1,4 +1,6 @@
-r"""The loss family of Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu (NeurIPS 2022, "Are All Losses Created Equal? A Neural
+r"""The loss family of Zhou et al. 2022: label smoothing, focal loss and the rescaled MSE.
+
+The loss family of Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu (NeurIPS 2022, "Are All Losses Created Equal? A Neural
 Collapse Perspective", arXiv 2210.02192) in the UFM: label smoothing, focal loss and the rescaled MSE beside CE and MSE.
 
 Per-sample losses (logits ``z``, targets ``y`` with the class axis last; ``p = softmax(z)``), registered in

@@ -1,4 +1,6 @@
-r"""The plain UFM with a parametrised loss of :mod:`ufm.loss_family` (label smoothing, focal, rescaled MSE), the
+r"""The plain UFM with a parametrised loss whose parameters are array leaves.
+
+The plain UFM with a parametrised loss of :mod:`ufm.loss_family` (label smoothing, focal, rescaled MSE), the
 loss parameters as array leaves (Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu 2022, arXiv 2210.02192).
 
 :class:`LossProblem` follows the :class:`ufm.problem.Family` protocol, so every solver, :func:`ufm.verdict.multistart`

@@ -1,4 +1,6 @@
-r"""Claims on the loss family in the balanced UFM (Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu 2022, arXiv 2210.02192,
+r"""Claims on the loss family (label smoothing, focal loss) in the balanced UFM.
+
+Claims on the loss family in the balanced UFM (Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu 2022, arXiv 2210.02192,
 Thm. 3.1; norms derived in ``ufm/theory/derivations.md`` §12): the global minimiser with label smoothing or the focal
 loss (default parameters, ``alpha = 0.1`` and ``gamma = 2``) is the simplex ETF of :func:`ufm.theory.predict`.
 

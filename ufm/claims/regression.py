@@ -1,4 +1,6 @@
-r"""Claims on neural regression collapse in the UFM (Andriopoulos, Dong, Guo, Zhao, Ross 2024, arXiv 2409.04180;
+r"""Claims on neural regression collapse in the UFM, and the strategy of its problems.
+
+Claims on neural regression collapse in the UFM (Andriopoulos, Dong, Guo, Zhao, Ross 2024, arXiv 2409.04180;
 closed form derived in ``ufm/theory/derivations.md`` §13), and the hypothesis strategy of its problems.
 
 A regression problem is described by :class:`RegressionSpec`, a :class:`ufm.testing.ProblemSpec` whose ``counts``

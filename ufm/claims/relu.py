@@ -1,4 +1,6 @@
-r"""Claims on the deep UFM with ReLU layers (:mod:`ufm.relu_deep`): deep neural collapse (DNC) is optimal for
+r"""Claims on deep neural collapse in the deep UFM with ReLU layers.
+
+Claims on the deep UFM with ReLU layers (:mod:`ufm.relu_deep`): deep neural collapse (DNC) is optimal for
 binary classification (Súkeník, Mondelli, Lampert 2023, arXiv 2305.13165), and is not beyond two layers and two
 classes (Súkeník, Mondelli, Lampert 2024, arXiv 2405.14468). The expected side is the best DNC value
 (:func:`ufm.theory.relu_dnc`, derivations §14).

@@ -1,4 +1,6 @@
-r"""The loss family in the balanced plain UFM: the global minimisers' norms for label smoothing, focal loss and the
+r"""The loss family in the balanced plain UFM: the global minimisers' norms.
+
+The loss family in the balanced plain UFM: the global minimisers' norms for label smoothing, focal loss and the
 rescaled MSE (Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu, NeurIPS 2022, "Are All Losses Created Equal? A Neural Collapse
 Perspective", arXiv 2210.02192, Thm. 3.1: for the losses with their "contrastive property" (CE, LS, FL) every global
 minimiser of the balanced UFM is a neural-collapse solution, a simplex ETF with :math:`h_{k,i} = \rho w_k`,
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.theory.deep import _min_1d
+from ufm.theory._onedim import global_min_1d
 from ufm.theory.prediction import NoClosedFormError, Prediction, balanced_metric_targets, register_prediction
 from ufm.validate import check_int
 
@@ -104,7 +106,7 @@ def focal_etf(K: int, n, lam_W, lam_H, gamma) -> LossETF:
   r"""The best simplex-ETF configuration of the balanced focal-loss UFM, ``d >= K-1`` (Zhou et al. 2022,
   arXiv 2210.02192, Thm. 3.1 says it is the global minimum; derivations §12.1): :math:`u^\star` minimises
   :func:`focal_etf_objective` over :math:`[0, g(0)/\tau]` (the loss is :math:`\ge 0`, so :math:`\tau u^\star \le
-  g(u^\star) \le g(0)`) by a grid of 4096 points and bisection on :math:`g'` (:func:`ufm.theory.deep._min_1d`);
+  g(u^\star) \le g(0)`) by a grid of 4096 points and bisection on :math:`g'` (:func:`ufm.theory._onedim.global_min_1d`);
   ``gamma = 0`` is :func:`ufm.theory.ce_balanced`. :math:`g` is not convex for ``gamma > 0``: the grid makes the
   minimum global on the ansatz."""
   check_int("K", K, lo=2)
@@ -116,8 +118,8 @@ def focal_etf(K: int, n, lam_W, lam_H, gamma) -> LossETF:
 def _focal_min_impl(tau, gamma, *, K):
   g0 = focal_etf_objective(jnp.zeros_like(tau), K, tau, gamma)
   hi = g0 / jnp.where(tau > 0, tau, 1.0)
-  # _min_1d takes a static upper end: rescale u = hi * v, v in [0, 1].
-  u, f = _min_1d(lambda v: focal_etf_objective(hi * v, K, tau, gamma), hi=1.0)
+  # global_min_1d takes a static upper end: rescale u = hi * v, v in [0, 1].
+  u, f = global_min_1d(lambda v: focal_etf_objective(hi * v, K, tau, gamma), hi=1.0)
   return hi * u, f
 
 

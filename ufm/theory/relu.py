@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufm.theory.deep import _min_1d
+from ufm.theory._onedim import global_min_1d
 from ufm.theory.prediction import NoClosedFormError, Prediction, register_prediction
 from ufm.validate import check_int
 
@@ -39,7 +39,7 @@ def relu_dnc(K: int, n, L: int, lam_W, lam_H) -> ReLUDNC:
 
   (each of the ``K`` orthogonal directions is a product of ``L + 1`` factors balanced by AM-GM; every ReLU acts on
   non-negative features). ``lam_W``: a scalar or ``L`` values. ``z = 0`` (the zero solution, value 1/2) is always a
-  local minimum for ``L >= 2``; the grid of :func:`ufm.theory.deep._min_1d` finds the global one on ``[0, 1]``."""
+  local minimum for ``L >= 2``; a grid and bisection find the global one on ``[0, 1]``."""
   K = check_int("K", K, lo=2)
   L = check_int("L", L, lo=1)
   dt = jnp.result_type(float)
@@ -51,7 +51,7 @@ def relu_dnc(K: int, n, L: int, lam_W, lam_H) -> ReLUDNC:
 
 def _relu_dnc_1d_impl(Lam, *, K, L):
   q = 2.0 / (L + 1)
-  return _min_1d(lambda z: 0.5 * (z - 1) ** 2 + 0.5 * K * (L + 1) * Lam * z**q, hi=1.0)
+  return global_min_1d(lambda z: 0.5 * (z - 1) ** 2 + 0.5 * K * (L + 1) * Lam * z**q, hi=1.0)
 
 
 _relu_dnc_1d = jax.jit(_relu_dnc_1d_impl, static_argnames=("K", "L"))
