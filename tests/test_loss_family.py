@@ -67,18 +67,18 @@ def test_loss_problem_equals_problem_at_the_defaults_and_vmaps_over_its_paramete
   assert_close(vals[0], ce.value(params), "exact")
 
 
-def test_closed_forms_reduce_to_ce_and_mse():
-  for K, n, lw, lh in ((2, 3, 0.01, 0.05), (4, 2, 0.003, 0.02), (5, 1, 0.05, 0.1)):
-    ce = theory.ce_balanced(K, n, lw, lh)
-    focal = (theory.focal_etf(K, n, lw, lh, 0.0),) if K == 4 else ()  # one compilation (K is static)
-    for sol in (theory.label_smoothing_etf(K, n, lw, lh, 0.0),) + focal:
-      assert_close(sol.norm_w_sq, ce.norm_w_sq, "exact")
-      assert_close(sol.objective, ce.objective, "exact")
-    for bias in (False, True):
-      got = theory.rescaled_mse_minimiser(K, n, lw, lh, 1.0, 1.0, bias=bias)
-      ref = theory.mse_minimiser((n,) * K, lw, lh, 0.0, bias=bias)
-      assert_close(got.objective, ref.objective, "exact")
-      assert_close(got.gram_W, ref.gram_W, "exact")
+@pytest.mark.parametrize("K,n,lw,lh", [(4, 2, 0.003, 0.02), pytest.param(2, 3, 0.01, 0.05, marks=pytest.mark.slow),
+                                       pytest.param(5, 1, 0.05, 0.1, marks=pytest.mark.slow)])
+def test_closed_forms_reduce_to_ce_and_mse(K, n, lw, lh):
+  ce = theory.ce_balanced(K, n, lw, lh)
+  for sol in (theory.label_smoothing_etf(K, n, lw, lh, 0.0), theory.focal_etf(K, n, lw, lh, 0.0)):
+    assert_close(sol.norm_w_sq, ce.norm_w_sq, "exact")
+    assert_close(sol.objective, ce.objective, "exact")
+  for bias in (False, True):
+    got = theory.rescaled_mse_minimiser(K, n, lw, lh, 1.0, 1.0, bias=bias)
+    ref = theory.mse_minimiser((n,) * K, lw, lh, 0.0, bias=bias)
+    assert_close(got.objective, ref.objective, "exact")
+    assert_close(got.gram_W, ref.gram_W, "exact")
 
 
 def test_label_smoothing_shifts_the_collapse_threshold_by_alpha():

@@ -46,7 +46,8 @@ def test_nrc_metrics_on_constructed_features():
   assert float(regression.nrc3(jnp.asarray(Wc), jnp.asarray(Sigma), 0.0)) > 1e-3
 
 
-@pytest.mark.parametrize("bias,lam_W", [(True, 1e-3), (True, 0.3), (False, 0.05)])
+@pytest.mark.parametrize("bias,lam_W", [(True, 1e-3), (True, 0.3),
+                                         pytest.param(False, 0.05, marks=pytest.mark.slow)])  # one compile per bias
 def test_closed_form_against_multistart_lbfgs(bias, lam_W):
   """NRC1-NRC3 hold and W W^T is the closed form at every lam_W (0.3 kills the smallest target direction:
   sqrt(gamma) = 0.33 > its std 0.25 only when bias, derivations §13)."""
