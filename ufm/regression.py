@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.typing import ArrayLike
 
 from ufm.problem import Params, check_solve_memory
 from ufm.validate import cast_checked, check_bias, check_dtype, check_int, check_real
@@ -143,7 +144,7 @@ def random_targets(key: jax.Array, n: int, N: int, *, scales=None, dtype=None) -
   return (Q * scales[None, :]) @ jax.random.normal(k2, (n, N), dt) + jax.random.normal(k3, (n, 1), dt)
 
 
-def target_covariance(Y: jax.Array, *, centred: bool = True) -> jax.Array:
+def target_covariance(Y: ArrayLike, *, centred: bool = True) -> jax.Array:
   r""":math:`\Sigma = \frac1N\sum_i (y_i - \bar y)(y_i - \bar y)^\top` (``centred``; the second moment
   :math:`\frac1N YY^\top` otherwise, the relevant matrix without a bias)."""
   Y = jnp.asarray(Y)
@@ -162,36 +163,38 @@ def _outside(Hc, P):
   return jnp.where(tot > 0, res / jnp.where(tot > 0, tot, 1.0), jnp.nan)
 
 
-def nrc1(H: jax.Array, n: int) -> jax.Array:
+def nrc1(H: ArrayLike, n: int) -> jax.Array:
   r"""NRC1 (Andriopoulos et al. 2024, arXiv 2409.04180): the fraction of the centred features' energy outside
   the span of their top ``n`` principal components, :math:`\|(I - P_n)\tilde H\|_F^2/\|\tilde H\|_F^2`."""
-  Hc = _centred(H)
+  Hc = _centred(jnp.asarray(H))
   U, _, _ = jnp.linalg.svd(Hc, full_matrices=False)
   Un = U[:, :n]
   return _outside(Hc, Un @ Un.T)
 
 
-def nrc2(H: jax.Array, W: jax.Array) -> jax.Array:
+def nrc2(H: ArrayLike, W: ArrayLike) -> jax.Array:
   r"""NRC2 (Andriopoulos et al. 2024, arXiv 2409.04180): the fraction of the centred features' energy outside
   the row space of ``W`` (``n x d``), :math:`\|(I - P_W)\tilde H\|_F^2/\|\tilde H\|_F^2`,
   :math:`P_W = W^\top(WW^\top)^+W`."""
+  W = jnp.asarray(W)
   P = W.T @ jnp.linalg.pinv(W @ W.T, hermitian=True) @ W
-  return _outside(_centred(H), P)
+  return _outside(_centred(jnp.asarray(H)), P)
 
 
-def nrc3(W: jax.Array, Sigma: jax.Array, gamma) -> jax.Array:
+def nrc3(W: ArrayLike, Sigma: ArrayLike, gamma) -> jax.Array:
   r"""NRC3 (Andriopoulos et al. 2024, arXiv 2409.04180):
   :math:`\|\frac{WW^\top}{\|WW^\top\|_F} - \frac{A}{\|A\|_F}\|_F^2`, :math:`A = (\Sigma^{1/2} - \sqrt\gamma I)_+`
   (the positive part on the eigenvalues; the theory's :math:`\gamma` is
   :func:`ufm.theory.regression_minimiser`'s ``gamma``)."""
-  evals, V = jnp.linalg.eigh(Sigma)
+  W = jnp.asarray(W)
+  evals, V = jnp.linalg.eigh(jnp.asarray(Sigma))
   A = (V * jnp.maximum(jnp.sqrt(jnp.maximum(evals, 0.0)) - jnp.sqrt(gamma), 0.0)[None, :]) @ V.T
   G = W @ W.T
   unit = lambda X: X / jnp.linalg.norm(X)
   return jnp.sum((unit(G) - unit(A)) ** 2)
 
 
-def nrc_metrics(params: Params, problem: RegressionProblem, gamma) -> dict:
+def nrc_metrics(params, problem: RegressionProblem, gamma) -> dict:
   """``{"nrc1", "nrc2", "nrc3"}`` of ``params`` (:func:`nrc3` against the problem's target covariance, centred with
   a bias and the second moment without)."""
   Sigma = target_covariance(problem.Y, centred=problem.bias)
