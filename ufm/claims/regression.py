@@ -65,7 +65,7 @@ def _off_thresholds(spec: RegressionSpec) -> bool:
   Sigma = regression.target_covariance(Y, centred=spec.bias)
   sig = np.linalg.eigvalsh(np.asarray(Sigma))
   gamma = spec.N * spec.lam_W * spec.lam_H
-  return bool(np.all(np.abs(np.sqrt(gamma / sig) - 1) > _MARGIN)) and gamma < sig.max() * (1 - _MARGIN)
+  return bool(np.all(np.abs(np.sqrt(gamma / sig) - 1) > _MARGIN) and gamma < sig.max() * (1 - _MARGIN))
 
 
 def regression_specs(*, shapes=((2, 8, 3), (3, 12, 5)), bias=(True, False)) -> st.SearchStrategy:
