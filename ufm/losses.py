@@ -11,7 +11,13 @@ may be soft (label smoothing; mixup's convex combinations of one-hot vectors). T
 * ``"ce"``: softmax cross-entropy :math:`\ell(z, y) = -\sum_k y_k \log\mathrm{softmax}(z)_k`
   (Zhu et al. 2021, arXiv 2105.02375, eq. (2)); :func:`optax.softmax_cross_entropy`;
 * ``"mse"``: :math:`\ell(z, y) = \tfrac12\|z - y\|_2^2` (Zhou et al. 2022, arXiv 2203.01238, eq. (2);
-  :func:`optax.squared_error` is :math:`(z - y)^2` per entry, hence the 1/2).
+  :func:`optax.squared_error` is :math:`(z - y)^2` per entry, hence the 1/2);
+* ``"label_smoothing"`` (parameter ``alpha``), ``"focal"`` (``gamma``), ``"rescaled_mse"`` (``kappa``, ``M``): the
+  loss family of Zhou, Yu, Ding, Wang, Zhu, Sun, Zhu (NeurIPS 2022, "Are All Losses Created Equal? A Neural Collapse
+  Perspective", arXiv 2210.02192), defined in :mod:`ufm.loss_family`. A parametrised loss lists its
+  :class:`LossParam` s in ``Loss.params``; ``per_sample(z, y)`` uses their defaults and
+  ``per_sample(z, y, **values)`` takes array values (traceable, so ``jax.vmap`` sweeps them;
+  :class:`ufm.loss_problem.LossProblem` holds them as array leaves).
 """
 
 from collections.abc import Callable
@@ -23,7 +29,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-__all__ = ["Loss", "get", "mean", "mixed", "names", "register", "registry"]
+__all__ = ["Loss", "LossParam", "get", "mean", "mixed", "names", "register", "registry"]
+
+
+class LossParam(NamedTuple):
+  """One scalar parameter of a parametrised loss: its name (a keyword of ``per_sample``), default value, allowed
+  range as :func:`ufm.validate.check_real` keywords (``lo``, ``hi``, ``lo_open``, ``hi_open``) and a description."""
+  name: str
+  default: float
+  bounds: dict
+  description: str
 
 
 class Loss(NamedTuple):
@@ -31,14 +46,17 @@ class Loss(NamedTuple):
 
   Attributes:
     name: the name problems and networks use (``loss="ce"``).
-    per_sample: ``(logits (..., K), targets (..., K)) -> (...)``, the loss of each sample; pure, jittable.
+    per_sample: ``(logits (..., K), targets (..., K), **params) -> (...)``, the loss of each sample; pure, jittable;
+      every parameter keyword has its default.
     description: one line for ``--help`` and error messages.
     source: the paper that defines it in the UFM (authors, year, arXiv id).
+    params: the loss's :class:`LossParam` s (empty for ``"ce"`` and ``"mse"``).
   """
   name: str
-  per_sample: Callable[[jax.Array, jax.Array], jax.Array]
+  per_sample: Callable[..., jax.Array]
   description: str
   source: str
+  params: tuple = ()
 
 
 _REGISTRY: dict[str, Loss] = {}
@@ -99,3 +117,8 @@ register(Loss("ce", _ce, "softmax cross-entropy -sum_k y_k log softmax(z)_k",
               "Zhu, Ding, Zhou, Li, You, Sulam, Qu 2021, arXiv 2105.02375"))
 register(Loss("mse", _mse, "squared error 0.5 ||z - y||^2",
               "Zhou, Li, Ding, You, Qu, Zhu 2022, arXiv 2203.01238"))
+
+
+# The parametrised family (label smoothing, focal, rescaled MSE) registers itself here, so that every problem family
+# and the CLI see it as soon as the registry is imported.
+from ufm import loss_family as _loss_family  # noqa: E402,F401  (import for its registrations)

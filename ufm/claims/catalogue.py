@@ -61,6 +61,9 @@ FAMILY_MODULES = (
     "imbalanced",
     "sphere",
     "fixed",
+    "losses",
+    "relu",
+    "regression",
 )
 
 

@@ -12,6 +12,12 @@ Modules:
 * :mod:`ufm.theory.deep`: the deep linear UFM: MSE at any depth and counts (:func:`deep_mse_minimiser`,
   :func:`deep_mse_nearest_minimiser`, ...), the balanced CE candidates (:func:`deep_ce_etf`,
   :func:`deep_ce_block`); registers ``deep/mse`` and ``deep/ce``.
+* :mod:`ufm.theory.losses`: the loss family (label smoothing, focal, rescaled MSE) in the balanced plain UFM
+  (:func:`label_smoothing_etf`, :func:`focal_etf`, :func:`rescaled_mse_minimiser`); registers ``plain/<loss>``.
+* :mod:`ufm.theory.regression`: neural regression collapse, the regression UFM's minimiser
+  (:func:`regression_minimiser`); registers ``regression/mse``.
+* :mod:`ufm.theory.relu`: the deep UFM with ReLU layers, the best deep-neural-collapse value (:func:`relu_dnc`);
+  registers ``relu_deep/mse``.
 * :mod:`ufm.theory.mixup`: the mixup UFM with a fixed ETF classifier (:func:`mixup_optimal_feature`, ...).
 * :mod:`ufm.theory.vicinity`: the perturbation analysis of the vicinity UFM (:func:`vicinity_base_point`,
   :func:`vicinity_linearised_map`, :func:`contraction_map`).
@@ -40,13 +46,16 @@ Adding a closed form for a new family or loss: write ``fn(problem) -> Prediction
 ``register_prediction("family", "loss", fn)`` (or as a decorator).
 """
 
-from ufm.theory import deep, frames, mixup, plain, prediction, sphere, vicinity
+from ufm.theory import deep, frames, losses, mixup, plain, prediction, regression, relu, sphere, vicinity
 from ufm.theory.deep import *  # noqa: F403  (re-exports, listed in each module's __all__)
 from ufm.theory.frames import *  # noqa: F403
+from ufm.theory.losses import *  # noqa: F403
 from ufm.theory.mixup import *  # noqa: F403
 from ufm.theory.plain import *  # noqa: F403
 from ufm.theory.prediction import *  # noqa: F403
+from ufm.theory.regression import *  # noqa: F403
+from ufm.theory.relu import *  # noqa: F403
 from ufm.theory.sphere import *  # noqa: F403
 from ufm.theory.vicinity import *  # noqa: F403
 
-__all__ = sorted({name for m in (prediction, frames, plain, vicinity, mixup, deep, sphere) for name in m.__all__})
+__all__ = sorted({name for m in (prediction, frames, plain, vicinity, mixup, deep, sphere, losses, regression, relu) for name in m.__all__})
