@@ -140,3 +140,37 @@ def plot(results: xr.Dataset, c):
                f"(tau = {a['tau']:.3f}); float64 L-BFGS, {results.sizes['seed']} starts per value "
                "(zero minimiser: no ETF error drawn)", fontsize=10)
   return fig
+
+
+def summary(results, c) -> dict:
+  """Per loss, over the converged starts: the largest relative gap to the closed-form objective and ||W||^2, and the
+  largest geometry error of W (distance to the predicted ETF / orthogonal frame)."""
+  out = {"K": int(results.attrs["K"]), "n": int(results.attrs["n"]), "d": int(results.attrs["d"]),
+         "lam_W": float(results.attrs["lam_W"]), "lam_H": float(results.attrs["lam_H"]),
+         "values": int(results.sizes["value"]), "seeds": int(results.sizes["seed"]), "losses": {}}
+  for i, loss in enumerate(results.loss.values):
+    r = results.sel(loss=loss)
+    ok = r.converged.values & ~r.diverged.values
+    nonzero = (r.pred_norm_W_sq.values > 0)[:, None] & ok  # the geometry of W = 0 (beyond the threshold) is undefined
+    pred, pw = r.pred_objective.values[:, None], r.pred_norm_W_sq.values[:, None]
+    gap = (np.abs(r.objective.values - pred) / np.abs(pred))[ok]
+    nw = (np.abs(r.norm_W_sq.values - pw) / np.maximum(np.abs(pw), 1.0))[ok]
+    geo = r.geometry_error_W.values[nonzero]
+    pv = r.param_value.values
+    out["losses"][str(loss)] = {"runs": int(ok.size), "converged": int(ok.sum()),
+                                "param": str(results.attrs["params"][i]), "lo": float(pv.min()), "hi": float(pv.max()),
+                                "gap": float(gap.max()) if gap.size else None,
+                                "norm": float(nw.max()) if nw.size else None,
+                                "geometry": float(geo.max()) if geo.size else None}
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v: "n/a" if v is None else f"{v:.1e}"
+  parts = "; ".join(f"{loss} ({L['param']} ∈ [{L['lo']:g}, {L['hi']:g}]): {L['converged']}/{L['runs']} starts converged, "
+                    f"objective within {f(L['gap'])} and ‖W‖² within {f(L['norm'])} of the closed form, geometry "
+                    f"error of W ≤ {f(L['geometry'])} where the minimiser is not 0" for loss, L in summary["losses"].items())
+  return (f"{FIGURE}: balanced UFM, K = {summary['K']}, n = {summary['n']}, d = {summary['d']}, λ_W = "
+          f"{summary['lam_W']:g}, λ_H = {summary['lam_H']:g}, {summary['values']} values of each loss parameter × "
+          f"{summary['seeds']} float64 L-BFGS starts — {parts}.")

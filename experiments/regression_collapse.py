@@ -136,3 +136,38 @@ def plot(results: xr.Dataset, c):
   fig.suptitle(f"Regression UFM with bias: n={a['n']} targets (std {', '.join(f'{s:g}' for s in a['scales'])}), "
                f"N={a['N']}, d={a['d']}, λ_H={a['lam_H']:g}; float64 L-BFGS, {S} starts per λ_W", fontsize=10)
   return fig
+
+
+def summary(results, c) -> dict:
+  """Over the converged starts with lam_W > 0: the largest NRC1-NRC3, the largest relative error of the eigenvalues of
+  W W^T and of the objective against the closed form; at lam = 0: the medians of NRC1-NRC3."""
+  ok = results.converged.values & ~results.diverged.values
+  ok = ok & (results.pred_eig_WWt.values.max(-1) > 0)[:, None]  # W = 0 beyond the threshold: NRC undefined there
+  pe = results.pred_eig_WWt.values[:, None, :]
+  eig = (np.abs(results.eig_WWt.values - pe) / np.maximum(np.abs(pe).max(-1, keepdims=True), 1e-300)).max(-1)[ok]
+  po = results.pred_objective.values[:, None]
+  obj = (np.abs(results.objective.values - po) / np.abs(po))[ok]
+  ok0 = results.converged_lam0.values & ~results.diverged_lam0.values
+  out = {"N": int(results.attrs["N"]), "d": int(results.attrs["d"]), "lam_H": float(results.attrs["lam_H"]),
+         "lam_lo": float(results.lam_W.min()), "lam_hi": float(results.lam_W.max()), "runs": int(ok.size),
+         "converged": int(ok.sum()), "eig": float(eig.max()) if eig.size else None,
+         "objective": float(obj.max()) if obj.size else None, "runs0": int(ok0.size), "converged0": int(ok0.sum())}
+  for k in ("nrc1", "nrc2", "nrc3"):
+    v = results[k].values[ok]
+    out[k] = float(v.max()) if v.size else None
+    v0 = results[f"{k}_lam0"].values[ok0]
+    out[f"{k}_lam0"] = float(np.median(v0)) if v0.size else None
+  return out
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  f = lambda v: "n/a" if v is None else f"{v:.1e}"
+  g = lambda v: "n/a" if v is None else f"{v:.2f}"
+  return (f"{FIGURE}: regression UFM, N = {summary['N']}, d = {summary['d']}, λ_H = {summary['lam_H']:g}, λ_W ∈ "
+          f"[{summary['lam_lo']:g}, {summary['lam_hi']:g}], float64 L-BFGS; over the λ_W where the minimiser is not 0, "
+          f"{summary['converged']}/{summary['runs']} starts converged: NRC1 ≤ {f(summary['nrc1'])}, NRC2 ≤ {f(summary['nrc2'])}, NRC3 ≤ {f(summary['nrc3'])}; the "
+          f"eigenvalues of WWᵀ within {f(summary['eig'])} and the objective within {f(summary['objective'])} "
+          f"(relative) of the closed form. At λ = 0 ({summary['converged0']}/{summary['runs0']} converged) there is no "
+          f"collapse: median NRC1 {g(summary['nrc1_lam0'])}, NRC2 {g(summary['nrc2_lam0'])}, NRC3 "
+          f"{g(summary['nrc3_lam0'])}.")

@@ -110,3 +110,41 @@ def plot(results: xr.Dataset, c):
   fig.suptitle(f"MSE DUFM with ReLU, widths K, n={a['n']}, λ_W = λ_H = {a['lam_W']:g}; float64 L-BFGS, "
                f"{results.sizes['seed']} starts per cell", fontsize=10)
   return fig
+
+
+def summary(results, c) -> dict:
+  """Per (K, L): the best converged start's objective relative to the best DNC value, and how many starts converged."""
+  rows = []
+  for K in results.K.values:
+    for L in results.L.values:
+      r = results.sel(K=K, L=L)
+      ok = r.converged.values & ~r.diverged.values
+      best = float(r.objective.values[ok].min()) if ok.any() else None
+      dnc = float(r.dnc_objective)
+      every = float(np.min(r.objective.values[~r.diverged.values])) if (~r.diverged.values).any() else None
+      rows.append({"K": int(K), "L": int(L), "converged": int(ok.sum()), "runs": int(ok.size),
+                   "rel": None if best is None else (best - dnc) / abs(dnc),
+                   "rel_any": None if every is None else (every - dnc) / abs(dnc)})
+  return {"lam_W": float(results.attrs["lam_W"]), "lam_H": float(results.attrs["lam_H"]),
+          "n": int(results.attrs["n"]), "rows": rows}
+
+
+def findings(summary: dict, c) -> str:
+  """The ``figures/README.md`` text, every number from ``summary``."""
+  rows = summary["rows"]
+  below = [R for R in rows if R["rel"] is not None and R["rel"] < -1e-9]
+  at = [R for R in rows if R["rel"] is not None and abs(R["rel"]) <= 1e-9]
+  above = [R for R in rows if R["rel"] is not None and R["rel"] > 1e-9]
+  fmt = lambda Rs: ", ".join(f"K = {R['K']}, L = {R['L']} ({100 * R['rel']:+.1f} %)" for R in Rs) or "none"
+  return (f"{FIGURE}: deep UFM with ReLU layers, n = {summary['n']}, λ_W = {summary['lam_W']:g}, λ_H = "
+          f"{summary['lam_H']:g}, {rows[0]['runs']} float64 L-BFGS starts per (K, L), "
+          f"{sum(R['converged'] for R in rows)}/{sum(R['runs'] for R in rows)} converged. Best converged start "
+          f"against the best DNC value — below it (low rank beats DNC): {fmt(below)}; at it (to 1e-9): "
+          f"{', '.join(f'K = {R[chr(75)]}, L = {R[chr(76)]}' for R in at) or 'none'}; above it (no start found DNC or "
+          f"better): {fmt(above)}; no converged start: "
+          f"{', '.join(f'K = {R[chr(75)]}, L = {R[chr(76)]}' for R in rows if R['rel'] is None) or 'none'}. Any start "
+          f"whose objective is below the DNC value shows that DNC is not the global minimum there, converged or not; "
+          f"counting the unconverged starts too, below it: "
+          + (", ".join(f"K = {R['K']}, L = {R['L']} ({100 * R['rel_any']:+.1f} %)" for R in rows
+                       if R["rel_any"] is not None and R["rel_any"] < -1e-9) or "none")
+          + ".")
