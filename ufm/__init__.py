@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 # Submodules reachable as attributes of the package (``ufm.theory``), imported on first access.
 _SUBMODULES = frozenset({
     "cache", "canonical", "claims", "cli", "conventions", "convex", "data", "deep", "geometry", "kernels", "losses",
-    "metrics", "mixup", "networks",
-    "objectives", "problem", "solvers", "spherical", "streaming", "sweep", "testing", "theory", "tiled", "validate",
-    "verdict", "vicinity",
+    "loss_family", "loss_problem", "metrics", "mixup", "networks",
+    "objectives", "problem", "regression", "relu_deep", "solvers", "specs", "spherical", "streaming", "sweep", "testing",
+    "theory", "tiled", "validate", "verdict", "vicinity",
 })
 
 # Re-exported names: name -> the submodule that defines it.
