@@ -108,7 +108,8 @@ def plot(results: xr.Dataset, c):
   ax.legend(fontsize=7, ncol=2)
   a = results.attrs
   fig.suptitle(f"MSE DUFM with ReLU, widths K, n={a['n']}, λ_W = λ_H = {a['lam_W']:g}; float64 L-BFGS, "
-               f"{results.sizes['seed']} starts per cell", fontsize=10)
+               f"{results.sizes['seed']} starts per cell; the best start is drawn whether or not it converged (an objective "
+               "below the DNC value bounds the minimum either way); 'conv.' counts the converged starts", fontsize=10)
   return fig
 
 

@@ -9,13 +9,14 @@ import jax.numpy as jnp
 __all__ = ["global_min_1d"]
 
 
-def global_min_1d(fn, hi: float = 1.0, num: int = 4096, iters: int = 200):
+def global_min_1d(fn, hi: float = 1.0, num: int = 4096, iters: int = 200, lo: float | None = None):
   r"""Global minimiser over :math:`t \in [0, \text{hi}]` of a scalar function smooth on :math:`(0, \text{hi}]`: a
   geometric grid of ``num`` points on :math:`[10^{-8}\text{hi}, \text{hi}]` locates the best cell, ``iters``
   bisection steps on :math:`f'` refine it inside its neighbours, and :math:`t = 0` is compared last (the same
   method as the deep linear CE candidates of :mod:`ufm.theory.deep`). Returns ``(t, f(t))``; vmappable through
-  ``fn``. The grid makes the minimum global up to its resolution (a minimum narrower than one cell can be missed)."""
-  grid = jnp.geomspace(1e-8 * hi, hi, num)
+  ``fn``. The grid makes the minimum global up to its resolution (a minimum narrower than one cell can be missed).
+  ``lo`` moves the grid's lower end (default ``1e-8 * hi``)."""
+  grid = jnp.geomspace(1e-8 * hi if lo is None else lo, hi, num)
   vals = jax.vmap(fn)(grid)
   j = jnp.argmin(vals)
   lo, up = grid[jnp.maximum(j - 1, 0)], grid[jnp.minimum(j + 1, num - 1)]

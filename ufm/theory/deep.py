@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufm.theory._onedim import global_min_1d
 from ufm.theory.prediction import NoClosedFormError, Prediction, balanced_metric_targets, predict, register_prediction
 from ufm.validate import check_int
 
@@ -365,23 +366,9 @@ def deep_collapse_lambda(counts, M: int, *, bias: bool = False, ratio_H: float =
 def _min_1d(fn, hi: float = 1e3, num: int = 4096, iters: int = 200):
   r"""Global minimiser over :math:`t \ge 0` of a scalar function that is smooth on :math:`(0, \infty)`: a
   geometric grid on :math:`[10^{-8}, \text{hi}]` locates the best cell, bisection on :math:`f'` refines it
-  inside its neighbours, and :math:`t = 0` is compared last. Returns ``(t, f(t))``; vmappable through ``fn``."""
-  grid = jnp.geomspace(1e-8, hi, num)
-  vals = jax.vmap(fn)(grid)
-  j = jnp.argmin(vals)
-  lo, up = grid[jnp.maximum(j - 1, 0)], grid[jnp.minimum(j + 1, num - 1)]
-  dfn = jax.grad(fn)
-
-  def body(_, lu):
-    lo, up = lu
-    mid = 0.5 * (lo + up)
-    neg = dfn(mid) < 0
-    return jnp.where(neg, mid, lo), jnp.where(neg, up, mid)
-
-  lo, up = jax.lax.fori_loop(0, iters, body, (lo, up))
-  t = 0.5 * (lo + up)
-  ft, f0 = fn(t), fn(jnp.zeros_like(t))
-  return jnp.where(ft < f0, t, 0.0), jnp.minimum(ft, f0)
+  inside its neighbours, and :math:`t = 0` is compared last (:func:`ufm.theory._onedim.global_min_1d`). Returns
+  ``(t, f(t))``; vmappable through ``fn``."""
+  return global_min_1d(fn, hi=hi, num=num, iters=iters, lo=1e-8)
 
 
 class DeepCE(NamedTuple):
