@@ -97,6 +97,8 @@ DNC_MULTICLASS = Claim(
               "starts).",
     problems=relu_specs(K=(6,), L=(4,), n=(2,), lam=(1e-3, 1e-3)), check=_dnc_check, tolerances=_TOL, inits=8,
     max_steps=5000, expected="refuted",
+    counterexamples=(relu_spec_class(4)(counts=(2,) * 6, d=6, lam_W=1e-3, lam_H=1e-3, loss="mse", bias=False, seed=0,
+                                        init_scale=0.3),),
     refuted_because="Súkeník et al. 2024 (arXiv 2405.14468): beyond two layers and two classes low-rank solutions "
                     "beat DNC; measured here: K = 6, L = 4, n = 2, lam = 1e-3, the best of 8 float64 L-BFGS starts is "
                     "4.9% below the DNC value (0.016360 vs 0.017207), class means of H_L of rank < 6.")
