@@ -33,13 +33,16 @@ def main(argv=None) -> dict:
   p.add_argument("names", nargs="*", metavar="NAME", help="catalogue claims (default: all)")
   p.add_argument("--examples", type=int, default=200, help="random examples per claim (default 200)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max-shapes", type=int, default=None, metavar="S",
-                 help="draw from at most S problem shapes per claim (default: no limit)")
+  p.add_argument("--max-shapes", type=int, default=16, metavar="S",
+                 help="draw from at most S problem shapes per claim (default 16, as claims run; 0: no limit)")
   p.add_argument("--cache", default=None, metavar="DIR", help="compilation cache directory (default: a fresh one)")
   p.add_argument("--json", default=None, help="where to write the report (default: benchmarks/results/)")
   args = p.parse_args(argv)
   if args.examples < 1:
     p.error(f"examples = {args.examples} is out of range; allowed: integers >= 1")
+  if args.max_shapes < 0:
+    p.error(f"max_shapes = {args.max_shapes} is out of range; allowed: integers >= 1, or 0 for no limit")
+  args.max_shapes = args.max_shapes or None
   tmp = None
   if args.cache is None:
     tmp = tempfile.TemporaryDirectory()
@@ -64,7 +67,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     r = claims.run_claim(c, examples=args.examples, seed=args.seed, max_shapes=args.max_shapes)
     wall = time.perf_counter() - t0
-    shapes = len({s.shape_key for s in claims.draw_examples(c, args.examples, args.seed, args.max_shapes)})
+    shapes = r.shapes
     row = {"claim": c.name, "family": catalogue.FAMILY_OF[c.name], "solver": c.solver, "examples": r.examples,
            "shapes": shapes, "wall_s": round(wall, 2), "compiled": _entries(cache_dir) - before,
            "s_per_example": round(wall / max(r.examples, 1), 3), "status": r.status, "expected": c.expected}

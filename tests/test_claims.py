@@ -326,7 +326,7 @@ def test_cli_check_runs_a_users_own_claim_and_run_writes_the_report(tmp_path, ca
     (["run", "ce_norms", "--examples", "-5"], "examples = -5 is out of range"),
     (["run", "ce_norms", "--seed", "-1"], "seed = -1 is out of range"),
     (["run", "ce_norms", "--all"], "give claim names or --all, not both"),
-    (["run", "ce_norms", "--max-shapes", "0"], "max_shapes = 0 is out of range"),
+    (["run", "ce_norms", "--max-shapes", "-1"], "max_shapes = -1 is out of range"),
     (["check", "no_colon"], "'no_colon' is not of the form module:attr"),
     (["check", "no_such_module_xyz:c"], "cannot import 'no_such_module_xyz': ModuleNotFoundError"),
     (["check", "ufm.theory:nothing"], "module 'ufm.theory' has no attribute 'nothing'"),

@@ -178,8 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="hypothesis seed of the random problems")
     r.add_argument("--store", default=DEFAULT_STORE, metavar="DIR", help=store_help)
     r.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
-    r.add_argument("--max-shapes", type=int, default=None, metavar="S",
-                   help="draw the examples from at most S problem shapes (one compilation each; default: no limit)")
+    r.add_argument("--max-shapes", type=int, default=16, metavar="S",
+                   help="draw the examples from at most S problem shapes (one compilation each; default 16, "
+                        "ufm.claims.DEFAULT_MAX_SHAPES; 0: no limit)")
   return p
 
 
@@ -467,8 +468,8 @@ def _claims_setup(args):
   if args.examples is not None and args.examples < 1:
     raise ValueError(f"examples = {args.examples} is out of range; allowed: integers >= 1")
   check_seed("seed", args.seed)
-  if args.max_shapes is not None and args.max_shapes < 1:
-    raise ValueError(f"max_shapes = {args.max_shapes} is out of range; allowed: integers >= 1")
+  if args.max_shapes is not None and args.max_shapes < 0:
+    raise ValueError(f"max_shapes = {args.max_shapes} is out of range; allowed: integers >= 1, or 0 for no limit")
   if args.claims_command == "check":
     selected = claims.load_claim(args.target)
   else:
@@ -511,10 +512,11 @@ def claims_run(args, selected, store) -> int:
   """``claims run`` / ``claims check``: runs each claim, prints its result; exit 1 if any differs from expected."""
   from ufm import claims
   examples = claims.DEFAULT_EXAMPLES if args.examples is None else args.examples
+  max_shapes = args.max_shapes or None  # 0: no limit
   results = []
   for c in selected:
     r = claims.run_claim(c, examples=examples, seed=args.seed, store=store, shrink=not args.no_shrink,
-                         max_shapes=args.max_shapes)
+                         max_shapes=max_shapes)
     results.append(r)
     print(claims.format_result(r, c), flush=True)
   bad = [r.name for r in results if not r.as_expected]
@@ -522,16 +524,18 @@ def claims_run(args, selected, store) -> int:
                                                                             if bad else ""))
   if getattr(args, "report", None):
     which = '--all' if not args.names else ' '.join(args.names)
+    shapes_arg = "" if max_shapes == claims.DEFAULT_MAX_SHAPES else f" --max-shapes {args.max_shapes}"
     if _scorecard_mode(args.report):
       from ufm.claims import catalogue, scorecard
       path = args.scorecard or scorecard.SCORECARD_PATH
-      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report"
+      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed}{shapes_arg} --report"
       data = scorecard.merge(scorecard.load(path), results, {c.name: c for c in selected}, catalogue.FAMILY_OF, cmd)
       scorecard.write(data, path)
       scorecard.update_readme(args.report, scorecard.render(data))
       print(f"scorecard merged into {path} and written to {args.report} between its markers")
     else:
-      cmd = f"python -m ufm claims run {which} --examples {examples} --seed {args.seed} --report {args.report}"
+      cmd = (f"python -m ufm claims run {which} --examples {examples} --seed {args.seed}{shapes_arg} "
+             f"--report {args.report}")
       with open(args.report, "w", encoding="utf-8") as f:
         f.write(claims.report_markdown(results, {c.name: c for c in selected}, command=cmd))
       print(f"scorecard written to {args.report}")

@@ -30,8 +30,8 @@ and in a test file: ``def test_ratio(): claims.assert_claim(feature_ratio, examp
 """
 
 from ufm.claims.catalogue import CATALOGUE, get_claim
-from ufm.claims.core import (DEFAULT_EXAMPLES, EXPECTED, SOLVERS, Claim, ClaimResult, Outcome, assert_claim,
-                             draw_examples, format_result, format_worst, report_markdown, result_record,
+from ufm.claims.core import (DEFAULT_EXAMPLES, DEFAULT_MAX_SHAPES, EXPECTED, SOLVERS, Claim, ClaimResult, Outcome,
+                             assert_claim, draw_examples, format_result, format_worst, report_markdown, result_record,
                              run_claim)
 from ufm.claims.user import load_claim
 from ufm.claims.store import DEFAULT_STORE_DIR, ClaimStore
@@ -39,6 +39,7 @@ from ufm.claims.store import DEFAULT_STORE_DIR, ClaimStore
 __all__ = [
     "CATALOGUE",
     "DEFAULT_EXAMPLES",
+    "DEFAULT_MAX_SHAPES",
     "DEFAULT_STORE_DIR",
     "EXPECTED",
     "Claim",

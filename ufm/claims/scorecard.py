@@ -10,7 +10,7 @@ Layout::
 
   {"version": 1,
    "claims": {"<name>": {"paper": ..., "family": ..., "status": ..., "expected": ..., "examples": ...,
-                         "replayed": ..., "failures": ..., "worst_residual": ..., "worst_value": ...,
+                         "replayed": ..., "shapes": ..., "max_shapes": ..., "failures": ..., "worst_residual": ..., "worst_value": ...,
                          "worst_bound": ..., "seed": ..., "wall_s": ..., "when": ..., "counterexample": ...,
                          "note": ...}},
    "runs": ["<command>", ...]}
@@ -98,6 +98,8 @@ def render(data: dict, order=None) -> str:
       name, value, bound = r["worst_residual"], r["worst_value"], r["worst_bound"]
       worst = "check raised an error" if name == "error" else f"{name} {_fmt(value)} / {_fmt(bound)}"
       stored = f" (+{r['replayed']} stored)" if r.get("replayed") else ""
+      if r.get("shapes"):
+        stored = f" in {r['shapes']} shape{'s' if r['shapes'] > 1 else ''}" + stored
       observed = r["status"] if r["status"] == r["expected"] else f"**{r['status']}**"
       out.append(f"| `{n}` | {r['examples']}{stored} | {worst} | {r['expected']} | {observed} |")
       if r.get("note"):
