@@ -64,7 +64,7 @@ def test_help_is_plain_text_with_defaults(command, capsys, monkeypatch):
     for flag, default in (("--loss", "ce"), ("--lam-W", "0.005"), ("--solver", "lbfgs"), ("--init-scale", "0.1"),
                           ("--seed", "0")):
       i = out.index("\n  " + flag + " ", out.index("options:"))
-      assert f"(default: {default})" in out[i:out.index("\n  -", i + 1)], flag
+      assert f"(default: {default}" in out[i:out.index("\n  -", i + 1)], flag
 
 
 def test_every_option_and_command_is_explained():
@@ -127,3 +127,56 @@ def test_solve_deep_flags_build_a_deep_problem_and_validate():
                      (["--d", "2", "--widths", "3,3"], "d = 2"), (["--d", "2", "--depth", "0"], "depth = 0")):
     with pytest.raises(ValueError, match=msg):
       cli.solve(cli._parser().parse_args(["solve", "--K", "3", "--n", "2", *extra]))
+
+
+@pytest.mark.parametrize("argv, geometry", [
+    (["--loss", "focal", "--loss-param", "gamma=3", "--K", "3", "--n", "2", "--d", "3"], "simplex ETF"),
+    (["--loss", "label_smoothing", "--loss-param", "alpha=0.2", "--K", "3", "--n", "2", "--d", "2"], "simplex ETF"),
+    (["--activation", "relu", "--K", "2", "--n", "1", "--d", "4", "--depth", "2", "--lam-W", "2e-3",
+      "--lam-H", "2e-3", "--init-scale", "0.3"], "DNC (orthogonal frames)"),
+    (["--random-targets", "2,12", "--d", "3", "--bias", "--lam-W", "0.02", "--lam-H", "0.03"], None),
+], ids=["focal", "label-smoothing", "relu", "regression"])
+def test_solve_other_families_meet_their_closed_forms(argv, geometry, capsys):
+  """The loss family (with its parameters), the ReLU DUFM and the regression UFM through the same command: the
+  solve reaches the closed form (objective and norms to the reference tolerance), metrics of the family."""
+  assert cli.main(["solve", *argv, "--json"]) == 0
+  rec = json.loads(capsys.readouterr().out)
+  th = rec["theory"]
+  assert rec["verdict"] == "global" and rec["converged"], rec["verdict_message"]
+  rtol = TOL["reference"][0]
+  for key in ("objective", "norm_W_sq", "norm_H_sq"):
+    assert abs(rec[key] - th[key]) <= rtol * abs(th[key]), key
+  if geometry:
+    assert th["geometry"] == geometry
+  fam = rec["config"]["family"]
+  if fam == "regression":
+    assert rec["config"]["targets_shape"] == [2, 12] and {"nrc1", "nrc2", "nrc3"} == set(rec["metrics"])
+    assert max(rec["metrics"].values()) <= 1e-12
+  elif fam == "relu_deep":
+    assert rec["metrics"]["mean_rank_last"] == 2 and rec["metrics"]["nc1"] <= 1e-12
+  else:
+    lp = rec["config"]["loss_params"]
+    assert lp == ({"gamma": 3.0} if "focal" in argv else {"alpha": 0.2})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--K", "3", "--n", "2", "--d", "2", "--loss", "focal", "--loss-param", "gamma=-1"],
+     "gamma = -1.0 is out of range"),
+    (["--K", "3", "--n", "2", "--d", "2", "--loss", "focal", "--loss-param", "alpha=0.1"],
+     "alpha is not a parameter of loss = 'focal'"),
+    (["--K", "3", "--n", "2", "--d", "2", "--loss", "ce", "--loss-param", "alpha=0.1"],
+     "loss = 'ce' has no parameters"),
+    (["--K", "3", "--n", "2", "--d", "2", "--loss", "focal", "--loss-param", "gamma"], "is not NAME=VALUE"),
+    (["--K", "3", "--n", "2", "--d", "2", "--activation", "relu"], "activation = 'relu' needs layers"),
+    (["--K", "3", "--n", "2", "--d", "2", "--depth", "2", "--activation", "relu", "--bias"], "bias-free"),
+    (["--random-targets", "2,1", "--d", "2"], "N = 1 is out of range"),
+    (["--random-targets", "2", "--d", "2"], "random_targets = '2' is not n,N"),
+    (["--random-targets", "2,5", "--K", "3", "--d", "2"], "has targets, not classes"),
+    (["--random-targets", "2,5", "--d", "2", "--loss", "ce"], "loss = 'ce': the regression UFM"),
+    (["--random-targets", "2,5", "--d", "2", "--depth", "2"], "the regression UFM has one layer"),
+    (["--targets", "missing.npy", "--d", "2"], "targets = 'missing.npy' is not a readable .npy"),
+])
+def test_bad_family_input_is_one_line_and_exit_2(argv, message, capsys):
+  assert cli.main(["solve", *argv]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and message in err, err

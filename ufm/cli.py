@@ -18,6 +18,7 @@ import time
 import jax
 
 from ufm import losses
+from ufm.cli_measure import json_safe
 from ufm.validate import check_int, check_seed
 
 DESCRIPTION = ("Simulate the unconstrained features model (UFM) of neural collapse and compare each solve with its "
@@ -26,6 +27,9 @@ EPILOG = """examples:
   python -m ufm solve --loss ce --K 4 --n 5 --d 6
   python -m ufm solve --loss mse --bias --counts 20,10,5,5 --d 8 --json
   python -m ufm solve --loss mse --counts 6,6,6 --d 4 --depth 2 --lam-W 0.02 --lam-H 0.01
+  python -m ufm solve --loss focal --loss-param gamma=3 --K 4 --n 5 --d 6
+  python -m ufm solve --activation relu --K 2 --n 2 --d 4 --depth 3 --lam-W 1e-3 --lam-H 1e-3
+  python -m ufm solve --random-targets 3,40 --d 5 --bias --lam-W 0.01 --lam-H 0.01
   python -m ufm demo
   python -m ufm claims list
   python -m ufm claims run ce_norms --examples 50
@@ -39,9 +43,11 @@ over the classifier W (K x d), the features H (d x N) and the bias b, then print
 ||b|| and the neural-collapse metrics, each beside its closed form (ufm.theory.predict) and the relative error
 (absolute where the closed form is 0). Give the classes as --K and --n (balanced) or --counts (any counts), and the
 feature dimension as --d, or the layer widths of a deep linear UFM as --widths (then lam_W is the weight decay of
-every layer). Runs in float64 (--float32 for speed). The verdict line says what the solve reached: global (the
-objective matches the closed form), local (converged above it, by how much), below theory (a counterexample to the
-closed form), not converged, diverged, or no closed form (ufm.verdict). Deep problems start from 8 initialisations
+every layer; --activation relu puts a ReLU between the layers). A parametrised loss takes its parameters with
+--loss-param. --targets or --random-targets solve the regression UFM instead (targets n x N, W n x d; NRC1-NRC3
+beside their closed forms). Runs in float64 (--float32 for speed). The verdict line says what the solve reached:
+global (the objective matches the closed form), local (converged above it, by how much), below theory (a
+counterexample to the closed form), not converged, diverged, or no closed form (ufm.verdict). Deep problems start from 8 initialisations
 by default (--restarts), vmapped, and keep the best."""
 DEMO_DESCRIPTION = ("Every closed form of ufm.theory beside its float64 L-BFGS solve (seven settings, CE and MSE, "
                     "with and without a bias; about 40 s on 2 CPU cores).")
@@ -102,7 +108,19 @@ def _parser() -> argparse.ArgumentParser:
                          title="commands")
   s = sub.add_parser("solve", help="solve one UFM and compare it with its closed form", description=SOLVE_DESCRIPTION,
                      **kw)
-  s.add_argument("--loss", choices=losses.names(), default="ce", help="loss, from the registry ufm.losses")
+  s.add_argument("--loss", choices=losses.names(), default=None,
+                 help="loss, from the registry ufm.losses (default: ce; for --activation relu and for regression: mse)")
+  s.add_argument("--loss-param", action="append", default=None, dest="loss_param", metavar="NAME=VALUE",
+                 help="a parameter of a parametrised loss, repeatable: alpha (label_smoothing), gamma (focal), kappa "
+                      "and M (rescaled_mse); the others keep their defaults")
+  s.add_argument("--activation", choices=("linear", "relu"), default="linear",
+                 help="between the layers of a deep UFM (--depth >= 2 or --widths): linear (Dang et al. 2023) or "
+                      "relu (the DUFM of Súkeník et al. 2023/2024, bias-free)")
+  s.add_argument("--targets", default=None, metavar="PATH",
+                 help="regression UFM (Andriopoulos et al. 2024): a .npy of targets, n x N (no pickles)")
+  s.add_argument("--random-targets", default=None, dest="random_targets", metavar="n,N",
+                 help="regression UFM with random targets of standard deviations 1, 1/2, ..., 1/n "
+                      "(ufm.regression.random_targets, key fold_in(key(seed), 1))")
   s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False,
                  help="learn a bias b (--no-bias: logits W h)")
   s.add_argument("--K", type=int, metavar="K", help="number of classes (with --n)")
@@ -241,28 +259,119 @@ def _rel(a: float, b: float) -> float:
   return abs(a - b) / abs(b) if b != 0 else abs(a - b)
 
 
+def _targets_given(args) -> bool:
+  """Whether ``args`` ask for the regression UFM (``--targets`` or ``--random-targets``; not both)."""
+  path, rnd = getattr(args, "targets", None), getattr(args, "random_targets", None)
+  if path is not None and rnd is not None:
+    raise ValueError("give either --targets or --random-targets, not both")
+  if path is None and rnd is None:
+    return False
+  if args.K is not None or args.n is not None or args.counts is not None:
+    raise ValueError("the regression UFM has targets, not classes: give --targets or --random-targets without "
+                     "--K, --n or --counts")
+  return True
+
+
+def _loss_params(args) -> dict:
+  """``--loss-param NAME=VALUE`` as ``{NAME: float}`` (names and ranges checked by the problem's constructor)."""
+  out = {}
+  for item in getattr(args, "loss_param", None) or ():
+    name, sep, value = item.partition("=")
+    try:
+      out[name.strip()] = float(value)
+    except ValueError:
+      sep = ""
+    if not sep or not name.strip():
+      raise ValueError(f"loss_param = {item!r} is not NAME=VALUE with a number VALUE, e.g. gamma=2")
+  return out
+
+
+def _loss_param_values(problem) -> dict | None:
+  """The loss parameters a :class:`ufm.loss_problem.LossProblem` solved with (``None`` for the other families)."""
+  spec = losses.get(problem.loss)
+  if not spec.params or not hasattr(problem, spec.params[0].name):
+    return None
+  return {p.name: float(getattr(problem, p.name)) for p in spec.params}
+
+
+def _problem(args, counts, widths, seed, dtype):
+  """The problem ``args`` describe: plain (any registered loss and its parameters), deep linear, deep ReLU
+  (``--activation relu``) or regression (``--targets`` / ``--random-targets``); ``ValueError`` naming the option for
+  a combination that does not exist."""
+  import numpy as np
+
+  from ufm.problem import make_problem
+  activation = getattr(args, "activation", "linear")
+  params = _loss_params(args)
+  if counts is None:  # regression
+    from ufm import regression
+    if args.loss not in (None, "mse"):
+      raise ValueError(f"loss = {args.loss!r}: the regression UFM has the squared loss; allowed: mse")
+    if widths is not None or activation != "linear" or params:
+      raise ValueError("the regression UFM has one layer: give --d, without --depth, --widths, --activation or "
+                       "--loss-param")
+    args.loss = "mse"
+    if args.targets is not None:
+      try:
+        Y = np.load(args.targets, allow_pickle=False)
+      except (OSError, ValueError) as e:
+        raise ValueError(f"targets = {args.targets!r} is not a readable .npy file ({e}); allowed: a .npy of "
+                         "targets n x N, without pickles") from None
+    else:
+      try:
+        n, N = (int(v) for v in args.random_targets.split(","))
+      except ValueError:
+        raise ValueError(f"random_targets = {args.random_targets!r} is not n,N; allowed: two integers, n >= 1 "
+                         "and N >= 2") from None
+      check_int("n", n, lo=1)
+      check_int("N", N, lo=2)
+      Y = regression.random_targets(jax.random.fold_in(jax.random.key(seed), 1), n, N, dtype=dtype)
+    return regression.make_regression_problem(Y, d=args.d, lam_W=args.lam_W,
+                                              lam_H=args.lam_H, lam_b=args.lam_b, bias=args.bias, dtype=dtype)
+  if activation == "relu":
+    from ufm.relu_deep import make_relu_problem
+    if widths is None:
+      raise ValueError("activation = 'relu' needs layers: give --depth >= 2 or --widths")
+    if args.bias or args.lam_b:
+      raise ValueError("the ReLU DUFM is bias-free: drop --bias and --lam-b")
+    if params:
+      raise ValueError("--loss-param applies to the plain UFM only (drop --depth/--widths)")
+    args.loss = args.loss or "mse"
+    return make_relu_problem(counts, widths=widths, lam_W=args.lam_W, lam_H=args.lam_H, loss=args.loss, dtype=dtype)
+  args.loss = args.loss or "ce"
+  if widths is not None:
+    from ufm.deep import make_deep_problem
+    if params:
+      raise ValueError("--loss-param applies to the plain UFM only (drop --depth/--widths)")
+    return make_deep_problem(counts, widths=widths, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
+                             loss=args.loss, bias=args.bias, dtype=dtype)
+  if losses.get(args.loss).params:
+    from ufm.loss_problem import make_loss_problem
+    return make_loss_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b, loss=args.loss,
+                             bias=args.bias, dtype=dtype, **params)
+  if params:
+    raise ValueError(f"loss = {args.loss!r} has no parameters; --loss-param applies to "
+                     f"{', '.join(n for n in losses.names() if losses.get(n).params)}")
+  return make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b, loss=args.loss,
+                      bias=args.bias, dtype=dtype)
+
+
 def solve(args) -> dict:
   """Validates, solves and compares; returns the JSON-able record."""
   import numpy as np
 
   from ufm import metrics, solvers, theory
-  from ufm.problem import make_problem
   from ufm import verdict as verdicts
   dtype = "float32" if getattr(args, "float32", False) else "float64"
-  counts = _counts(args)
+  regression = _targets_given(args)
+  counts = None if regression else _counts(args)
   widths = _widths(args)
   restarts = getattr(args, "restarts", None)
   restarts = (1 if widths is None else DEEP_RESTARTS) if restarts is None else restarts
   check_int("restarts", restarts, lo=1, hi=MAX_RESTARTS)
   seed = int(check_seed("seed", args.seed))
   steps = _check_steps((3000 if args.solver == "lbfgs" else 20_000) if args.steps is None else args.steps)
-  if widths is None:
-    problem = make_problem(counts, d=args.d, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
-                           loss=args.loss, bias=args.bias, dtype=dtype)
-  else:
-    from ufm.deep import make_deep_problem
-    problem = make_deep_problem(counts, widths=widths, lam_W=args.lam_W, lam_H=args.lam_H, lam_b=args.lam_b,
-                                loss=args.loss, bias=args.bias, dtype=dtype)
+  problem = _problem(args, counts, widths, seed, dtype)
   if args.solver == "lbfgs":
     hp = solvers.lbfgs_hparams(init_scale=args.init_scale, dtype=dtype)
     solver, static = solvers.lbfgs_reference, {"max_steps": steps}
@@ -281,10 +390,15 @@ def solve(args) -> dict:
     starts = {"restarts": restarts, "best": ms.index, "objectives": [float(f) for f in ms.objectives],
               "spread": ms.spread}
   wall = time.perf_counter() - t0
-  W, H, b = (np.asarray(x, np.float64) for x in (sol.params.W, sol.params.H, sol.params.b))
-  got = {"objective": float(sol.objective), "norm_W_sq": float(np.sum(W**2)), "norm_H_sq": float(np.sum(H**2)),
-         "norm_b": float(np.linalg.norm(b))}
-  got_metrics = {k: float(v) for k, v in jax.jit(metrics.compute)(sol.params, problem).items()}
+  Ws = sol.params.Ws if hasattr(sol.params, "Ws") else (sol.params.W,)
+  H, b = (np.asarray(x, np.float64) for x in (sol.params.H, sol.params.b))
+  got = {"objective": float(sol.objective), "norm_W_sq": float(sum(np.sum(np.asarray(W, np.float64)**2) for W in Ws)),
+         "norm_H_sq": float(np.sum(H**2)), "norm_b": float(np.linalg.norm(b))}
+  if problem.FAMILY in ("relu_deep", "regression"):  # the family's own metrics (the plain NC set needs one W)
+    table = problem.METRICS
+    got_metrics = {k: float(jax.jit(fn)(sol.params, problem)) for k, fn in table.items()}
+  else:
+    got_metrics = {k: float(v) for k, v in jax.jit(metrics.compute)(sol.params, problem).items()}
   try:
     pred = theory.predict(problem)
     th = {"objective": pred.objective, "norm_W_sq": pred.norm_W_sq, "norm_H_sq": pred.norm_H_sq,
@@ -297,19 +411,11 @@ def solve(args) -> dict:
           "verdict_message": v.message, "gap": v.gap, "starts": starts,
           "diverged": bool(sol.diverged), "converged": bool(sol.converged), "grad_norm": float(sol.grad_norm),
           "num_steps": int(sol.num_steps), "wall_time_s": wall,
-          "config": {**{k: v for k, v in vars(args).items() if k not in ("command", "json")}, "counts": list(counts),
-                     "d": problem.d,
+          "config": {**{k: v for k, v in vars(args).items() if k not in ("command", "json")},
+                     "counts": None if counts is None else list(counts), "d": problem.d, "family": problem.FAMILY,
+                     "targets_shape": [problem.K, problem.N] if regression else None,
+                     "loss_params": _loss_param_values(problem),
                      "dtype": dtype, "backend": jax.default_backend()}}
-
-
-def _json_safe(x):
-  if isinstance(x, float) and not math.isfinite(x):
-    return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-  if isinstance(x, dict):
-    return {k: _json_safe(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_json_safe(v) for v in x]
-  return x
 
 
 def format_table(rec: dict) -> str:
@@ -332,108 +438,18 @@ def format_table(rec: dict) -> str:
     status += (f" (best of {starts['restarts']} starts, #{starts['best']}; objectives spread "
                f"{starts['spread']:.2e})")
   deep_s = f", widths={c['widths']}" if c.get("widths") else (f", depth={c['depth']}" if c.get("depth", 1) > 1 else "")
-  head = (f"{c['loss'].upper()}-UFM, {'bias' if c['bias'] else 'no bias'}, counts={tuple(c['counts'])}, "
+  if c.get("activation") == "relu":
+    deep_s += ", ReLU between layers"
+  lp = c.get("loss_params") or {}
+  loss_s = c["loss"].upper() + (f" ({', '.join(f'{k}={v:g}' for k, v in lp.items())})" if lp else "")
+  what = (f"regression UFM, targets n x N = {c['targets_shape'][0]} x {c['targets_shape'][1]}"
+          if c.get("targets_shape") else f"{loss_s}-UFM, counts={tuple(c['counts'])}")
+  head = (f"{what}, {'bias' if c['bias'] else 'no bias'}, "
           f"d={c['d']}{deep_s}, "
           f"lam_W={c['lam_W']:g}, lam_H={c['lam_H']:g}, lam_b={c['lam_b']:g}, {c['solver']}, {c['dtype']}\n"
           f"{status}: |grad| = {rec['grad_norm']:.2e} after {rec['num_steps']} steps ({rec['wall_time_s']:.1f} s)")
   geo = f"theory: {th['geometry']} — {th['source']}" if th else f"theory: none ({rec['theory_note']})"
   return "\n".join([head, f"verdict: {rec['verdict_message']}", geo, *lines])
-
-
-def _load_features(args):
-  """Features (memory-mapped where the file allows), labels, W, b from ``measure``'s arguments."""
-  import numpy as np
-  from pathlib import Path
-  path = Path(args.features)
-  if not path.is_file():
-    raise ValueError(f"features = {str(path)!r} is not a file; allowed: a .npz or .npy file")
-  W = b = H_ood = y_ood = None
-  try:
-    if path.suffix == ".npz":
-      z = np.load(path, allow_pickle=False)
-      key = "H" if "H" in z.files else ("features" if "features" in z.files else None)
-      if key is None or "labels" not in z.files:
-        raise ValueError(f"features = {str(path)!r} holds {z.files}; allowed: arrays H (or features) and labels, "
-                         "optionally W and b")
-      H, y = z[key], z["labels"]
-      W = z["W"] if "W" in z.files else None
-      b = z["b"] if "b" in z.files else None
-      H_ood = z["H_ood"] if "H_ood" in z.files else None
-      y_ood = z["labels_ood"] if "labels_ood" in z.files else None
-    else:
-      if args.labels is None:
-        raise ValueError("labels: give --labels PATH.npy with a .npy FEATURES file")
-      H = np.load(path, mmap_mode="r", allow_pickle=False)
-      y = np.load(args.labels, mmap_mode="r", allow_pickle=False)
-    W = np.load(args.W, allow_pickle=False) if args.W else W
-    b = np.load(args.b, allow_pickle=False) if args.b else b
-    if args.ood:
-      H_ood = np.load(args.ood, mmap_mode="r", allow_pickle=False)
-      if isinstance(H_ood, np.lib.npyio.NpzFile):
-        H_ood = H_ood["H"] if "H" in H_ood.files else None
-        if H_ood is None:
-          raise ValueError(f"ood = {args.ood!r} holds no array H; allowed: a .npy, or a .npz with H")
-    y_ood = np.load(args.ood_labels, allow_pickle=False) if args.ood_labels else y_ood
-  except (OSError, EOFError, KeyError) as e:
-    raise ValueError(f"features: cannot read the arrays ({e}); allowed: .npz or .npy files without pickles") from None
-  return H, y, W, b, H_ood, y_ood
-
-
-def _ood_mean(H_ood, y_ood, d, conv, batch):
-  """The global mean of the OOD features, streamed: the sample mean, or under ``class_means`` conventions with
-  labels the mean of the OOD class means."""
-  import numpy as np
-  if H_ood.ndim != 2 or H_ood.shape[1] != d:
-    hint = " (transposed? one row per sample)" if H_ood.ndim == 2 and H_ood.shape[0] == d else ""
-    raise ValueError(f"ood has shape {H_ood.shape}; allowed: (N', d) = (N', {d}){hint}")
-  if y_ood is not None and (y_ood.shape != (H_ood.shape[0],) or y_ood.dtype.kind not in "iu" or y_ood.min() < 0):
-    raise ValueError(f"ood labels have shape {y_ood.shape}; allowed: ({H_ood.shape[0]},) integers >= 0")
-  total, sums, counts = np.zeros(d), {}, None
-  if y_ood is not None:
-    counts = np.bincount(y_ood)
-    sums = np.zeros((counts.size, d))
-  for i in range(0, H_ood.shape[0], batch):
-    Hb = np.asarray(H_ood[i:i + batch], np.float64)
-    total += Hb.sum(0)
-    if y_ood is not None:
-      np.add.at(sums, y_ood[i:i + batch], Hb)
-  if y_ood is not None and conv.global_mean == "class_means":
-    present = counts > 0
-    return (sums[present] / counts[present, None]).mean(0)
-  return total / H_ood.shape[0]
-
-
-def measure(args) -> int:
-  """``measure``: the NC metrics of the features in a file, streamed in batches."""
-  import numpy as np
-
-  from ufm import conventions, streaming
-  conv = conventions.get(args.conventions)
-  H, y, W, b, H_ood, y_ood = _load_features(args)
-  if H.ndim != 2 or y.ndim != 1 or H.shape[0] != y.shape[0]:
-    hint = " (transposed? one row per sample)" if H.ndim == 2 and H.shape[1] == y.shape[0] else ""
-    raise ValueError(f"features have shape {H.shape} and labels {y.shape}; allowed: (N, d) and (N,){hint}")
-  if y.dtype.kind not in "iu":
-    raise ValueError(f"labels have dtype {y.dtype}; allowed: integers")
-  batch = check_int("batch", args.batch, lo=1)
-  K = args.K if args.K is not None else (W.shape[0] if W is not None else int(np.max(y)) + 1)
-  N = H.shape[0]
-  batches = lambda: ((H[i:i + batch], y[i:i + batch]) for i in range(0, N, batch))
-  ood_mean = None if H_ood is None else _ood_mean(H_ood, y_ood, H.shape[1], conv, batch)
-  acc = streaming.Accumulator(K, H.shape[1], W=W, b=b, conventions=conv)
-  for step in (acc.add_means, acc.add_spread):
-    for Hb, yb in batches():
-      step(Hb, yb)
-  out = acc.summary(ood_mean=ood_mean)
-  if args.json:
-    print(json.dumps(_json_safe({**out, "convention_fields": conv.as_dict()})))
-    return 0
-  print(f"N = {out['N']:,} samples, K = {K} classes ({len(out['present'])} present"
-        + (f"; absent: {out['absent']}" if out["absent"] else "") + f"), d = {H.shape[1]}; conventions: {conv.name}")
-  for name, value in out.items():
-    if isinstance(value, float):
-      print(f"{name:<24}{value:18.10g}")
-  return 0
 
 
 def demo() -> int:
@@ -553,6 +569,7 @@ def main(argv=None) -> int:
     if args.command == "demo":
       return demo()
     if args.command == "measure":
+      from ufm.cli_measure import measure
       return measure(args)
     if args.command == "claims":
       selected, store = _claims_setup(args)
@@ -563,5 +580,5 @@ def main(argv=None) -> int:
   except ValueError as e:
     sys.stderr.write(f"ufm: error: {e}\n")
     return 2
-  print(json.dumps(_json_safe(rec)) if args.json else format_table(rec))
+  print(json.dumps(json_safe(rec)) if args.json else format_table(rec))
   return 0

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_DEPTH",
     "DeepParams",
     "DeepProblem",
+    "LayeredProblem",
     "balance_errors",
     "balanced_factorisation",
     "centred_gram",
@@ -86,17 +87,20 @@ def product(Ws) -> jax.Array:
 
 
 @struct.dataclass
-class DeepProblem(FamilyBase):
-  """One deep linear UFM instance (objective in the module docstring).
+class LayeredProblem(FamilyBase):
+  r"""What the deep families share: the fields, the layer shapes and weight decays, the regulariser and the Gaussian
+  initialisation of ``L`` layers ``W_1, ..., W_L`` (``W_l`` is ``d_{l+1} x d_l``, ``d_{L+1} = K``) on free features
+  ``H`` (``d_1 x N``). Subclasses (:class:`DeepProblem`, :class:`ufm.relu_deep.ReLUDeepProblem`) set ``FAMILY``,
+  ``PARAMS`` (their parameter type: ``(Ws, H, b)``) and define ``logits`` and ``value``.
 
   Attributes:
     Y: one-hot labels ``K x N`` (columns grouped by class).
-    lam_W: the layers' weight decays, shape ``(M,)`` (a scalar after a sweep substitutes one value:
+    lam_W: the layers' weight decays, shape ``(L,)`` (a scalar after a sweep substitutes one value:
       every layer then uses it).
     lam_H, lam_b: scalar weight decays of ``H`` and ``b``.
     counts: class counts (static).
-    widths: ``(d_1, ..., d_M)``; ``d_1`` is the feature dimension ``d`` (static).
-    loss: ``"ce"`` or ``"mse"`` (static).
+    widths: ``(d_1, ..., d_L)``; ``d_1`` is the feature dimension ``d`` (static).
+    loss: a registered loss (static).
     bias: whether the last layer has a bias ``b`` (static).
   """
   Y: Any
@@ -108,12 +112,11 @@ class DeepProblem(FamilyBase):
   loss: str = struct.field(pytree_node=False, default="mse")
   bias: bool = struct.field(pytree_node=False, default=False)
 
-  FAMILY: ClassVar[str] = "deep"
-  SCALAR_LEAVES = ("lam_W", "lam_H", "lam_b")
+  PARAMS: ClassVar[type] = NamedTuple
 
   @property
   def depth(self) -> int:
-    """``M``, the number of linear layers."""
+    """The number of layers (``M`` for the deep linear UFM, ``L`` for the ReLU one)."""
     return len(self.widths)
 
   @property
@@ -123,24 +126,17 @@ class DeepProblem(FamilyBase):
 
   @property
   def shapes(self) -> tuple[tuple[int, int], ...]:
-    """``((d_2, d_1), ..., (K, d_M))``: the shapes of ``W_1, ..., W_M``."""
+    """``((d_2, d_1), ..., (K, d_L))``: the shapes of ``W_1, ..., W_L``."""
     outs = self.widths[1:] + (self.K,)
     return tuple(zip(outs, self.widths))
 
   def lams(self) -> jax.Array:
-    """The layers' weight decays as an ``(M,)`` array (a scalar leaf is broadcast)."""
+    """The layers' weight decays as an ``(L,)`` array (a scalar leaf is broadcast)."""
     return jnp.broadcast_to(jnp.asarray(self.lam_W), (self.depth,))
 
-  def logits(self, params: DeepParams) -> jax.Array:
-    r""":math:`Z = (W_M\cdots W_1)H + b\mathbf 1^\top` (``K x N``; ``b`` only with a bias)."""
-    Z_KxN = product(params.Ws) @ params.H
-    if self.bias:
-      Z_KxN = Z_KxN + params.b[:, None]
-    return Z_KxN
-
-  def regulariser(self, params: DeepParams) -> jax.Array:
-    r""":math:`\sum_m \frac{\lambda_{W_m}}{2}\|W_m\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2 (+ \frac{\lambda_b}{2}\|b\|^2)`,
-    summed in the order of :func:`ufm.objectives.regulariser` (so ``M = 1`` gives the same bits)."""
+  def regulariser(self, params) -> jax.Array:
+    r""":math:`\sum_l \frac{\lambda_{W_l}}{2}\|W_l\|_F^2 + \frac{\lambda_H}{2}\|H\|_F^2 (+ \frac{\lambda_b}{2}\|b\|^2)`,
+    summed in the order of :func:`ufm.objectives.regulariser` (so one layer gives the plain UFM's bits)."""
     lam = self.lams()
     r = lam[0] * jnp.sum(params.Ws[0] ** 2)
     for m in range(1, self.depth):
@@ -150,20 +146,37 @@ class DeepProblem(FamilyBase):
       r = r + 0.5 * self.lam_b * jnp.sum(params.b**2)
     return r
 
-  def value(self, params: DeepParams) -> jax.Array:
-    """The objective of the module docstring, with the registered loss ``self.loss`` (:mod:`ufm.losses`)."""
+  def value(self, params) -> jax.Array:
+    """The registered loss ``self.loss`` (:mod:`ufm.losses`) of :meth:`logits`, plus :meth:`regulariser`."""
     return losses.mean(self.loss, self.logits(params), self.Y) + self.regulariser(params)
 
-  def init(self, key: jax.Array, init_scale) -> DeepParams:
-    r"""Gaussian initialisation, every entry of every ``W_m`` and of ``H`` :math:`\sim\mathcal N(0, s^2)`, ``b = 0``
-    (Dang et al.'s code: ``std = 0.1`` for all). Keys: ``split(key, M + 1)``, the last for ``H``; with
-    ``M = 1`` these are the keys of :func:`ufm.problem.init_params`, so the initial point is the same."""
+  def init(self, key: jax.Array, init_scale):
+    r"""Gaussian initialisation, every entry of every ``W_l`` and of ``H`` :math:`\sim\mathcal N(0, s^2)`, ``b = 0``
+    (Dang et al.'s code: ``std = 0.1`` for all). Keys: ``split(key, L + 1)``, the last for ``H``; with
+    one layer these are the keys of :func:`ufm.problem.init_params`, so the initial point is the same."""
     keys = jax.random.split(key, self.depth + 1)
     dt = self.dtype
     s = jnp.asarray(init_scale, dt)
     Ws = tuple(s * jax.random.normal(k, shape, dt) for k, shape in zip(keys[:-1], self.shapes))
     H = s * jax.random.normal(keys[-1], (self.d, self.N), dt)
-    return DeepParams(Ws=Ws, H=H, b=jnp.zeros((self.K,), dt))
+    return self.PARAMS(Ws=Ws, H=H, b=jnp.zeros((self.K,), dt))
+
+
+@struct.dataclass
+class DeepProblem(LayeredProblem):
+  """One deep linear UFM instance (objective in the module docstring); fields, shapes, regulariser and
+  initialisation of :class:`LayeredProblem`, with ``M = depth`` linear layers, ``loss`` ``"ce"`` or ``"mse"``."""
+
+  FAMILY: ClassVar[str] = "deep"
+  SCALAR_LEAVES = ("lam_W", "lam_H", "lam_b")
+  PARAMS: ClassVar[type] = DeepParams
+
+  def logits(self, params: DeepParams) -> jax.Array:
+    r""":math:`Z = (W_M\cdots W_1)H + b\mathbf 1^\top` (``K x N``; ``b`` only with a bias)."""
+    Z_KxN = product(params.Ws) @ params.H
+    if self.bias:
+      Z_KxN = Z_KxN + params.b[:, None]
+    return Z_KxN
 
   @property
   def METRICS(self) -> dict:

@@ -18,20 +18,20 @@ the best DNC objective; a solve below it is a solution that is not DNC (the low-
 :func:`class_mean_singular_values` measures the rank of every layer's class means.
 """
 
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ufm import losses
-from ufm.deep import MAX_DEPTH
-from ufm.problem import FamilyBase, check_solve_memory, make_labels
+from ufm import metrics as _metrics
+from ufm.deep import MAX_DEPTH, LayeredProblem
+from ufm.problem import check_solve_memory, make_labels
 from ufm.validate import cast_checked, check_counts, check_int, check_loss_bias_dtype, check_real
 
-__all__ = ["ReLUDeepProblem", "ReLUParams", "class_mean_singular_values", "dnc_params", "layer_features",
-           "make_relu_problem"]
+__all__ = ["RELU_METRICS", "ReLUDeepProblem", "ReLUParams", "class_mean_singular_values", "dnc_params",
+           "layer_features", "make_relu_problem"]
 
 
 class ReLUParams(NamedTuple):
@@ -51,61 +51,24 @@ def layer_features(params: ReLUParams) -> list:
 
 
 @struct.dataclass
-class ReLUDeepProblem(FamilyBase):
-  """One DUFM instance (objective in the module docstring).
-
-  Attributes:
-    Y: one-hot labels ``K x N``. lam_W: the layers' weight decays, shape ``(L,)``. lam_H: the decay of ``H_1``.
-    lam_b: 0 (no bias; kept for the protocol). counts, widths ``(d_1, ..., d_L)``, loss: static.
-  """
-  Y: Any
-  lam_W: Any
-  lam_H: Any
-  lam_b: Any
-  counts: tuple[int, ...] = struct.field(pytree_node=False)
-  widths: tuple[int, ...] = struct.field(pytree_node=False)
-  loss: str = struct.field(pytree_node=False, default="mse")
-  bias: bool = struct.field(pytree_node=False, default=False)
+class ReLUDeepProblem(LayeredProblem):
+  """One DUFM instance (objective in the module docstring): the fields, shapes, regulariser and initialisation of
+  :class:`ufm.deep.LayeredProblem` (as :class:`ufm.deep.DeepProblem`: same keys, same initial point), with a ReLU
+  between consecutive layers. ``lam_W`` has shape ``(L,)``; ``lam_b`` is 0 and ``bias`` False (the DUFM is
+  bias-free; kept for the protocol)."""
 
   FAMILY: ClassVar[str] = "relu_deep"
   SCALAR_LEAVES: ClassVar[tuple[str, ...]] = ("lam_W", "lam_H")
-
-  @property
-  def depth(self) -> int:
-    """``L``, the number of layers."""
-    return len(self.widths)
-
-  @property
-  def d(self) -> int:
-    return self.widths[0]
-
-  @property
-  def shapes(self) -> tuple[tuple[int, int], ...]:
-    outs = self.widths[1:] + (self.K,)
-    return tuple(zip(outs, self.widths))
-
-  def lams(self) -> jax.Array:
-    return jnp.broadcast_to(jnp.asarray(self.lam_W), (self.depth,))
+  PARAMS: ClassVar[type] = ReLUParams
 
   def logits(self, params: ReLUParams) -> jax.Array:
     """:math:`W_L H_L` (``K x N``)."""
     return params.Ws[-1] @ layer_features(params)[-1]
 
-  def value(self, params: ReLUParams) -> jax.Array:
-    """The objective of the module docstring."""
-    lam = self.lams()
-    r = sum(lam[l] * jnp.sum(W**2) for l, W in enumerate(params.Ws))
-    r = 0.5 * (r + self.lam_H * jnp.sum(params.H**2))
-    return losses.mean(self.loss, self.logits(params), self.Y) + r
-
-  def init(self, key: jax.Array, init_scale) -> ReLUParams:
-    r"""Every entry of every ``W_l`` and of ``H_1`` :math:`\sim\mathcal N(0, s^2)`; keys ``split(key, L + 1)``, the
-    last for ``H_1`` (as :meth:`ufm.deep.DeepProblem.init`)."""
-    keys = jax.random.split(key, self.depth + 1)
-    dt = self.dtype
-    s = jnp.asarray(init_scale, dt)
-    Ws = tuple(s * jax.random.normal(k, shape, dt) for k, shape in zip(keys[:-1], self.shapes))
-    return ReLUParams(Ws=Ws, H=s * jax.random.normal(keys[-1], (self.d, self.N), dt), b=jnp.zeros((self.K,), dt))
+  @property
+  def METRICS(self) -> dict:
+    """The DUFM's metrics (:data:`RELU_METRICS`), looked up by ``trace_metrics`` and the command line."""
+    return RELU_METRICS
 
 
 def make_relu_problem(counts, *, lam_W, lam_H, widths=None, d=None, depth=None, loss="mse",
@@ -178,6 +141,25 @@ def dnc_params(problem: ReLUDeepProblem, z: float) -> ReLUParams:
   E = np.eye(problem.widths[0], K)
   H = jnp.asarray(s_H * E @ np.asarray(problem.Y), dt)
   return ReLUParams(Ws=Ws, H=H, b=jnp.zeros((K,), dt))
+
+
+def _mean_rank(params: ReLUParams, problem: ReLUDeepProblem, layer: int) -> jax.Array:
+  """Numerical rank of the class means of ``H_layer`` (0-based; ``-1``: the class-level outputs): singular values
+  above ``1e-6`` times the largest."""
+  s = class_mean_singular_values(params, problem)[layer]
+  return jnp.sum(s > 1e-6 * jnp.max(s))
+
+
+#: DUFM metrics by name, ``(params, problem) -> scalar``: NC1 (:func:`ufm.metrics.nc1`,
+#: :math:`\frac1K\mathrm{tr}(\Sigma_W\Sigma_B^+)`) of the free features :math:`H_1` and of the last layer's
+#: :math:`H_L`, and the numerical rank of the class means of :math:`H_L` and of the outputs :math:`W_L\bar H_L`
+#: (``K`` at DNC; lower at the low-rank solutions of Súkeník et al. 2024, arXiv 2405.14468).
+RELU_METRICS = {
+    "nc1": lambda params, p: _metrics.nc1(params.H, p.labels, p.K),
+    "nc1_last": lambda params, p: _metrics.nc1(layer_features(params)[-1], p.labels, p.K),
+    "mean_rank_last": lambda params, p: _mean_rank(params, p, p.depth - 1),
+    "output_rank": lambda params, p: _mean_rank(params, p, -1),
+}
 
 
 def _block(rows: int, cols: int, K: int) -> np.ndarray:
