@@ -104,7 +104,7 @@ def test_relu_claims_module():
   from ufm.claims import Claim
   from ufm.claims import relu as relu_claims
   assert all(isinstance(c, Claim) for c in relu_claims.CLAIMS)
-  assert [c.expected for c in relu_claims.CLAIMS] == ["holds", "refuted"]
+  assert [c.expected for c in relu_claims.CLAIMS] == ["holds", "refuted", "holds-when"]
   spec = relu_claims.relu_spec_class(3)(counts=(2, 2), d=4, lam_W=1e-3, lam_H=1e-3, loss="mse")
   p = spec.problem()
   assert p.depth == 3 and p.widths == (4, 4, 4) and spec.shape_key[:2] == ("relu_deep", 3)

@@ -282,9 +282,9 @@ def _structure_key(problem) -> tuple:
   return (treedef, tuple((np.shape(x), str(np.asarray(x).dtype)) for x in leaves))
 
 
-# Solutions already computed in this process, keyed by (problem, solver, inits, gtol, max_steps): claims that draw
-# the same problems (the catalogue's CE claims share a strategy) reuse them instead of solving (and maybe compiling)
-# again.
+# Solutions already computed in this process, keyed by (spec type, problem, solver, inits, gtol, max_steps): claims
+# that draw the same problems (the catalogue's CE claims share a strategy) reuse them instead of solving (and maybe
+# compiling) again.
 _SOLUTIONS: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
 _MAX_SOLUTIONS = 2048  # ~50 kB each (the NaN-padded L-BFGS trace dominates)
 
@@ -295,11 +295,11 @@ def _solve(specs: list, claim: Claim) -> list:
   if claim.solver == "none":
     return [None] * len(specs)
   tag = (claim.solver, claim.inits, float(claim.gtol), claim.max_steps)
-  todo = [s for s in dict.fromkeys(specs) if (s, *tag) not in _SOLUTIONS]
+  todo = [s for s in dict.fromkeys(specs) if (type(s), s, *tag) not in _SOLUTIONS]
   fresh = dict(zip(todo, _solve_new(todo, claim)))
-  out = [fresh[s] if s in fresh else _SOLUTIONS[(s, *tag)] for s in specs]
+  out = [fresh[s] if s in fresh else _SOLUTIONS[(type(s), s, *tag)] for s in specs]
   for s, sol in fresh.items():
-    _SOLUTIONS[(s, *tag)] = sol
+    _SOLUTIONS[(type(s), s, *tag)] = sol
     while len(_SOLUTIONS) > _MAX_SOLUTIONS:
       _SOLUTIONS.popitem(last=False)
   return out

@@ -11,8 +11,8 @@ weight decays and the initialisation, ``seed``, vary); ``loss`` is ``"mse"``. We
 log-uniform in [1e-3, 1] with every target direction at least 10% (in :math:`\sqrt\gamma/\sqrt{\sigma_i}`) from its
 threshold :math:`\sigma_i = \gamma = N\lambda_W\lambda_H`, where the minimiser is degenerate.
 
-Storage: a spec is stored as :meth:`ufm.testing.ProblemSpec.to_json`, which does not record the subclass, so a stored
-counterexample of these claims would replay as a plain problem; run them without a ``ClaimStore`` (as the tests do).
+Storage: :meth:`RegressionSpec.to_json` records ``"family": "regression"`` and the spec type is registered
+(:func:`ufm.testing.register_spec_type`), so a stored counterexample replays as the same regression problem.
 """
 
 import math
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ufm import regression
 from ufm.claims.core import Claim
-from ufm.testing import ProblemSpec, rel_error
+from ufm.testing import ProblemSpec, register_spec_type, rel_error
 
 __all__ = ["CLAIMS", "NRC_CLOSED_FORM", "RegressionSpec", "regression_specs"]
 
@@ -36,6 +36,7 @@ class RegressionSpec(ProblemSpec):
   (the targets are fixed by them), ``d``, the weight decays, ``bias``, ``seed`` (initialisation) and
   ``init_scale``."""
   __slots__ = ()
+  FAMILY = "regression"
 
   K = property(lambda self: self.counts[0])
   N = property(lambda self: self.counts[1])
@@ -55,6 +56,17 @@ class RegressionSpec(ProblemSpec):
     return regression.make_regression_problem(self.targets(), d=self.d, lam_W=self.lam_W, lam_H=self.lam_H,
                                               lam_b=self.lam_b, bias=self.bias, dtype=dtype)
 
+  def to_json(self) -> dict:
+    """:meth:`ufm.testing.ProblemSpec.to_json` with ``"family": "regression"``."""
+    return {**super().to_json(), "family": self.FAMILY}
+
+  @classmethod
+  def from_json(cls, obj) -> "RegressionSpec":
+    """Parses :meth:`to_json`'s output; ``ValueError`` naming the field otherwise (before any solve)."""
+    if not isinstance(obj, dict):
+      raise ValueError(f"a problem description must be a JSON object, got {type(obj).__name__}")
+    return super().from_json({k: v for k, v in obj.items() if k != "family"})
+
   def __str__(self) -> str:
     return (f"regression, n={self.counts[0]}, N={self.counts[1]}, d={self.d}, {'bias' if self.bias else 'no bias'}, "
             f"lam_W={self.lam_W:.6g}, lam_H={self.lam_H:.6g}, seed={self.seed}, init_scale={self.init_scale:g}")
@@ -66,6 +78,9 @@ def _off_thresholds(spec: RegressionSpec) -> bool:
   sig = np.linalg.eigvalsh(np.asarray(Sigma))
   gamma = spec.N * spec.lam_W * spec.lam_H
   return bool(np.all(np.abs(np.sqrt(gamma / sig) - 1) > _MARGIN) and gamma < sig.max() * (1 - _MARGIN))
+
+
+register_spec_type(RegressionSpec)
 
 
 def regression_specs(*, shapes=((2, 8, 3), (3, 12, 5)), bias=(True, False)) -> st.SearchStrategy:
