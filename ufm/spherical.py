@@ -19,9 +19,9 @@ gradient at a unit vector is the Riemannian gradient (it is orthogonal to the po
 ``constrained=True`` (the default) :meth:`SphericalProblem.project` renormalises after every step,
 so :func:`ufm.solvers.gradient_descent` is Riemannian gradient descent with the normalisation
 retraction (Absil, Mahony & Sepulchre 2008, §4.1), and the reported ``grad_norm`` is the
-Riemannian gradient norm. With ``constrained=False`` the same scale-invariant objective is an
-unconstrained problem that :func:`ufm.solvers.lbfgs_reference` solves; read the solution through
-:func:`normalise`.
+Riemannian gradient norm. With ``constrained=False`` the same scale-invariant objective plus a gauge term that
+is zero on the sphere (:meth:`SphericalProblem.scale_penalty`, which keeps the norms at 1) is an unconstrained
+problem that :func:`ufm.solvers.lbfgs_reference` solves; read the solution through :func:`normalise`.
 
 **Fixed classifiers.** Given ``W_fixed`` (``K x d``; e.g. :func:`ufm.geometry.fixed_classifier`),
 the classifier is not learned: the objective uses ``W_fixed`` and ignores ``params.W``, which
@@ -93,7 +93,26 @@ class SphericalProblem(FamilyBase):
     r""":math:`\frac1N\sum_i \mathrm{CE}(\hat W \hat h_i/\tau, y_i)` on the normalised rows/columns
     (Jiang et al. 2024, arXiv 2310.05351, eq. (3))."""
     logits_KxN = self.classifier(params) @ unit_columns(params.H) / self.tau
-    return jnp.mean(optax.softmax_cross_entropy(logits_KxN.T, self.Y.T))
+    f = jnp.mean(optax.softmax_cross_entropy(logits_KxN.T, self.Y.T))
+    if self.constrained:
+      return f
+    return f + self.scale_penalty(params)
+
+  def scale_penalty(self, params: Params) -> jax.Array:
+    r"""The gauge term of the unconstrained form (``constrained=False``):
+    :math:`rac14igl(\mathrm{mean}_i(\|h_i\|^2 - 1)^2 + \mathrm{mean}_k(\|w_k\|^2 - 1)^2igr)` (the ``W`` term
+    only for a learned classifier). It is 0 on the sphere and acts only along the radial directions, so the
+    minimisers, normalised, and the minimum are those of the spherical problem; without it the scale-invariant
+    objective's gradient scales as :math:`1/\|x\|`, and L-BFGS, whose steps change the norms, either shrinks a vector
+    until the gradient blows up or grows one until the gradient vanishes without a minimum (measured: :math:`|
+abla
+    f| = 4\cdot10^{15}` after 3000 iterations at ``K = 4``, ``d = 2``, :math:`	au = 0.73`; a fixed-classifier feature
+    "converged" to :math:`|
+abla f| = 9\cdot10^{-11}` at the antipode of its optimum)."""
+    r = 0.25 * jnp.mean((jnp.sum(params.H**2, axis=0) - 1) ** 2)
+    if not self.fixed:
+      r = r + 0.25 * jnp.mean((jnp.sum(params.W**2, axis=1) - 1) ** 2)
+    return r
 
   def init(self, key: jax.Array, init_scale) -> Params:
     r"""Uniform on the sphere: Gaussian rows/columns, normalised (``init_scale`` has no effect: the

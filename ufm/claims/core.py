@@ -111,6 +111,9 @@ class Claim:
       claim: a refuted claim's minimal counterexample, which its check must reproduce).
     holds_when: the narrowing condition (required with ``expected="holds-when"``).
     paper: the scorecard's group (default: ``source``), up to its first ``" ("`` or ``";"``.
+    convergence: with ``inits > 1``, which starts must reach ``gtol``: ``"all"`` (default; a landscape claim compares
+      every start) or ``"best"`` (the start of lowest objective, for a check that reads only the best start: another
+      start stalled above it decides nothing).
   """
   name: str
   source: str
@@ -128,6 +131,7 @@ class Claim:
   counterexamples: Any = ()  # a tuple of specs (checked in __post_init__)
   holds_when: str = ""
   paper: str = ""
+  convergence: str = "all"
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -151,6 +155,8 @@ class Claim:
       raise ValueError(f"claim {self.name!r} is expected refuted: say why in refuted_because")
     if self.expected == "holds-when" and not self.holds_when.strip():
       raise ValueError(f"claim {self.name!r} is expected to hold under a condition: state it in holds_when")
+    if self.convergence not in ("all", "best"):
+      raise ValueError(f"claim {self.name!r}: convergence = {self.convergence!r}; allowed values: all, best")
     if self.solver not in SOLVERS:
       raise ValueError(f"claim {self.name!r}: solver = {self.solver!r}; allowed values: {', '.join(SOLVERS)}")
     if not isinstance(self.counterexamples, tuple) or not all(hasattr(c, "to_json") and hasattr(c, "problem")
@@ -346,11 +352,17 @@ def _convergence(claim: Claim, sol) -> dict[str, float]:
   """The residual that says the solve converged (``grad_norm``; none for ``solver="none"``)."""
   if claim.solver == "none":
     return {}
+  grad = np.asarray(getattr(sol, "grad_norm", 0.0), np.float64)
+  if claim.solver == "lbfgs" and claim.convergence == "best" and grad.ndim:
+    # only the best start counts (a diverged start has no finite objective: it is never the best)
+    f = np.where(np.asarray(sol.diverged, bool), np.inf, np.asarray(sol.objective, np.float64))
+    f = np.where(np.isfinite(f), f, np.inf)
+    return {"grad_norm": float(grad[np.argmin(f)]) if np.isfinite(f).any() else math.inf}
   if np.any(sol.diverged):
     return {"grad_norm": math.inf}
   if claim.solver == "convex":
     return {"grad_norm": float(np.max(np.asarray(sol.kkt) / np.maximum(_CONVEX_TOL, np.asarray(sol.kkt_floor))))}
-  return {"grad_norm": float(np.max(sol.grad_norm))}
+  return {"grad_norm": float(np.max(grad))}
 
 
 def _evaluate(claim: Claim, spec, sol, tols: dict[str, Tolerance]) -> Outcome:

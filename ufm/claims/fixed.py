@@ -10,7 +10,12 @@ the scale-invariant form).
 * ``fixed_classifier_alignment`` (holds-when): with a fixed classifier, the learned features collapse onto their
   classifier rows (:math:`h_i = w_{y_i}`, every sample correct), and the objective is the collapsed value, for the
   symmetric codes (ETF, d-Simplex, d-Orthoplex), where every :math:`w_k` is the feature direction with the largest
-  margin for class ``k``.
+  margin for class ``k``. The landscape is not benign: for a small temperature the antipode :math:`-w_k` is a local
+  minimum of sample ``i``'s loss (``K = 3``, ``d = 2``, d-Simplex, :math:`\tau = 0.368`: the loss rises by
+  :math:`7\cdot10^{-5}` at 0.01 rad from it in both directions, and lies 4.75 above the optimum), and one start of
+  the 200-example run ended there (cos = -1 for two samples, :math:`|\nabla f| = 2\cdot10^{-11}`). Since the
+  objective is a mean of per-sample terms, each a function of its own feature, the check takes every feature from
+  the best of 8 starts for its sample (the global minimiser of a separable problem).
 * ``fixed_classifier_alignment_any_code`` (refuted): the same for any fixed classifier, here the near-orthogonal
   equiangular basis vectors (EBV) of Shen, Sun & Wei 2023 (arXiv 2303.11637). Found while building this catalogue:
   for unit classifier rows the optimal unit feature of class ``k`` is
@@ -26,6 +31,7 @@ in ``tests/test_geometry.py`` rather than registered here; the sparse ETF's alig
 generator's output depends on its key and step count (no statement about it is published as a theorem).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
@@ -66,13 +72,32 @@ FIXED_CONSTRUCTIONS = Claim(
 )
 
 
+_STARTS = 8  # per-sample failure to reach the good basin: about 0.17 per start (K = 3, tau = 0.37), 0.17^8 ~ 1e-6
+
+
+def _best_per_sample(problem, sol):
+  """``(W, H, f)``: with a fixed classifier the objective is a mean of per-sample terms, each a function of its own
+  feature only, so the global minimiser takes every column of ``H`` from the start where that sample's loss is
+  lowest (``sol`` carries a leading axis of starts); ``f`` is the mean of those losses."""
+  Hs, losses = [], []
+  for j in range(np.shape(sol.objective)[0]):
+    W, H = normalised(problem, jax.tree.map(lambda x, j=j: x[j], sol))
+    Z = W @ H / float(problem.tau)
+    Y = np.asarray(problem.Y, np.float64)
+    m = Z.max(axis=0)
+    losses.append(m + np.log(np.exp(Z - m).sum(axis=0)) - (Y * Z).sum(axis=0))
+    Hs.append(H)
+  best = np.argmin(np.stack(losses), axis=0)
+  H = np.stack(Hs)[best, :, np.arange(best.size)].T
+  return W, H, float(np.mean(np.min(np.stack(losses), axis=0)))
+
+
 def _alignment_check(problem, sol, th):
-  W, H = normalised(problem, sol)
+  W, H, f = _best_per_sample(problem, sol)
   al = geometry.classifier_alignment(jnp.asarray(W), jnp.asarray(H), problem.labels, problem.K)
   G = W @ W.T
   return {"sample_cos": 1.0 - float(al["sample_cos_min"]), "accuracy": 1.0 - float(al["accuracy"]),
-          "objective": rel_error(float(sol.objective), float(theory.spherical_ce_collapsed(jnp.asarray(G),
-                                                                                          float(problem.tau))))}
+          "objective": rel_error(f, float(theory.spherical_ce_collapsed(jnp.asarray(G), float(problem.tau))))}
 
 
 FIXED_ALIGNMENT = Claim(
@@ -83,7 +108,7 @@ FIXED_ALIGNMENT = Claim(
               "classifier row (cos = 1, all samples correct) and f* is the collapsed value.",
     problems=st.one_of(sphere_specs(K=(3, 4, 5), n=(1, 2), d_of_K=lambda K: K - 1, classifier=("etf", "d_simplex")),
                        sphere_specs(K=(6, 8), n=(1, 2), d_of_K=lambda K: K // 2, classifier="orthoplex")),
-    theory=lambda problem: None, check=_alignment_check,
+    theory=lambda problem: None, check=_alignment_check, inits=_STARTS,
     tolerances={"sample_cos": "reference_metric", "accuracy": "exact", "objective": "reference"},
     expected="holds-when",
     holds_when="the fixed classifier is a symmetric code (simplex ETF, d-Simplex, d-Orthoplex: every w_k is the "
@@ -98,7 +123,7 @@ FIXED_ALIGNMENT_ANY_CODE = Claim(
     statement="Balanced spherical CE-UFM with a fixed equiangular-basis-vector classifier (K <= d, |cos| <= 0.1): "
               "every learned feature equals its class's classifier row and f* is the collapsed value.",
     problems=sphere_specs(K=(3, 4), n=(1, 2), d=(6, 8), tau=(0.3, 1.0), classifier="ebv"),
-    theory=lambda problem: None, check=_alignment_check,
+    theory=lambda problem: None, check=_alignment_check, inits=_STARTS,
     tolerances={"sample_cos": "reference_metric", "accuracy": "exact", "objective": "reference"},
     expected="refuted",
     refuted_because="the optimal unit feature of class k is along a w_k - b sum_{j != k} w_j with b > 0, which is "

@@ -117,7 +117,7 @@ DNC_BINARY = Claim(
               "best DNC configuration's objective; nothing lies below it. (At widths K = 2 all 8 starts can end "
               "above it, e.g. n = 1, L = 3, lam = 1.22e-3: a landscape effect, none below.)",
     problems=relu_specs(K=(2,), L=(2, 3), width_factor=2), check=_dnc_check, tolerances=_TOL, inits=8, max_steps=5000,
-    gtol=_RELU_GTOL)
+    gtol=_RELU_GTOL, convergence="best")
 
 DNC_MULTICLASS = Claim(
     name="relu_dnc_multiclass",
