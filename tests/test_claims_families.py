@@ -260,3 +260,21 @@ def test_users_own_imbalanced_claim_with_the_convex_solver():
                   solver="convex", check=lambda p, sol, th: {"rank_excess": max(int(sol.rank) - (p.K - 1), 0)},
                   theory=lambda p: None, tolerances={"rank_excess": testing.Tolerance(0.5, "an integer: 0 allowed")})
   assert claims.assert_claim(c, examples=2).status == "holds"
+
+
+def test_newer_families_strategies_are_in_ufm_testing():
+  """The loss family's, ReLU DUFM's and regression UFM's strategies are reachable from ufm.testing (loaded on first
+  use), and a stored ReLU spec parses without importing its claims module first."""
+  import subprocess
+  import sys
+  code = ("import jax; jax.config.update('jax_enable_x64', True)\n"
+          "from ufm import testing\n"
+          "s = testing.spec_from_json({'counts': [2, 2], 'd': 4, 'lam_W': 1e-3, 'lam_H': 1e-3, 'loss': 'mse', "
+          "'family': 'relu_deep', 'depth': 3})\n"
+          "assert type(s).__name__ == 'ReLUSpecL3' and s.problem().depth == 3\n"
+          "assert testing.relu_specs(K=(3,)).example().K == 3\n"
+          "assert isinstance(testing.regression_specs().example(), testing.RegressionSpec)\n"
+          "assert testing.loss_family_specs('focal').example().loss == 'focal'\n"
+          "print('ok')\n")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -35,9 +35,12 @@ from ufm.validate import check_seed
 
 __all__ = [
     "COUNT_KINDS",
+    "LAZY_FAMILY_MODULES",
     "MIXUP_GRID",
     "SPEC_TYPES",
     "DeepSpec",
+    "RegressionSpec",
+    "ReLUSpec",
     "MixupSpec",
     "SphereSpec",
     "DEFAULT_D_OFFSETS",
@@ -51,10 +54,14 @@ __all__ = [
     "class_counts",
     "collapse_index",
     "log_uniform",
+    "loss_family_specs",
     "deep_specs",
     "is_spec",
     "mixup_specs",
     "register_spec_type",
+    "regression_specs",
+    "relu_spec_class",
+    "relu_specs",
     "spec_from_json",
     "sphere_specs",
     "problem_specs",
@@ -491,10 +498,30 @@ def is_spec(obj) -> bool:
   return isinstance(obj, tuple(SPEC_TYPES.values()))
 
 
+#: The families whose spec types and strategies live with their claims (they subclass :class:`ProblemSpec`, so they
+#: cannot sit in :mod:`ufm.specs`, which this module imports): name -> module, imported on first use.
+LAZY_FAMILY_MODULES = {"relu_deep": "ufm.claims.relu", "regression": "ufm.claims.regression",
+                       "losses": "ufm.claims.losses"}
+_LAZY_NAMES = {"ReLUSpec": "relu_deep", "relu_spec_class": "relu_deep", "relu_specs": "relu_deep",
+               "RegressionSpec": "regression", "regression_specs": "regression", "loss_family_specs": "losses"}
+
+
+def __getattr__(name):
+  """The ReLU DUFM's, the regression UFM's and the loss family's spec types and strategies (``relu_specs``,
+  ``regression_specs``, ``loss_family_specs``, ...), from their claims modules on first use."""
+  if name in _LAZY_NAMES:
+    import importlib
+    return getattr(importlib.import_module(LAZY_FAMILY_MODULES[_LAZY_NAMES[name]]), name)
+  raise AttributeError(f"module 'ufm.testing' has no attribute {name!r}")
+
+
 def spec_from_json(obj):
   """Any family's spec from its JSON (``"family"`` selects the type; none: :class:`ProblemSpec`); ``ValueError``
   naming the field otherwise (before any solve)."""
   family = obj.get("family", "plain") if isinstance(obj, dict) else "plain"
+  if family not in SPEC_TYPES and family in LAZY_FAMILY_MODULES:
+    import importlib
+    importlib.import_module(LAZY_FAMILY_MODULES[family])  # registers its spec type
   if family not in SPEC_TYPES:
     raise ValueError(f"family = {family!r} is not supported; allowed values: {', '.join(SPEC_TYPES)}")
   return SPEC_TYPES[family].from_json(obj)
